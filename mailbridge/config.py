@@ -1,0 +1,534 @@
+"""Configuration: one TOML file plus ``.env`` beside it, validated into typed settings.
+
+``load_config(path=None, env=None)`` finds the file (``--config``, then
+``$MAILBRIDGE_CONFIG``, then ``./config/mailbridge.toml``), loads ``.env`` from
+the same folder without overriding the real environment, and returns one
+frozen ``Settings`` object. Every mistake becomes one line that names the key,
+the bad value, the file and the fix; all lines are collected and raised
+together as a ``ConfigError``, so an admin fixes everything in one pass.
+
+Secrets never live in the TOML: keys ending in ``_env`` name an environment
+variable, resolved here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from dotenv import dotenv_values
+
+from .core.text import is_slug
+from .errors import ConfigError
+
+DEFAULT_PATH = Path("config/mailbridge.toml")
+ENV_VAR = "MAILBRIDGE_CONFIG"
+LANGUAGES = ("vi", "hmn", "en")
+TlsMode = Literal["none", "starttls", "tls"]
+
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
+_DOMAIN = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Secret:
+    """A secret value that never shows up in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class Category:
+    """A tip category; ``labels`` maps a language to its label (built-ins use gettext)."""
+
+    id: str
+    pictogram: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+# The built-in categories: their labels come from the gettext catalogs.
+BUILTIN_CATEGORIES: tuple[Category, ...] = (
+    Category("drugs", "drugs"),
+    Category("smuggling", "smuggling"),
+    Category("border", "border"),
+    Category("residence", "residence"),
+    Category("theft", "theft"),
+    Category("guns", "guns"),
+    Category("trafficking", "trafficking"),
+    Category("other", "other"),
+)
+BUILTIN_LABELS: Mapping[str, str] = {
+    "drugs": "Drugs",
+    "smuggling": "Smuggling",
+    "border": "Illegal border crossing",
+    "residence": "Illegal residence",
+    "theft": "Theft",
+    "guns": "Homemade guns",
+    "trafficking": "Human trafficking",
+    "other": "Other",
+}
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Outbound SMTP to a station's mail server."""
+
+    host: str
+    port: int = 587
+    tls: TlsMode = "starttls"
+    username: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+    timeout: float = 30.0
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    """IMAP access to a station mailbox (station side only)."""
+
+    host: str
+    port: int = 993
+    tls: TlsMode = "tls"
+    username: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+    folders: tuple[str, ...] = ("INBOX",)
+    timeout: float = 60.0
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    id: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Station:
+    id: str
+    name: str
+    ref_prefix: str
+    mailbox: str
+    placements: tuple[Placement, ...] = ()
+    smtp: SmtpSettings | None = None
+    maildir: Path | None = None
+    imap: ImapSettings | None = None
+    delivery_delay_minutes: int = 0
+    officers: Mapping[str, str] = field(default_factory=dict)
+    hotline: str = ""
+
+    def placement(self, placement_id: str) -> Placement | None:
+        return next((p for p in self.placements if p.id == placement_id), None)
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    address: str
+    domain: str
+    database: str
+    secret: Secret
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    default_language: str = "vi"
+    languages: tuple[str, ...] = LANGUAGES
+    rate_limit_per_hour: int = 30
+    retry_days: int = 5
+    max_text_chars: int = 5000
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    database: str
+    attachments_dir: Path
+    max_message_bytes: int = 25 * 1024 * 1024
+    folder_status: Mapping[str, str] = field(default_factory=dict)
+    flag_status: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path
+    relay: RelaySettings
+    ledger: LedgerSettings
+    stations: Mapping[str, Station]
+    categories: tuple[Category, ...]
+    smtp: SmtpSettings | None = None
+
+    def station(self, station_id: str) -> Station | None:
+        return self.stations.get(station_id.lower())
+
+    def category(self, category_id: str) -> Category | None:
+        return next((c for c in self.categories if c.id == category_id), None)
+
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Reads one TOML table, records mistakes, and reports keys it never read."""
+
+    def __init__(self, data: Mapping[str, Any], where: str, ctx: _Context) -> None:
+        self.data = data
+        self.where = where
+        self.ctx = ctx
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def error(self, name: str, message: str) -> None:
+        self.ctx.error(f"{self.key(name)} {message}")
+
+    def get(self, name: str, kind: type[T], default: T | None = None, *,
+            required: bool = False, hint: str = "") -> T | None:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                self.error(name, f"is missing: add it{hint}")
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            self.error(name, f"must be {_kind_name(kind)}, got {value!r}")
+            return default
+        return value
+
+    def text(self, name: str, default: str = "", *, required: bool = False,
+             hint: str = "") -> str:
+        value = self.get(name, str, default, required=required, hint=hint)
+        return value if value is not None else default
+
+    def port(self, name: str, default: int) -> int:
+        self.used.add(name)
+        value = self.data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            self.error(name, f"must be a port number 1-65535, got {value!r}")
+            return default
+        return value
+
+    def tls(self, name: str, default: TlsMode) -> TlsMode:
+        value = self.text(name, default)
+        if value not in ("none", "starttls", "tls"):
+            self.error(name, f'must be "tls", "starttls" or "none", got {value!r}')
+            return default
+        return value  # type: ignore[return-value]
+
+    def secret(self, name: str) -> Secret:
+        """Resolve ``NAME_env``: the value names an environment variable."""
+        var = self.text(name)
+        if not var:
+            return Secret("")
+        if not _ENV_NAME.match(var):
+            self.error(name, f"must name an environment variable, got {var!r}")
+            return Secret("")
+        if var not in self.ctx.env:
+            self.error(name, f"names ${var}, which is not set: add {var}=... to "
+                             f"{self.ctx.dotenv} or the service environment")
+            return Secret("")
+        return Secret(self.ctx.env[var])
+
+    def path(self, name: str) -> Path | None:
+        value = self.text(name)
+        return self.ctx.resolve(value) if value else None
+
+    def table(self, name: str) -> _Reader | None:
+        value = self.get(name, dict)
+        return _Reader(value, self.key(name), self.ctx) if value is not None else None
+
+    def tables(self, name: str) -> Iterator[_Reader]:
+        value = self.get(name, list, [])
+        for i, item in enumerate(value or []):
+            if isinstance(item, dict):
+                yield _Reader(item, f"{self.key(name)}[{i}]", self.ctx)
+            else:
+                self.ctx.error(f"{self.key(name)}[{i}] must be a table, got {item!r}")
+
+    def finish(self) -> None:
+        for extra in sorted(set(self.data) - self.used):
+            self.ctx.error(f"{self.key(extra)} is not a known setting: remove it or fix "
+                           f"its spelling (see config/mailbridge.example.toml)")
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            dict: "a table", list: "a list"}.get(kind, kind.__name__)
+
+
+@dataclass
+class _Context:
+    path: Path
+    env: Mapping[str, str]
+    dotenv: Path
+    errors: list[str] = field(default_factory=list)
+
+    def error(self, line: str) -> None:
+        self.errors.append(f"{line} ({self.path})")
+
+    def resolve(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+    def database(self, url: str) -> str:
+        """Make ``sqlite:///relative.db`` relative to the config file's folder."""
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:
+            return prefix + str(self.resolve(url[len(prefix):]))
+        return url
+
+
+def find_config(path: str | Path | None, env: Mapping[str, str]) -> Path:
+    """``--config``, then ``$MAILBRIDGE_CONFIG``, then ``./config/mailbridge.toml``."""
+    if path:
+        return Path(path)
+    if env.get(ENV_VAR):
+        return Path(env[ENV_VAR])
+    return DEFAULT_PATH
+
+
+def load_config(path: str | Path | None = None,
+                env: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate the configuration; raise ConfigError listing every mistake."""
+    base_env = dict(os.environ if env is None else env)
+    cfg_path = find_config(path, base_env).absolute()
+    if not cfg_path.is_file():
+        raise ConfigError(
+            f"config file {cfg_path} does not exist: pass --config PATH, set ${ENV_VAR}, "
+            f"or copy config/mailbridge.example.toml to {DEFAULT_PATH}"
+        )
+    dotenv = cfg_path.parent / ".env"
+    merged: dict[str, str] = {}
+    if dotenv.is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+    merged.update(base_env)  # the real environment wins over .env
+    try:
+        data = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{cfg_path} is not valid TOML: {exc}") from exc
+    ctx = _Context(cfg_path, merged, dotenv)
+    settings = _parse(_Reader(data, "", ctx), ctx)
+    if ctx.errors or settings is None:
+        raise ConfigError("\n".join(ctx.errors))
+    return settings
+
+
+def _parse(top: _Reader, ctx: _Context) -> Settings | None:
+    relay = _relay(top.table("relay"), ctx)
+    smtp_top = top.table("smtp")
+    smtp = _smtp(smtp_top) if smtp_top else None
+    ledger = _ledger(top.table("ledger"), ctx)
+    categories = _categories(top, ctx)
+    stations: dict[str, Station] = {}
+    for st in top.tables("stations"):
+        station = _station(st, smtp)
+        if station is None:
+            continue
+        if station.id in stations:
+            st.error("id", f"{station.id!r} is used twice: give each station its own id")
+        stations[station.id] = station
+    if not stations:
+        ctx.error("stations is empty: add at least one [[stations]] table")
+    top.finish()
+    if relay is None:
+        return None
+    return Settings(ctx.path, relay, ledger, stations, categories, smtp)
+
+
+def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
+    if r is None:
+        ctx.error("relay is missing: add a [relay] table with address, domain and secret_env")
+        return None
+    address = r.text("address", required=True, hint=' such as "tips@relay.example.org"')
+    if address and not _EMAIL.match(address):
+        r.error("address", f"must be an e-mail address, got {address!r}")
+    domain = r.text("domain", address.partition("@")[2])
+    if domain and not _DOMAIN.match(domain):
+        r.error("domain", f"must be a domain name, got {domain!r}")
+    secret = r.secret("secret_env")
+    if "secret_env" not in r.data:
+        r.error("secret_env", "is missing: name an environment variable holding at least "
+                              "32 random characters (python3 -c 'import secrets; "
+                              "print(secrets.token_urlsafe(32))')")
+    elif secret and len(secret.reveal()) < 32:
+        r.error("secret_env", f"${r.data['secret_env']} must hold at least 32 characters")
+    languages = tuple(r.get("languages", list, list(LANGUAGES)) or LANGUAGES)
+    for lang in languages:
+        if lang not in LANGUAGES:
+            r.error("languages", f"has {lang!r}: choose among {', '.join(LANGUAGES)}")
+    default_language = r.text("default_language", "vi")
+    if default_language not in languages:
+        r.error("default_language", f"{default_language!r} is not in relay.languages")
+    rate = r.get("rate_limit_per_hour", int, 30) or 30
+    if rate < 1:
+        r.error("rate_limit_per_hour", f"must be at least 1, got {rate}")
+    listen_port = r.port("listen_port", 8080)
+    listen_host = r.text("listen_host", "127.0.0.1")
+    settings = RelaySettings(
+        address=address,
+        domain=domain,
+        database=ctx.database(r.text("database", "sqlite:///relay.db")),
+        secret=secret,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        public_url=r.text("public_url", f"http://{listen_host}:{listen_port}").rstrip("/"),
+        default_language=default_language,
+        languages=languages,
+        rate_limit_per_hour=rate,
+        retry_days=r.get("retry_days", int, 5) or 5,
+        max_text_chars=r.get("max_text_chars", int, 5000) or 5000,
+    )
+    r.finish()
+    return settings
+
+
+def _smtp(r: _Reader) -> SmtpSettings:
+    tls = r.tls("tls", "starttls")
+    settings = SmtpSettings(
+        host=r.text("host", required=True, hint=" (the station's mail server)"),
+        port=r.port("port", 465 if tls == "tls" else 587),
+        tls=tls,
+        username=r.text("username"),
+        password=r.secret("password_env"),
+        timeout=r.get("timeout", float, 30.0) or 30.0,
+        ca_file=r.path("ca_file"),
+    )
+    if settings.username and "password_env" not in r.data:
+        r.error("password_env", "is missing: username is set, so name the environment "
+                                "variable that holds the password")
+    r.finish()
+    return settings
+
+
+def _imap(r: _Reader) -> ImapSettings:
+    tls = r.tls("tls", "tls")
+    folders = r.get("folders", list, ["INBOX"]) or ["INBOX"]
+    if not all(isinstance(f, str) and f for f in folders):
+        r.error("folders", f"must be a list of folder names, got {folders!r}")
+        folders = ["INBOX"]
+    settings = ImapSettings(
+        host=r.text("host", required=True, hint=" (the station's IMAP server)"),
+        port=r.port("port", 993 if tls == "tls" else 143),
+        tls=tls,
+        username=r.text("username", required=True, hint=" (the mailbox login)"),
+        password=r.secret("password_env"),
+        folders=tuple(folders),
+        timeout=r.get("timeout", float, 60.0) or 60.0,
+        ca_file=r.path("ca_file"),
+    )
+    if "password_env" not in r.data:
+        r.error("password_env", "is missing: name the environment variable that holds the "
+                                "IMAP password")
+    r.finish()
+    return settings
+
+
+def _station(r: _Reader, default_smtp: SmtpSettings | None) -> Station | None:
+    sid = r.text("id", required=True, hint=' (short lower-case letters, e.g. "ncs")').lower()
+    if sid and not is_slug(sid):
+        r.error("id", f"must be short lower-case ASCII letters, digits or '-', got {sid!r}")
+    mailbox = r.text("mailbox", required=True,
+                     hint=" (the station's existing address that receives tips)")
+    if mailbox and not _EMAIL.match(mailbox):
+        r.error("mailbox", f"must be an e-mail address, got {mailbox!r}")
+    prefix = r.text("ref_prefix", sid.upper()[:6])
+    if not re.match(r"^[A-Za-z0-9]{1,12}$", prefix):
+        r.error("ref_prefix", f"must be 1-12 letters or digits, got {prefix!r}")
+    placements: list[Placement] = []
+    for p in r.tables("placements"):
+        pid = p.text("id", required=True).lower()
+        if pid and not is_slug(pid):
+            p.error("id", f"must be short lower-case ASCII letters, digits or '-', got {pid!r}")
+        if any(x.id == pid for x in placements):
+            p.error("id", f"{pid!r} is used twice in this station")
+        placements.append(Placement(pid, p.text("label", pid)))
+        p.finish()
+    smtp_r = r.table("smtp")
+    smtp = _smtp(smtp_r) if smtp_r else None
+    maildir = r.path("maildir")
+    imap_r = r.table("imap")
+    imap = _imap(imap_r) if imap_r else None
+    if maildir is None and smtp is None and default_smtp is None:
+        r.error("smtp", "is missing: give this station an [stations.smtp] table, a top-level "
+                        "[smtp] default, or a maildir path")
+    officers = r.get("officers", dict, {}) or {}
+    if not all(isinstance(v, str) for v in officers.values()):
+        r.error("officers", "must map OS account names to officer names (strings)")
+        officers = {}
+    delay = r.get("delivery_delay_minutes", int, 0) or 0
+    if not 0 <= delay <= 120:
+        r.error("delivery_delay_minutes", f"must be 0-120, got {delay}")
+    station = Station(
+        id=sid,
+        name=r.text("name", sid),
+        ref_prefix=prefix.upper(),
+        mailbox=mailbox,
+        placements=tuple(placements),
+        smtp=smtp if smtp is not None or maildir is not None else default_smtp,
+        maildir=maildir,
+        imap=imap,
+        delivery_delay_minutes=delay,
+        officers=dict(officers),
+        hotline=r.text("hotline"),
+    )
+    r.finish()
+    return station if sid else None
+
+
+def _ledger(r: _Reader | None, ctx: _Context) -> LedgerSettings:
+    if r is None:
+        return LedgerSettings(ctx.database("sqlite:///ledger.db"), ctx.resolve("attachments"))
+    settings = LedgerSettings(
+        database=ctx.database(r.text("database", "sqlite:///ledger.db")),
+        attachments_dir=r.path("attachments_dir") or ctx.resolve("attachments"),
+        max_message_bytes=r.get("max_message_bytes", int, 25 * 1024 * 1024) or 1,
+        folder_status=_str_map(r, "folder_status"),
+        flag_status=_str_map(r, "flag_status"),
+    )
+    r.finish()
+    return settings
+
+
+def _str_map(r: _Reader, name: str) -> dict[str, str]:
+    value = r.get(name, dict, {}) or {}
+    if not all(isinstance(v, str) for v in value.values()):
+        r.error(name, "must map names to status names (strings)")
+        return {}
+    return dict(value)
+
+
+def _categories(top: _Reader, ctx: _Context) -> tuple[Category, ...]:
+    if "categories" not in top.data:
+        top.used.add("categories")
+        return BUILTIN_CATEGORIES
+    result: list[Category] = []
+    for c in top.tables("categories"):
+        cid = c.text("id", required=True).lower()
+        if cid and not is_slug(cid):
+            c.error("id", f"must be short lower-case ASCII letters, digits or '-', got {cid!r}")
+        labels = c.get("labels", dict, {}) or {}
+        if cid not in BUILTIN_LABELS and not labels:
+            c.error("labels", f'is missing for custom category {cid!r}: add labels = '
+                              f'{{ vi = "...", en = "..." }}')
+        result.append(Category(cid, c.text("pictogram", cid if cid in BUILTIN_LABELS
+                                          else "other"), dict(labels)))
+        c.finish()
+    if not result:
+        ctx.error("categories is empty: remove the key to use the built-in list, or add some")
+    return tuple(result) or BUILTIN_CATEGORIES

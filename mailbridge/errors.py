@@ -1,0 +1,58 @@
+"""One error tree, split by who fixes it.
+
+    MailbridgeError                 root: everything mailbridge raises on purpose
+    ├── ConfigError                 the admin fixes the config file or environment (exit 2)
+    └── RuntimeFailure              something outside failed; retrying may help (exit 3)
+        ├── DeliveryError           sending a tip to a station mailbox failed
+        │   └── PermanentDeliveryError  the server refused for good (5xx): dead-letter
+        ├── IntakeError             a submission or incoming mail was refused
+        ├── StoreError              the relay database failed
+        ├── LedgerError             the station ledger failed
+        └── PollError               talking to a station mailbox (IMAP) failed
+
+Messages name the bad value, where it came from and the fix.
+"""
+
+from __future__ import annotations
+
+
+class MailbridgeError(Exception):
+    """Root of every error mailbridge raises on purpose."""
+
+    exit_code = 3
+
+
+class ConfigError(MailbridgeError):
+    """The configuration is wrong; the admin must edit it. Never retried."""
+
+    exit_code = 2
+
+
+class RuntimeFailure(MailbridgeError):
+    """A failure outside our control; the operation may succeed later."""
+
+    exit_code = 3
+
+
+class DeliveryError(RuntimeFailure):
+    """A tip could not be delivered yet (temporary: retried with backoff)."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The receiving server refused the tip for good (5xx); it is dead-lettered."""
+
+
+class IntakeError(RuntimeFailure):
+    """A submission or incoming mail was refused."""
+
+
+class StoreError(RuntimeFailure):
+    """The relay database failed."""
+
+
+class LedgerError(RuntimeFailure):
+    """The station ledger database failed."""
+
+
+class PollError(RuntimeFailure):
+    """Talking to a station mailbox over IMAP failed."""
