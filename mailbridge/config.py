@@ -243,7 +243,13 @@ class _Reader:
             self.error(name, f"names ${var}, which is not set: add {var}=... to "
                              f"{self.ctx.dotenv} or the service environment")
             return Secret("")
-        return Secret(self.ctx.env[var])
+        value = self.ctx.env[var]
+        if not value:
+            self.error(name, f"names ${var}, which is empty: set it in {self.ctx.dotenv} "
+                             "or the service environment")
+        elif value.startswith("change-me"):
+            self.error(name, f"${var} still holds the example value: replace it")
+        return Secret(value)
 
     def path(self, name: str) -> Path | None:
         value = self.text(name)
@@ -257,7 +263,10 @@ class _Reader:
         value = self.get(name, list, [])
         for i, item in enumerate(value or []):
             if isinstance(item, dict):
-                yield _Reader(item, f"{self.key(name)}[{i}]", self.ctx)
+                ident = item.get("id")
+                label = ident if isinstance(ident, str) and ident else f"[{i}]"
+                sep = "" if label.startswith("[") else "."
+                yield _Reader(item, f"{self.key(name)}{sep}{label}", self.ctx)
             else:
                 self.ctx.error(f"{self.key(name)}[{i}] must be a table, got {item!r}")
 

@@ -20,6 +20,9 @@ _ANSI = re.compile(
     r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])"
     r"|\x9b[0-?]*[ -/]*[@-~]"
 )
+# Every other line break Unicode knows (CR, NEL, LS, PS, VT, FF) becomes a plain newline.
+_NEWLINES = str.maketrans({"\r": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n",
+                           "\x0b": "\n", "\x0c": "\n"})
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
 
 
@@ -29,7 +32,7 @@ def clean_text(value: str, *, max_length: int | None = None) -> str:
     Newlines are normalised to ``\\n``; tabs are kept. Used for multi-line
     fields such as the tip text.
     """
-    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    value = value.replace("\r\n", "\n").translate(_NEWLINES)
     value = _ANSI.sub("", value)
     value = _CONTROLS.sub("", value)
     value = _BIDI.sub("", value)

@@ -1,0 +1,163 @@
+"""The ``mailbridge`` command: one sub-command per role.
+
+Exit codes systemd can act on: 0 ok, 2 configuration error (fix the file;
+``RestartPreventExitStatus=2`` stops restart loops), 3 runtime error (retry
+later), 4 a bug (versions printed, please report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import traceback
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+from . import __version__
+from .config import Settings, load_config
+from .errors import ConfigError, MailbridgeError
+
+EXIT_OK, EXIT_CONFIG, EXIT_RUNTIME, EXIT_BUG = 0, 2, 3, 4
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date like 2026-11-23") from exc
+
+
+def _month(value: str) -> str:
+    try:
+        date.fromisoformat(value + "-01")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a month like 2026-11") from exc
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailbridge",
+        description="Anonymous tip box: web form -> station mailbox -> officers' ledger.",
+    )
+    parser.add_argument("--version", action="version", version=f"mailbridge {__version__}")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $MAILBRIDGE_CONFIG, then "
+                             "./config/mailbridge.toml); .env beside it is loaded")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser("serve", help="run the relay: web form and delivery to station mailboxes")
+
+    p = sub.add_parser("check", help="validate the configuration; one line per mistake")
+    p.add_argument("--connect", action="store_true",
+                   help="also log in to every station's SMTP and IMAP server")
+
+    p = sub.add_parser("outbox", help="admin: list, retry or drop queued tips")
+    osub = p.add_subparsers(dest="action", metavar="ACTION")
+    lp = osub.add_parser("list", help="show the outbox (never the tip text)")
+    lp.add_argument("--all", action="store_true", help="include delivered and dropped rows")
+    osub.add_parser("retry", help="deliver a queued or dead tip now").add_argument("id", type=int)
+    osub.add_parser("drop", help="give up on a tip and purge its text").add_argument(
+        "id", type=int)
+
+    p = sub.add_parser("poll", help="station side: index station mailboxes into the ledger")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--station", metavar="ID", help="only this station")
+
+    p = sub.add_parser("db", help="database maintenance")
+    dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    dsub.add_parser("upgrade", help="create or migrate the relay and ledger databases")
+
+    p = sub.add_parser("ledger", help="station side: the officers' terminal UI")
+    p.add_argument("--officer", metavar="NAME",
+                   help="acting officer (default: stations.<id>.officers[OS account])")
+    p.add_argument("--station", metavar="ID", help="only this station")
+
+    p = sub.add_parser("report", help="figures for command")
+    p.add_argument("--format", dest="fmt", choices=("table", "csv", "json", "bars"),
+                   default="table")
+    p.add_argument("--from", dest="date_from", type=_date, metavar="YYYY-MM-DD")
+    p.add_argument("--to", dest="date_to", type=_date, metavar="YYYY-MM-DD")
+    p.add_argument("--month", type=_month, metavar="YYYY-MM")
+    p.add_argument("--station", metavar="ID")
+    p.add_argument("--chart", type=Path, metavar="PNG", help="also write a bar chart image")
+
+    p = sub.add_parser("demo", help="run everything on this machine: no mail server needed")
+    p.add_argument("--dir", type=Path, default=Path("demo"), help="demo folder (default: demo)")
+    p.add_argument("--port", type=int, default=8080, help="web port (default: 8080)")
+    p.add_argument("--seed", type=int, default=3, help="sample tips to send at start")
+    p.add_argument("--once", action="store_true",
+                   help="send the sample tips, index them, print a summary and exit")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.dir, port=args.port, seed=args.seed, once=args.once)
+    settings = load_config(args.config)
+    return _dispatch(args, settings)
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command = args.command
+    if command == "check":
+        from .checks import run_check
+
+        return run_check(settings, connect=args.connect)
+    if command == "serve":
+        from .relay.server import serve
+
+        serve(settings)
+        return EXIT_OK
+    if command == "outbox":
+        from .relay.admin import run_outbox
+
+        return run_outbox(settings, args.action or "list", getattr(args, "id", None),
+                          show_all=getattr(args, "all", False))
+    if command == "poll":
+        from .station.poller.run import poll
+
+        return poll(settings, once=args.once, station=args.station)
+    if command == "db":
+        from .checks import upgrade_databases
+
+        return upgrade_databases(settings)
+    if command == "ledger":
+        from .station.tui import run_ledger
+
+        return run_ledger(settings, officer=args.officer, station=args.station)
+    if command == "report":
+        from .station.report import run_report
+
+        return run_report(settings, fmt=args.fmt, date_from=args.date_from,
+                          date_to=args.date_to, month=args.month, station=args.station,
+                          chart=args.chart)
+    raise AssertionError(f"unhandled command {command!r}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"mailbridge: config: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    except MailbridgeError as exc:
+        print(f"mailbridge: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception:  # a bug: say so, with what a report needs
+        traceback.print_exc()
+        print(f"mailbridge {__version__} (Python {platform.python_version()}) hit a bug; "
+              "please report it with the lines above.", file=sys.stderr)
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

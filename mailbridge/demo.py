@@ -1,0 +1,206 @@
+"""``mailbridge demo``: the whole chain on one machine, with no mail server.
+
+Writes a demo configuration (two stations delivering into Maildirs under the
+demo folder), then runs the two roles as separate processes, exactly as in
+production: ``serve`` (the public relay) and ``poll`` (the station side, here
+indexing the Maildirs). A few sample tips go through the real web form so the
+mailboxes and the ledger have something to show.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+
+from .config import Settings, load_config
+from .errors import ConfigError, RuntimeFailure
+
+DEMO_TOML = """\
+# Demo configuration written by `mailbridge demo`. Everything stays in this folder.
+[relay]
+address = "tips@relay.demo.test"
+domain = "relay.demo.test"
+database = "sqlite:///relay.db"
+secret_env = "MAILBRIDGE_SECRET"
+listen_host = "127.0.0.1"
+listen_port = {port}
+public_url = "http://127.0.0.1:{port}"
+
+[ledger]
+database = "sqlite:///ledger.db"
+attachments_dir = "attachments"
+
+[[stations]]
+id = "ncs"
+name = "Đồn Biên phòng Nậm Cha (demo)"
+ref_prefix = "NCS"
+mailbox = "tinbao@ncs.demo.test"
+maildir = "mail/ncs"
+officers = {{ {user} = "Cán bộ trực ban" }}
+placements = [
+  {{ id = "cho", label = "Chợ phiên" }},
+  {{ id = "truong", label = "Trường tiểu học" }},
+  {{ id = "tram-y-te", label = "Trạm y tế xã" }},
+]
+
+[[stations]]
+id = "pvs"
+name = "Đồn Biên phòng Pa Vệ (demo)"
+ref_prefix = "PVS"
+mailbox = "tinbao@pvs.demo.test"
+maildir = "mail/pvs"
+officers = {{ {user} = "Cán bộ trực ban" }}
+placements = [
+  {{ id = "nha-van-hoa", label = "Nhà văn hóa bản" }},
+]
+"""
+
+SAMPLES = (
+    ("ncs", "cho", "Có người lạ mang nhiều gói hàng qua đường mòn sau chợ vào tối thứ bảy."),
+    ("ncs", "truong", "Thấy người bán thuốc lạ cho thanh niên gần cổng trường."),
+    ("pvs", "nha-van-hoa", "Nhà ông ở cuối bản có khách lạ ở lại nhiều ngày, không khai báo."),
+)
+
+
+def write_demo_config(folder: Path, port: int) -> Path:
+    """Write demo/mailbridge.toml and demo/.env once; later runs keep them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "mailbridge.toml"
+    if not config.exists():
+        user = getpass.getuser()
+        if not user.replace("-", "").replace("_", "").isalnum():
+            user = "officer"
+        config.write_text(DEMO_TOML.format(port=port, user=f'"{user}"'), encoding="utf-8")
+    env = folder / ".env"
+    if not env.exists():
+        env.write_text(f"MAILBRIDGE_SECRET={secrets.token_urlsafe(32)}\n", encoding="utf-8")
+        env.chmod(0o600)
+    return config
+
+
+class _FormFields(HTMLParser):
+    """Collects what a browser would send: hidden fields, the first choice of each radio
+    group, and the names of the text fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[str, str] = {}
+        self.textareas: list[str] = []
+        self.action = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form" and not self.action:
+            self.action = a.get("action", "")
+        elif tag == "input" and a.get("name"):
+            kind = a.get("type", "text")
+            if kind == "hidden" or (kind == "radio" and a["name"] not in self.fields):
+                self.fields[a["name"]] = a.get("value", "")
+        elif tag == "textarea" and a.get("name"):
+            self.textareas.append(a["name"])
+
+
+def submit_sample(base_url: str, station: str, placement: str, text: str) -> None:
+    """Send one tip through the real form, as a phone would (no JavaScript)."""
+    url = f"{base_url}/s/{station}/{placement}"
+    with urllib.request.urlopen(url, timeout=10) as page:  # noqa: S310 (our own loopback URL)
+        parser = _FormFields()
+        parser.feed(page.read().decode("utf-8"))
+    fields = dict(parser.fields)
+    if parser.textareas:
+        fields[parser.textareas[0]] = text
+    data = urllib.parse.urlencode(fields).encode("ascii")
+    target = urllib.parse.urljoin(url, parser.action) if parser.action else url
+    with urllib.request.urlopen(target, data=data, timeout=30) as reply:  # noqa: S310
+        if reply.status != 200:
+            raise RuntimeFailure(f"demo tip to {station} was refused: HTTP {reply.status}")
+
+
+def _wait_healthy(base_url: str, proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeFailure(f"the relay exited with code {proc.returncode}; see above")
+        try:
+            with urllib.request.urlopen(base_url + "/healthz", timeout=2):  # noqa: S310
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise RuntimeFailure(f"the relay did not answer on {base_url} within {seconds:.0f} s")
+
+
+def _count_mail(folder: Path) -> int:
+    return sum(1 for sub in ("new", "cur") for _ in (folder / sub).glob("*")
+               if (folder / sub).is_dir())
+
+
+def run_demo(folder: Path, *, port: int = 8080, seed: int = 3, once: bool = False) -> int:
+    folder = folder.absolute()
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be 1-65535, got {port}")
+    config = write_demo_config(folder, port)
+    settings = load_config(config)
+    base = settings.relay.public_url
+    cmd = [sys.executable, "-m", "mailbridge", "--config", str(config)]
+    env = dict(os.environ)
+    subprocess.run([*cmd, "db", "upgrade"], check=True, env=env,  # noqa: S603
+                   stdout=subprocess.DEVNULL)
+    relay = subprocess.Popen([*cmd, "serve"], env=env)  # noqa: S603 (our own command)
+    poller: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_healthy(base, relay)
+        before = sum(_count_mail(s.maildir) for s in settings.stations.values() if s.maildir)
+        for station, placement, text in (SAMPLES * (seed // len(SAMPLES) + 1))[:seed]:
+            submit_sample(base, station, placement, text)
+        maildirs = [s.maildir for s in settings.stations.values() if s.maildir]
+        deadline = time.monotonic() + 30
+        while sum(_count_mail(m) for m in maildirs) < before + seed:
+            if time.monotonic() > deadline:
+                raise RuntimeFailure("sample tips were not delivered to the demo Maildirs "
+                                     "within 30 s: run `mailbridge outbox list`")
+            time.sleep(0.2)
+        if once:
+            subprocess.run([*cmd, "poll", "--once"], check=True, env=env)  # noqa: S603
+            _print_urls(settings, config, folder)
+            return 0
+        poller = subprocess.Popen([*cmd, "poll"], env=env)  # noqa: S603
+        _print_urls(settings, config, folder)
+        print("Press Ctrl-C to stop.", flush=True)
+        relay.wait()
+        return relay.returncode or 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in (poller, relay):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def _print_urls(settings: Settings, config: Path, folder: Path) -> None:
+    base = settings.relay.public_url
+    print("\nmailbridge demo is running:")
+    print(f"  station chooser   {base}/")
+    for station in settings.stations.values():
+        print(f"  {station.id} form        {base}/s/{station.id}")
+        for p in station.placements:
+            print(f"    poster {p.id:<12} {base}/s/{station.id}/{p.id}")
+        print(f"  {station.id} mailbox     {station.maildir}")
+    print(f"  ledger database   {settings.ledger.database}")
+    print("Try, in another terminal:")
+    print(f"  .venv/bin/mailbridge --config {config} ledger")
+    print(f"  .venv/bin/mailbridge --config {config} report")
+    print(f"  .venv/bin/mailbridge --config {config} outbox list --all")
+    print(f"(demo files in {folder})", flush=True)

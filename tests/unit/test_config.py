@@ -1,0 +1,142 @@
+"""Config mistakes become one readable line naming the key and the fix, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailbridge.config import load_config
+from mailbridge.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "x" * 40
+
+GOOD = """
+[relay]
+address = "tips@relay.example.test"
+secret_env = "MB_SECRET"
+database = "sqlite:///relay.db"
+
+[[stations]]
+id = "ncs"
+name = "Đồn Biên phòng Nậm Cha"
+mailbox = "tips@ncs.example.test"
+maildir = "mail/ncs"
+placements = [{ id = "cho", label = "Chợ phiên" }]
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mailbridge.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
+    settings = load_config(_write(tmp_path, GOOD), env={"MB_SECRET": SECRET})
+    assert settings.relay.domain == "relay.example.test"
+    assert settings.relay.database == f"sqlite:///{tmp_path / 'relay.db'}"
+    station = settings.station("NCS")
+    assert station is not None and station.ref_prefix == "NCS"
+    assert station.maildir == tmp_path / "mail" / "ncs"
+    assert station.placement("cho") is not None
+    assert [c.id for c in settings.categories][:2] == ["drugs", "smuggling"]
+    assert "x" not in repr(settings.relay.secret)
+
+
+def test_dotenv_beside_the_file_is_loaded_and_the_environment_wins(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD)
+    (tmp_path / ".env").write_text(f"MB_SECRET={'d' * 40}\n")
+    assert load_config(path, env={}).relay.secret.reveal() == "d" * 40
+    assert load_config(path, env={"MB_SECRET": SECRET}).relay.secret.reveal() == SECRET
+
+
+def test_config_path_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path, GOOD)
+    env = {"MB_SECRET": SECRET, "MAILBRIDGE_CONFIG": str(path)}
+    assert load_config(None, env=env).path == path
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="config/mailbridge.toml does not exist"):
+        load_config(None, env={"MB_SECRET": SECRET})
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (("[relay]", "[relay]\nbogus = 1"), "relay.bogus is not a known setting"),
+    (('mailbox = "tips@ncs.example.test"', ""), "stations.ncs.mailbox is missing"),
+    (('mailbox = "tips@ncs.example.test"', 'mailbox = "not an address"'),
+     "stations.ncs.mailbox must be an e-mail address"),
+    (('maildir = "mail/ncs"', '[stations.smtp]\nhost = "h"\nport = "abc"'),
+     "stations.ncs.smtp.port must be a port number 1-65535, got 'abc'"),
+    (('maildir = "mail/ncs"', '[stations.smtp]\nhost = "h"\nport = 70000'),
+     "stations.ncs.smtp.port must be a port number 1-65535, got 70000"),
+    (('maildir = "mail/ncs"', '[stations.smtp]\nhost = "h"\npassword_env = "NOPE"'),
+     "stations.ncs.smtp.password_env names $NOPE, which is not set"),
+    (('maildir = "mail/ncs"', '[stations.smtp]\nhost = "h"\ntls = "ssl"'),
+     'stations.ncs.smtp.tls must be "tls", "starttls" or "none"'),
+    (('maildir = "mail/ncs"', ""), "stations.ncs.smtp is missing"),
+    (('id = "ncs"', 'id = "Nậm Cha"'), "must be short lower-case ASCII"),
+    (('secret_env = "MB_SECRET"', 'secret_env = "SHORT"'), "must hold at least 32 characters"),
+    (('secret_env = "MB_SECRET"', ""), "relay.secret_env is missing"),
+    (("[[stations]]", "[[categories]]\nid = \"wild\"\n[[stations]]"),
+     "categories.wild.labels is missing for custom category 'wild'"),
+    (('[relay]', '[relay]\nlanguages = ["vi", "fr"]'), "relay.languages has 'fr'"),
+])
+def test_each_mistake_is_one_line_naming_key_and_fix(
+        tmp_path: Path, change: tuple[str, str], expected: str) -> None:
+    old, new = change
+    assert old in GOOD
+    path = _write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={"MB_SECRET": SECRET, "SHORT": "abc"})
+    lines = str(info.value).splitlines()
+    assert any(expected in line for line in lines), lines
+    assert all(str(path) in line for line in lines)
+
+
+def test_all_mistakes_are_reported_together(tmp_path: Path) -> None:
+    bad = GOOD.replace("[relay]", "[relay]\nlisten_port = 0\ntypo = 1").replace(
+        'mailbox = "tips@ncs.example.test"', 'mailbox = "x"')
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, bad), env={"MB_SECRET": SECRET})
+    assert len(str(info.value).splitlines()) == 3
+
+
+def test_broken_toml_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(_write(tmp_path, "[relay\n"), env={})
+
+
+def _check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mailbridge", *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, check=False, timeout=60)
+
+
+def test_check_command_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace("[relay]", "[relay]\nlisten_port = \"x\""))
+    result = _check("--config", str(path), "check", env={"MB_SECRET": SECRET, "PATH": ""})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"mailbridge: config: relay.listen_port must be a port number 1-65535, got 'x' ({path})")
+
+
+def test_check_command_accepts_the_shipped_example(tmp_path: Path) -> None:
+    example = (ROOT / "config" / "mailbridge.example.toml").read_text(encoding="utf-8")
+    path = _write(tmp_path, example)
+    env = {"MAILBRIDGE_SECRET": SECRET, "MAILBRIDGE_SMTP_PASSWORD": "p",
+           "MAILBRIDGE_PVS_SMTP_PASSWORD": "p", "MAILBRIDGE_NCS_IMAP_PASSWORD": "p"}
+    result = _check("--config", str(path), "check", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "2 stations, 8 categories" in result.stdout
+
+
+def test_example_env_lists_every_variable_the_example_names() -> None:
+    example = (ROOT / "config" / "mailbridge.example.toml").read_text(encoding="utf-8")
+    env_file = (ROOT / "config" / "example.env").read_text(encoding="utf-8")
+    import re
+
+    named = set(re.findall(r'^\s*\w+_env\s*=\s*"(\w+)"', example, re.M))
+    assert named and all(f"{name}=" in env_file for name in named)
