@@ -62,6 +62,8 @@ def check_imap(imap: ImapSettings) -> str | None:
 def run_check(settings: Settings, *, connect: bool = False, out: TextIO = sys.stdout) -> int:
     """Print what the configuration says; with ``connect``, log in to every server."""
     failures = 0
+    if connect:
+        print("connect: logging in to every configured server (no mail is sent)", file=out)
     for station in settings.stations.values():
         if station.maildir is not None:
             how = f"maildir {station.maildir}"
@@ -86,17 +88,21 @@ def run_check(settings: Settings, *, connect: bool = False, out: TextIO = sys.st
     return 3 if failures else 0
 
 
-def upgrade_databases(settings: Settings, *, out: TextIO = sys.stdout) -> int:
-    """Create or migrate both databases to the newest schema (idempotent)."""
-    from .relay.store import RelayStore
-    from .station.ledger.db import upgrade
+def upgrade_databases(settings: Settings, *, role: str = "all",
+                      out: TextIO = sys.stdout) -> int:
+    """Create or migrate the role's databases to the newest schema (idempotent)."""
+    if role in ("relay", "all"):
+        from .relay.store import RelayStore
 
-    store = RelayStore(settings.relay.database)
-    try:
-        store.upgrade()
-    finally:
-        store.close()
-    print("relay database: up to date", file=out)
-    upgrade(settings.ledger.database)
-    print("ledger database: up to date", file=out)
+        store = RelayStore(settings.relay.database)
+        try:
+            store.upgrade()
+        finally:
+            store.close()
+        print("relay database: up to date", file=out)
+    if role in ("station", "all"):
+        from .station.ledger.db import upgrade
+
+        upgrade(settings.ledger.database)
+        print("ledger database: up to date", file=out)
     return 0

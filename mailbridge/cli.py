@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("db", help="database maintenance")
     dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    dsub.add_parser("upgrade", help="create or migrate the relay and ledger databases")
+    up = dsub.add_parser("upgrade", help="create or migrate the relay and ledger databases")
+    up.add_argument("--role", choices=("relay", "station", "all"), default="all",
+                    help="only the relay database, only the ledger, or both (default)")
 
     p = sub.add_parser("ledger", help="station side: the officers' terminal UI")
     p.add_argument("--officer", metavar="NAME",
@@ -125,7 +127,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "db":
         from .checks import upgrade_databases
 
-        return upgrade_databases(settings)
+        return upgrade_databases(settings, role=args.role)
     if command == "ledger":
         from .station.tui import run_ledger
 

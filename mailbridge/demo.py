@@ -109,17 +109,24 @@ class _FormFields(HTMLParser):
             self.textareas.append(a["name"])
 
 
+def fill_form(page_html: str, page_url: str, text: str) -> tuple[str, dict[str, str]]:
+    """What a browser would post for this form page: (target URL, fields), with the
+    first category chosen and *text* in the first text area."""
+    parser = _FormFields()
+    parser.feed(page_html)
+    fields = dict(parser.fields)
+    if parser.textareas:
+        fields[parser.textareas[0]] = text
+    target = urllib.parse.urljoin(page_url, parser.action) if parser.action else page_url
+    return target, fields
+
+
 def submit_sample(base_url: str, station: str, placement: str, text: str) -> None:
     """Send one tip through the real form, as a phone would (no JavaScript)."""
     url = f"{base_url}/s/{station}/{placement}"
     with urllib.request.urlopen(url, timeout=10) as page:  # noqa: S310 (our own loopback URL)
-        parser = _FormFields()
-        parser.feed(page.read().decode("utf-8"))
-    fields = dict(parser.fields)
-    if parser.textareas:
-        fields[parser.textareas[0]] = text
-    data = urllib.parse.urlencode(fields).encode("ascii")
-    target = urllib.parse.urljoin(url, parser.action) if parser.action else url
+        target, fields = fill_form(page.read().decode("utf-8"), url, text)
+    data = urllib.parse.urlencode(fields).encode("utf-8")
     with urllib.request.urlopen(target, data=data, timeout=30) as reply:  # noqa: S310
         if reply.status != 200:
             raise RuntimeFailure(f"demo tip to {station} was refused: HTTP {reply.status}")
