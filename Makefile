@@ -26,7 +26,7 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup  ## print the figures recorded in docs/PERFORMANCE.md
-	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	for b in bench/bench_*.py; do $(BIN)/python -m bench.$$(basename $$b .py) || exit 1; done
 
 catalogs: setup  ## re-extract strings and refresh the gettext catalogs
 	$(BIN)/pybabel extract -F babel.cfg -o mailbridge/locale/messages.pot .
