@@ -31,7 +31,7 @@ bench: setup  ## print the figures recorded in docs/PERFORMANCE.md
 catalogs: setup  ## re-extract strings and refresh the gettext catalogs
 	$(BIN)/pybabel extract -F babel.cfg -o mailbridge/locale/messages.pot .
 	$(BIN)/pybabel update -i mailbridge/locale/messages.pot -d mailbridge/locale --ignore-obsolete
-	$(BIN)/pybabel compile -d mailbridge/locale
+	$(BIN)/python -m mailbridge.relay.i18n
 
 clean:
 	rm -rf $(VENV) demo test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ variable, resolved here.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -151,6 +152,7 @@ class RelaySettings:
     rate_limit_per_hour: int = 30
     retry_days: int = 5
     max_text_chars: int = 5000
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -402,9 +404,21 @@ def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
         rate_limit_per_hour=rate,
         retry_days=r.get("retry_days", int, 5) or 5,
         max_text_chars=r.get("max_text_chars", int, 5000) or 5000,
+        trusted_proxies=_addresses(r, "trusted_proxies"),
     )
     r.finish()
     return settings
+
+
+def _addresses(r: _Reader, name: str) -> tuple[str, ...]:
+    values = r.get(name, list, []) or []
+    good: list[str] = []
+    for value in values:
+        try:
+            good.append(str(ipaddress.ip_address(value)))
+        except ValueError:
+            r.error(name, f"must list IP addresses of reverse proxies, got {value!r}")
+    return tuple(good)
 
 
 def _smtp(r: _Reader) -> SmtpSettings:

@@ -1,0 +1,1 @@
+"""Alembic scripts for the relay database, run by ``RelayStore.upgrade()`` (no alembic.ini)."""

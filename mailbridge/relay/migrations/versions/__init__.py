@@ -1,0 +1,1 @@
+"""Relay schema revisions, oldest first (``down_revision`` links them)."""

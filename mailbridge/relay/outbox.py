@@ -1,0 +1,292 @@
+"""Delivery worker: hands due outbox rows to their station, by SMTP or into a Maildir.
+
+Delivery is *at least once*. A row is claimed (``sending``, with a lease)
+before the attempt and marked ``delivered`` after it; a crash in between
+leaves it ``sending``, and it is sent again on restart (SQLite) or when its
+lease ends (PostgreSQL), with the very same bytes, hence the same Message-ID.
+Maildir delivery is idempotent by file name; over SMTP the station's poller
+indexes by Message-ID, so the rare second copy is one tip, not two. The
+other choice, at most once, could lose an acknowledged tip.
+
+Failures: 4xx replies, refused connections, timeouts and TLS errors are
+retried with exponential backoff (30 s doubling, capped at 1 h, with jitter)
+until ``relay.retry_days`` have passed since the row was accepted (or last
+retried by an admin); then the row is ``dead``. A 5xx reply makes it dead at
+once. The server's reply is kept for ``mailbridge outbox list``.
+
+Logs carry ref, station, state, attempt and server code: never the message,
+never an error text (it could quote an address).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import aiosmtplib
+
+from ..config import Settings, SmtpSettings, Station
+from ..core.text import one_line
+from ..errors import DeliveryError, PermanentDeliveryError, StoreError
+from .store import DEAD, Claimed, RelayStore
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR = 500
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before attempt ``n + 1`` after ``n`` failures: base * factor**(n-1), capped,
+    then spread by +-jitter so rows that failed together do not retry together."""
+
+    base: float = 30.0
+    factor: float = 2.0
+    cap: float = 3600.0
+    jitter: float = 0.2
+
+    def delay(self, failures: int, rng: random.Random) -> timedelta:
+        seconds = min(self.cap, self.base * self.factor ** max(0, failures - 1))
+        spread = seconds * self.jitter
+        return timedelta(seconds=max(1.0, seconds + rng.uniform(-spread, spread)))
+
+
+class DeliveryWorker:
+    """Delivers due rows; ``run()`` loops until ``stop`` is set.
+
+    ``clock``, ``backoff`` and ``rng`` are injectable so tests step through
+    retries without sleeping. Blocking database calls run in threads.
+    """
+
+    def __init__(self, settings: Settings, store: RelayStore, *,
+                 backoff: Backoff | None = None, clock: Callable[[], datetime] | None = None,
+                 rng: random.Random | None = None, batch: int = 20, concurrency: int = 4,
+                 lease: timedelta | None = None, max_idle: float = 60.0) -> None:
+        self.settings = settings
+        self.store = store
+        self.backoff = backoff or Backoff()
+        self.clock = clock or store.clock
+        self.rng = rng or random.SystemRandom()
+        self.batch = batch
+        self.max_idle = max_idle
+        timeouts = [s.smtp.timeout for s in settings.stations.values() if s.smtp]
+        # The lease must outlast one attempt, or a second relay could send it too.
+        self.lease = lease or timedelta(seconds=max([600.0, *(4 * t for t in timeouts)]))
+        self.concurrency = concurrency
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def wake(self) -> None:
+        """Start a pass now (call after ``accept()``); safe from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+        else:
+            self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set; rows a crash left ``sending`` go first."""
+        self._loop = asyncio.get_running_loop()
+        recovered = False
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                if not recovered:
+                    count = await asyncio.to_thread(self.store.recover_interrupted)
+                    recovered = True
+                    if count:
+                        log.info("outbox: %d interrupted deliveries queued again", count)
+                await self.deliver_due()
+                due = await asyncio.to_thread(self.store.next_due)
+                wait = self.max_idle if due is None else (due - self.clock()).total_seconds()
+            except StoreError as exc:
+                log.error("outbox: %s", exc)
+                wait = 10.0
+            await self._sleep(stop, min(max(wait, 0.0), self.max_idle))
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    async def deliver_due(self) -> int:
+        """One pass over up to ``batch`` due rows; returns how many were delivered."""
+        claims = await asyncio.to_thread(self.store.claim_due, self.batch, self.lease)
+        if not claims:
+            return 0
+        slots = asyncio.Semaphore(self.concurrency)  # per pass: tests run passes in new loops
+        results = await asyncio.gather(*(self._attempt(c, slots) for c in claims))
+        await asyncio.to_thread(self.store.purge_freed)
+        return sum(results)
+
+    async def _attempt(self, claim: Claimed, slots: asyncio.Semaphore) -> bool:
+        async with slots:
+            station = self.settings.station(claim.station_id)
+            try:
+                if station is None:
+                    raise DeliveryError(
+                        f"station {claim.station_id!r} is no longer in the config: add it "
+                        f"back, or give up with `mailbridge outbox drop {claim.id}`")
+                await self._deliver(station, claim)
+            except PermanentDeliveryError as exc:
+                await asyncio.to_thread(self.store.mark_failed, claim, str(exc), None)
+                self._log("dead", claim, exc)
+                return False
+            except DeliveryError as exc:
+                await self._defer(claim, exc)
+                return False
+            except Exception as exc:  # a bug must not leave the row stuck in "sending"
+                # Only the type: an exception text or traceback could quote the message.
+                log.error("outbox: unexpected %s station=%s attempt=%d",
+                          type(exc).__name__, claim.station_id, claim.attempts)
+                await self._defer(claim, DeliveryError(f"internal error {type(exc).__name__}: "
+                                                       f"please report it"))
+                return False
+            await asyncio.to_thread(self.store.mark_delivered, claim)
+            self._log("delivered", claim)
+            return True
+
+    async def _defer(self, claim: Claimed, exc: DeliveryError) -> None:
+        retry_at: datetime | None = self.clock() + self.backoff.delay(claim.attempts, self.rng)
+        error = str(exc)
+        give_up = claim.window_hour + timedelta(days=self.settings.relay.retry_days)
+        if retry_at is not None and retry_at > give_up:
+            retry_at = None
+            error = (f"gave up after {claim.attempts} attempts in "
+                     f"{self.settings.relay.retry_days} days; last: {error}")
+        state = await asyncio.to_thread(self.store.mark_failed, claim, error, retry_at)
+        self._log(state if state == DEAD else "deferred", claim, exc)
+
+    async def _deliver(self, station: Station, claim: Claimed) -> None:
+        if station.maildir is not None:
+            await asyncio.to_thread(deliver_maildir, station.maildir, claim.id, claim.message)
+            return
+        if station.smtp is None:
+            raise PermanentDeliveryError(
+                f"station {station.id!r} has neither smtp nor maildir: configure one, then "
+                f"`mailbridge outbox retry {claim.id}`")
+        relay = self.settings.relay
+        await deliver_smtp(station.smtp, relay.address, station.mailbox, claim.message,
+                           local_hostname=relay.domain)
+
+    @staticmethod
+    def _log(state: str, claim: Claimed, exc: Exception | None = None) -> None:
+        """No ref at INFO/WARNING: the journal's timestamp of a first attempt would pin
+        a tip's submission to the minute. ``mailbridge outbox list`` names the rows."""
+        level = logging.INFO if state == "delivered" else logging.WARNING
+        code = server_code(str(exc)) if exc else "250"
+        log.log(level, "outbox: %s station=%s attempt=%d code=%s", state, claim.station_id,
+                claim.attempts, code)
+        log.debug("outbox: %s ref=%s", state, claim.ref)
+
+
+def server_code(error: str) -> str:
+    """The SMTP reply code an error text starts with, or ``-``."""
+    head = error[:3]
+    return head if head.isdigit() and error[3:4] in (" ", "") else "-"
+
+
+def _reply(code: int, message: str) -> str:
+    return one_line(f"{code} {message}", max_length=MAX_ERROR)
+
+
+async def deliver_smtp(smtp: SmtpSettings, sender: str, recipient: str, data: bytes, *,
+                       local_hostname: str) -> None:
+    """Send ``data`` to one recipient; 5xx raises PermanentDeliveryError, the rest
+    DeliveryError, with the server's code and text (never the message)."""
+    context: ssl.SSLContext | None = None
+    where = f"{smtp.host}:{smtp.port}"
+    if smtp.tls != "none":
+        try:
+            context = ssl.create_default_context(
+                cafile=str(smtp.ca_file) if smtp.ca_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise DeliveryError(f"smtp.ca_file {smtp.ca_file} cannot be used ({exc}): fix "
+                                f"the path, then `mailbridge outbox retry`") from exc
+    try:
+        await aiosmtplib.send(
+            data, sender=sender, recipients=[recipient], hostname=smtp.host, port=smtp.port,
+            username=smtp.username or None,
+            password=smtp.password.reveal() if smtp.username else None,
+            local_hostname=local_hostname, timeout=smtp.timeout,
+            use_tls=smtp.tls == "tls", start_tls=smtp.tls == "starttls", tls_context=context)
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        first = exc.recipients[0]
+        raise _classify(first.code, first.message) from exc
+    except aiosmtplib.SMTPResponseException as exc:
+        raise _classify(exc.code, exc.message) from exc
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        detail = one_line(str(exc), max_length=200) or type(exc).__name__
+        raise DeliveryError(f"{where}: {detail}") from exc
+
+
+def _classify(code: int, message: str) -> DeliveryError:
+    if 500 <= code <= 599:
+        return PermanentDeliveryError(_reply(code, message))
+    return DeliveryError(_reply(code, message))
+
+
+def maildir_name(outbox_id: int, data: bytes) -> str:
+    """Deterministic per row (id + digest of its bytes): a redelivery finds its earlier
+    copy, and a database reset that reuses ids cannot match an older tip's file."""
+    return f"mailbridge-{outbox_id}-{hashlib.sha256(data).hexdigest()[:16]}"
+
+
+def find_delivered(root: Path, name: str) -> Path | None:
+    """The earlier copy of ``name`` in new/ or cur/ (cur/ names get ``:2,FLAGS``)."""
+    candidate = root / "new" / name
+    if candidate.exists():
+        return candidate
+    try:
+        with os.scandir(root / "cur") as entries:
+            for entry in entries:
+                if entry.name == name or entry.name.startswith(name + ":"):
+                    return Path(entry.path)
+    except FileNotFoundError:
+        return None
+    return None
+
+
+def deliver_maildir(root: Path, outbox_id: int, data: bytes) -> Path:
+    """Write into ``root/new`` the Maildir way (tmp/, fsync, rename, fsync dir).
+
+    Idempotent: if this row's file is already in new/ or cur/, nothing is written.
+    Lines end in LF, as local Maildir readers expect.
+    """
+    name = maildir_name(outbox_id, data)
+    try:
+        for sub in ("tmp", "new", "cur"):
+            (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        existing = find_delivered(root, name)
+        if existing is not None:
+            return existing
+        tmp, final = root / "tmp" / name, root / "new" / name
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data.replace(b"\r\n", b"\n"))
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(tmp, final)
+        dir_fd = os.open(root / "new", os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return final
+    except OSError as exc:
+        raise DeliveryError(f"cannot write into maildir {root} ({exc.strerror}): check the "
+                            f"path and that the relay's user may write there") from exc

@@ -1,0 +1,94 @@
+"""Per-network submission limit that never keeps an address.
+
+This is the only module that reads the client address. It keeps an HMAC of the
+network prefix (/24 for IPv4, /64 for IPv6: one household or phone behind a
+carrier), never the address itself, and only in memory, for the current clock
+hour. Behind a reverse proxy listed in ``relay.trusted_proxies`` the address
+is the last ``X-Forwarded-For`` hop that proxy added; otherwise every villager
+would share the proxy's bucket. The key is derived from the installation
+secret, so the counters cannot be matched against a list of addresses even
+from a memory dump of another installation.
+
+Counting is a fixed window per UTC hour, so nothing finer than the hour is held
+either. Memory is bounded: past ``max_networks`` distinct networks in one hour
+new networks are let through uncounted (failing open) rather than letting a
+flood of addresses block every villager.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+IPV4_PREFIX = 24
+IPV6_PREFIX = 64
+
+
+def network_of(host: str) -> bytes:
+    """The network prefix of *host* as bytes; b"" when it is not an IP address."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return b""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = IPV4_PREFIX if address.version == 4 else IPV6_PREFIX
+    network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+    return network.network_address.packed + bytes([prefix])
+
+
+def _forwarded_for(scope: Mapping[str, Any]) -> str:
+    """The address a trusted reverse proxy saw: the last X-Forwarded-For hop.
+
+    Earlier hops are whatever the client wrote and are ignored.
+    """
+    for name, value in scope.get("headers", ()):
+        if name == b"x-forwarded-for":
+            return str(value.decode("latin-1").split(",")[-1].strip())
+    return ""
+
+
+class RateLimiter:
+    """Allow at most *per_hour* submissions per network prefix in each UTC hour."""
+
+    def __init__(self, key: bytes, per_hour: int, *, max_networks: int = 100_000,
+                 trusted_proxies: Iterable[str] = (),
+                 clock: Callable[[], float] = time.time) -> None:
+        self._key = key
+        self._proxies = frozenset(trusted_proxies)
+        self._per_hour = per_hour
+        self._max = max_networks
+        self._clock = clock
+        self._hour = -1
+        self._counts: dict[bytes, int] = {}
+
+    def _bucket(self, scope: Mapping[str, Any]) -> bytes:
+        client = scope.get("client")
+        host = str(client[0]) if client else ""
+        if host in self._proxies:
+            host = _forwarded_for(scope) or host
+        return hmac.new(self._key, network_of(str(host)), hashlib.sha256).digest()[:16]
+
+    def hit(self, scope: Mapping[str, Any]) -> bool:
+        """Count one submission from the request's network; False when over the limit."""
+        hour = int(self._clock() // 3600)
+        if hour != self._hour:
+            self._hour = hour
+            self._counts.clear()
+        bucket = self._bucket(scope)
+        count = self._counts.get(bucket)
+        if count is None:
+            if len(self._counts) >= self._max:
+                return True
+            count = 0
+        if count >= self._per_hour:
+            return False
+        self._counts[bucket] = count + 1
+        return True
+
+    def __len__(self) -> int:
+        return len(self._counts)

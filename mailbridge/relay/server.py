@@ -1,0 +1,147 @@
+"""``mailbridge serve``: the web form and the delivery worker in one asyncio loop.
+
+uvicorn runs with everything that could identify a tipster switched off: no
+access log, no ``Server``/``Date`` headers, no proxy headers (the client
+address is read only by the rate limiter), and a log format without any
+address field. The relay database is upgraded at start. SIGTERM or SIGINT
+stops accepting connections, lets open requests finish and the delivery
+worker end its pass; a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import logging.config
+import signal
+import socket
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import uvicorn
+
+from ..config import Settings
+from ..errors import ConfigError
+from .outbox import DeliveryWorker
+from .store import RelayStore
+from .web import create_app
+
+log = logging.getLogger(__name__)
+
+
+
+class TracebackWithoutText(logging.Filter):
+    """Keep a traceback's frames but not the exception's text: a library's message
+    can quote what it was given (a tip, a header), and logs must never hold that."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            record.exc_text = (f"Traceback (most recent call last):\n{frames}"
+                               f"{type(exc).__module__}.{type(exc).__qualname__} "
+                               f"(text withheld)")
+            record.exc_info = None
+        return True
+
+
+# No formatter here knows a client address; uvicorn's access logger is silenced.
+LOG_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
+    "filters": {"no_exception_text": {"()": TracebackWithoutText}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                            "filters": ["no_exception_text"], "stream": "ext://sys.stderr"}},
+    "root": {"handlers": ["stderr"], "level": "INFO"},
+    "loggers": {
+        "uvicorn": {"level": "INFO"},
+        "alembic": {"level": "WARNING"},
+        "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+    },
+}
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ``run_relay`` owns SIGTERM/SIGINT, so
+    the delivery worker stops in the same orderly way as the web server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=256)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror}): choose a free relay.listen_port "
+            f"or relay.listen_host, or stop the process that uses it") from exc
+
+
+async def run_relay(settings: Settings, *, ready: Callable[[int], None] | None = None,
+                    stop: asyncio.Event | None = None, handle_signals: bool = False) -> None:
+    """Serve the form and deliver the outbox until *stop* is set (or a signal arrives).
+
+    *ready* is called with the bound port once requests are answered (port 0 in
+    ``relay.listen_port`` picks a free one, for tests).
+    """
+    stop = stop or asyncio.Event()
+    store = RelayStore(settings.relay.database)
+    try:
+        await asyncio.to_thread(store.upgrade)
+        worker = DeliveryWorker(settings, store)
+        app = create_app(settings, store, on_accepted=worker.wake)
+        config = uvicorn.Config(
+            app, access_log=False, server_header=False, date_header=False,
+            proxy_headers=False, forwarded_allow_ips="", log_config=None, lifespan="off",
+            ws="none", timeout_graceful_shutdown=10)
+        server = _Server(config)
+        sock = _bind(settings.relay.listen_host, settings.relay.listen_port)
+        if handle_signals:
+            _install_signals(stop, server)
+        worker_task = asyncio.create_task(worker.run(stop), name="delivery")
+        server_task = asyncio.create_task(server.serve(sockets=[sock]), name="web")
+        while not server.started and not server_task.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            port = int(sock.getsockname()[1])
+            log.info("relay listening on %s:%d", settings.relay.listen_host, port)
+            if ready is not None:
+                ready(port)
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({server_task, worker_task, stopping},
+                           return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        server.should_exit = True
+        results = await asyncio.gather(server_task, worker_task, stopping,
+                                       return_exceptions=True)
+        sock.close()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+    finally:
+        store.close()
+    log.info("relay stopped")
+
+
+def _install_signals(stop: asyncio.Event, server: uvicorn.Server) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            server.force_exit = True  # a second signal: do not wait for open requests
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+
+
+def serve(settings: Settings) -> None:
+    """Run the relay until SIGTERM or SIGINT (``mailbridge serve``)."""
+    logging.config.dictConfig(LOG_CONFIG)
+    asyncio.run(run_relay(settings, handle_signals=True))

@@ -1,0 +1,421 @@
+"""The public web form: Starlette + Jinja2, server-rendered, no JavaScript needed.
+
+What a seized phone can show is kept to "the form was opened": the tip text
+and the receipt code travel only in POST bodies and responses, never in a URL;
+every page is ``Cache-Control: no-store``; no cookie is ever set; no third-party
+resource is loaded (a strict CSP allows only the one inline stylesheet).
+
+A tip is acknowledged only after ``RelayStore.accept`` committed it. Anything
+that fails before then shows "not sent, please try again" (HTTP 503) with the
+tipster's text still in the form, and nothing is half-sent.
+
+Cross-site forgery is stopped without cookies: each form carries a short-lived
+signed token (HMAC, coarse issue time) that is accepted once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..config import Category, Placement, Settings, Station
+from ..core.message import MAX_WHERE, Envelope, Submission, build_message, hour_of
+from ..core.receipts import (
+    ReceiptHasher,
+    derive_key,
+    format_receipt,
+    new_receipt_code,
+    new_reply_token,
+)
+from ..core.text import clean_text, is_slug
+from ..errors import MailbridgeError
+from .i18n import (
+    HTML_LANG,
+    LANGUAGE_NAMES,
+    MESSAGE_LANGUAGE,
+    N_,
+    category_label,
+    environment,
+    format_number,
+    gettext_for,
+)
+from .ratelimit import RateLimiter
+from .store import Accepted, RelayStore
+
+log = logging.getLogger(__name__)
+
+CSS = "".join(line.strip() for line in
+              (Path(__file__).parent / "static" / "form.css").read_text("utf-8").splitlines())
+_CSS_HASH = base64.b64encode(hashlib.sha256(CSS.encode("utf-8")).digest()).decode("ascii")
+CSP = (f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; form-action 'self'; "
+       "base-uri 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS: Mapping[str, str] = {
+    "cache-control": "no-store",
+    "referrer-policy": "no-referrer",
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+}
+FORM_FIELDS = frozenset({"t", "lang", "category", "text", "where"})
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+class FormTokens:
+    """Signed, short-lived form tokens, each accepted once (replays refused while valid).
+
+    A token is ``period.nonce.mac``: the period is the issue time in coarse
+    steps (10 minutes), so nothing finer is ever held. Used nonces stay in
+    memory until their token expires; the set is bounded by ``max_used``.
+    """
+
+    def __init__(self, key: bytes, *, lifetime: int = 7200, step: int = 600,
+                 max_used: int = 200_000, clock: Callable[[], float] = time.time) -> None:
+        self._key = key
+        self._periods = lifetime // step
+        self._step = step
+        self._max_used = max_used
+        self._clock = clock
+        self._used: OrderedDict[str, int] = OrderedDict()
+
+    def _period(self) -> int:
+        return int(self._clock() // self._step)
+
+    def _mac(self, period: int, nonce: str, station_id: str) -> str:
+        digest = hmac.new(self._key, f"{period}.{nonce}.{station_id}".encode(),
+                          hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:18]).decode("ascii")
+
+    def issue(self, station_id: str) -> str:
+        period, nonce = self._period(), secrets.token_urlsafe(12)
+        return f"{period}.{nonce}.{self._mac(period, nonce, station_id)}"
+
+    def consume(self, token: str, station_id: str) -> bool:
+        """True once for a genuine, unexpired token of this station; then False."""
+        period_text, _, rest = token.partition(".")
+        nonce, _, mac = rest.partition(".")
+        if not (period_text.isascii() and period_text.isdigit() and len(period_text) < 12):
+            return False
+        period, now = int(period_text), self._period()
+        if not 0 <= now - period <= self._periods:
+            return False
+        if not hmac.compare_digest(mac, self._mac(period, nonce, station_id)):
+            return False
+        self._forget_expired(now)
+        if nonce in self._used:
+            return False
+        self._used[nonce] = period + self._periods
+        if len(self._used) > self._max_used:
+            self._used.popitem(last=False)
+        return True
+
+    def _forget_expired(self, now: int) -> None:
+        while self._used:
+            nonce, expires = next(iter(self._used.items()))
+            if expires >= now:
+                return
+            del self._used[nonce]
+
+
+@dataclass(frozen=True)
+class FormInput:
+    """What the tipster typed, already cleaned (NFC, no controls or escapes)."""
+
+    category: str = ""
+    text: str = ""
+    where: str = ""
+
+
+class _Refused(Exception):
+    """The request body cannot be read as our form; *status* says why."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class SecurityHeaders:
+    """ASGI middleware: the same protective headers on every response, no cookies."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() != b"set-cookie" and k.decode("latin-1").lower()
+                           not in SECURITY_HEADERS]
+                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class WebForm:
+    """The routes' state: settings, store, keys, limiter and templates."""
+
+    def __init__(self, settings: Settings, store: RelayStore,
+                 on_accepted: Callable[[], None]) -> None:
+        self.settings = settings
+        self.relay = settings.relay
+        self.store = store
+        self.on_accepted = on_accepted
+        secret = settings.relay.secret.reveal()
+        self.tokens = FormTokens(derive_key(secret, "form"))
+        self.limiter = RateLimiter(derive_key(secret, "ratelimit"),
+                                   settings.relay.rate_limit_per_hour,
+                                   trusted_proxies=settings.relay.trusted_proxies)
+        self.hasher = ReceiptHasher(derive_key(secret, "receipt"))
+        # A URL-encoded UTF-8 character takes at most 9 bytes (%XX%XX%XX).
+        self.max_body = (self.relay.max_text_chars + MAX_WHERE) * 9 + 4096
+
+    # -- rendering ------------------------------------------------------------------
+
+    def language(self, requested: str | None) -> str:
+        if requested in self.relay.languages:
+            return str(requested)
+        return self.relay.default_language
+
+    def render(self, lang: str, template: str, status: int = 200, *,
+               switch: bool = False, **context: Any) -> HTMLResponse:
+        page = environment(lang).get_template(template).render(
+            lang=lang, html_lang=HTML_LANG.get(lang, lang), css=Markup(CSS),  # noqa: S704
+            switch=[(code, LANGUAGE_NAMES[code]) for code in self.relay.languages]
+            if switch and len(self.relay.languages) > 1 else None,
+            **context)
+        return HTMLResponse(page, status_code=status)
+
+    def message(self, lang: str, status: int, title: str, text: str) -> HTMLResponse:
+        _ = gettext_for(lang)
+        home = "/" if lang == self.relay.default_language else f"/?lang={lang}"
+        return self.render(lang, "message.html", status, title=_(title), text=_(text),
+                           link=home)
+
+    def form(self, lang: str, station: Station, placement: Placement | None, *,
+             status: int = 200, error: str = "", form: FormInput | None = None,
+             switch: bool = False) -> HTMLResponse:
+        categories = [{"id": c.id, "pictogram": c.pictogram, "label": category_label(c, lang)}
+                      for c in self.settings.categories]
+        return self.render(
+            lang, "form.html", status, switch=switch, station=station, placement=placement,
+            action=_form_path(station, placement), token=self.tokens.issue(station.id),
+            categories=categories, form=form or FormInput(), error=error,
+            max_text=self.relay.max_text_chars, max_where=MAX_WHERE)
+
+    # -- routes ---------------------------------------------------------------------
+
+    async def chooser(self, request: Request) -> Response:
+        lang = self.language(request.query_params.get("lang"))
+        query = "" if lang == self.relay.default_language else f"?lang={lang}"
+        stations = sorted(self.settings.stations.values(), key=lambda s: s.name)
+        return self.render(lang, "chooser.html", switch=True, stations=stations, query=query)
+
+    async def healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def no_icon(self, request: Request) -> Response:
+        return Response(status_code=204)
+
+    async def station_form(self, request: Request) -> Response:
+        station, placement = self._resolve(request.path_params)
+        if request.method == "GET":
+            lang = self.language(request.query_params.get("lang"))
+            return self.form(lang, station, placement, switch=True)
+        return await self.submit(request, station, placement)
+
+    def _resolve(self, params: Mapping[str, Any]) -> tuple[Station, Placement | None]:
+        station_id = str(params["station"]).lower()
+        station = self.settings.station(station_id) if is_slug(station_id) else None
+        if station is None:
+            raise HTTPException(404)
+        if "placement" not in params:
+            return station, None
+        placement = station.placement(str(params["placement"]).lower())
+        if placement is None:
+            raise HTTPException(404)
+        return station, placement
+
+    async def submit(self, request: Request, station: Station,
+                     placement: Placement | None) -> Response:
+        try:
+            fields = await self._read_form(request)
+        except _Refused as refused:
+            lang = self.language(request.query_params.get("lang"))
+            if refused.status == 413:
+                return self.message(lang, 413, N_("Too long"),
+                                    N_("Your message is too long to be sent. Please shorten "
+                                       "it and try again."))
+            return self.message(lang, refused.status, N_("The form could not be read"),
+                                N_("Please go back, open the form again and send it again."))
+        lang = self.language(fields.get("lang"))
+        _ = gettext_for(lang)
+        form = FormInput(category=fields.get("category", ""),
+                         text=clean_text(fields.get("text", "")),
+                         where=clean_text(fields.get("where", ""), max_length=MAX_WHERE))
+
+        def again(status: int, error: str) -> Response:
+            return self.form(lang, station, placement, status=status, error=error, form=form)
+
+        if not self.tokens.consume(fields.get("t", ""), station.id):
+            return again(400, _("This form has expired or was already sent. If you saw a "
+                                "receipt code, your tip has arrived. If not, send it again."))
+        category = self.settings.category(form.category) if form.category else None
+        if category is None:
+            return again(400, _("Please choose what it is about."))
+        if not form.text:
+            return again(400, _("Please write what you saw."))
+        if len(form.text) > self.relay.max_text_chars:
+            return again(400, _("The text is too long: at most %(max)s characters.")
+                         % {"max": format_number(self.relay.max_text_chars, lang)})
+        if not self.limiter.hit(request.scope):
+            return again(429, _("Too many tips were sent from your network in the last "
+                                "hour. Please try again later."))
+        try:
+            code = new_receipt_code()
+            accepted = await run_in_threadpool(
+                self._accept, station, placement, category, form, code)
+        except Exception as exc:  # the tipster must learn it was not sent, whatever failed
+            log.error("a tip for station %s was not accepted: %s", station.id, _describe(exc))
+            return again(503, _("Your tip was NOT sent. Please try again in a few minutes."))
+        try:
+            self.on_accepted()
+        except Exception as exc:  # committed already: delivery will pick it up anyway
+            log.error("waking the delivery worker failed: %s", _describe(exc))
+        # DEBUG only: the journal's timestamp would pin the minute of the submission,
+        # finer than the hour the design allows (and defeating delivery_delay_minutes).
+        log.debug("accepted tip %s for station %s", accepted.ref, station.id)
+        return self.render(lang, "receipt.html", station=station, ref=accepted.ref,
+                           code=format_receipt(code), action=_form_path(station, placement))
+
+    def _accept(self, station: Station, placement: Placement | None, category: Category,
+                form: FormInput, code: str) -> Accepted:
+        """Build and commit the tip (blocking: slow hash + database, run in a thread)."""
+        token = new_reply_token()
+        envelope = Envelope(self.relay.address, self.relay.domain, token)
+        hour = hour_of(datetime.now(UTC))
+
+        def build(ref: str) -> EmailMessage:
+            submission = Submission(
+                station_id=station.id, station_name=station.name, mailbox=station.mailbox,
+                ref=ref, category_id=category.id,
+                category_label=category_label(category, MESSAGE_LANGUAGE),
+                text=form.text, placement_id=placement.id if placement else "",
+                placement_label=placement.label if placement else "",
+                where_when=form.where, received_hour=hour)
+            return build_message(submission, envelope, gettext=gettext_for(MESSAGE_LANGUAGE))
+
+        return self.store.accept(station, build, receipt_hash=self.hasher.hash(code),
+                                 reply_token=token,
+                                 delay_minutes=station.delivery_delay_minutes)
+
+    async def _read_form(self, request: Request) -> dict[str, str]:
+        """The allow-listed fields of a URL-encoded body, refused early when too big."""
+        content_type = request.headers.get("content-type", "").partition(";")[0]
+        if content_type.strip().lower() != FORM_TYPE:
+            raise _Refused(415)
+        length = request.headers.get("content-length", "")
+        if length and (not length.isdigit() or int(length) > self.max_body):
+            raise _Refused(413)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body:
+                raise _Refused(413)
+        try:
+            pairs = urllib.parse.parse_qsl(body.decode("ascii"), keep_blank_values=True,
+                                           encoding="utf-8", errors="strict",
+                                           max_num_fields=len(FORM_FIELDS) + 30)
+        except ValueError as exc:  # UnicodeDecodeError too: not ASCII, not UTF-8
+            raise _Refused(400) from exc
+        fields: dict[str, str] = {}
+        for name, value in pairs:
+            if name in FORM_FIELDS and name not in fields:
+                fields[name] = value
+        return fields
+
+    # -- errors ---------------------------------------------------------------------
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        lang = self.language(request.query_params.get("lang"))
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        if status == 404:
+            return self.message(lang, 404, N_("Page not found"),
+                                N_("This page does not exist. Check the address on the "
+                                   "poster, or choose a station below."))
+        if status == 405:
+            return self.message(lang, 405, N_("The form could not be read"),
+                                N_("Please go back, open the form again and send it again."))
+        return self.server_error(lang)
+
+    def server_error(self, lang: str) -> HTMLResponse:
+        response = self.message(lang, 500, N_("Something went wrong"),
+                                N_("Nothing was sent. Please try again in a few minutes."))
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    async def crash(self, request: Request, exc: Exception) -> Response:
+        log.error("error on a page: %s", _describe(exc))
+        return self.server_error(self.relay.default_language)
+
+
+def _form_path(station: Station, placement: Placement | None) -> str:
+    return f"/s/{station.id}/{placement.id}" if placement else f"/s/{station.id}"
+
+
+def _describe(exc: BaseException) -> str:
+    """Our own errors say what to fix; others only their type (their text may quote a tip)."""
+    return str(exc) if isinstance(exc, MailbridgeError) else type(exc).__name__
+
+
+def create_app(settings: Settings, store: RelayStore, *,
+               on_accepted: Callable[[], None] = lambda: None) -> Starlette:
+    """The relay's public web app: chooser, form, receipt, health check."""
+    web = WebForm(settings, store, on_accepted)
+    app = Starlette(
+        routes=[
+            Route("/", web.chooser, methods=["GET"]),
+            Route("/healthz", web.healthz, methods=["GET"]),
+            # Browsers ask for it on their own: answer with nothing, not a 2 KB 404 page.
+            Route("/favicon.ico", web.no_icon, methods=["GET"]),
+            # QR codes may encode the whole URL in upper case (alphanumeric mode).
+            *(Route(f"/{s}/{{station}}", web.station_form, methods=["GET", "POST"])
+              for s in "sS"),
+            *(Route(f"/{s}/{{station}}/{{placement}}", web.station_form,
+                    methods=["GET", "POST"]) for s in "sS"),
+        ],
+        # gzip halves the bytes on 2G; every response with a secret in it (form token,
+        # receipt code) carries a fresh random one, so compression cannot leak it (BREACH).
+        middleware=[Middleware(SecurityHeaders),
+                    Middleware(GZipMiddleware, minimum_size=512, compresslevel=6)],
+        exception_handlers={HTTPException: web.http_error, Exception: web.crash},
+    )
+    app.state.web = web
+    return app

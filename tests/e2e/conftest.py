@@ -1,0 +1,92 @@
+"""Shared fixtures for end-to-end tests: one headless Chromium per session, a relay.
+
+The browser is Debian's /usr/bin/chromium driven by Playwright (never a downloaded
+browser), with the arguments this closed, root-run environment needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailbridge.config import load_config
+from mailbridge.relay.server import run_relay
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+SECRET = "browser-test-secret-" + "b" * 32
+RELAY_CONFIG = """
+[relay]
+address = "tips@relay.example.test"
+domain = "relay.example.test"
+database = "sqlite:///relay.db"
+secret_env = "MB_SECRET"
+rate_limit_per_hour = 1000
+
+[[stations]]
+id = "ncs"
+name = "Đồn Biên phòng Nậm Cha"
+mailbox = "tips@ncs.example.test"
+maildir = "mail/ncs"
+hotline = "0213 3888 999"
+placements = [{ id = "cho", label = "Chợ phiên" }]
+"""
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """A headless Chromium for the whole session (start-up costs seconds)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                              args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@dataclasses.dataclass
+class RunningRelay:
+    base: str
+    folder: Path
+
+
+@pytest.fixture(scope="module")
+def running_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRelay]:
+    """The whole relay (form + delivery into a Maildir) in a thread on a free port."""
+    folder = tmp_path_factory.mktemp("relay")
+    (folder / "mailbridge.toml").write_text(RELAY_CONFIG, encoding="utf-8")
+    settings = load_config(folder / "mailbridge.toml", env={"MB_SECRET": SECRET})
+    settings = dataclasses.replace(
+        settings, relay=dataclasses.replace(settings.relay, listen_port=0))
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    ports: list[int] = []
+    thread = threading.Thread(target=lambda: loop.run_until_complete(
+        run_relay(settings, ready=ports.append, stop=stop)), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not ports:
+        assert thread.is_alive() and time.monotonic() < deadline, "the relay did not start"
+        time.sleep(0.02)
+    yield RunningRelay(f"http://127.0.0.1:{ports[0]}", folder)
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(20)
+    loop.close()

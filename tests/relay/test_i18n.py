@@ -1,0 +1,134 @@
+"""The gettext catalogs: complete for the public pages, compiled files up to date."""
+
+from __future__ import annotations
+
+import gettext
+import io
+import unicodedata
+from pathlib import Path
+
+import pytest
+from babel.messages.catalog import Catalog
+from babel.messages.extract import extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
+from babel.messages.pofile import read_po
+
+from mailbridge.config import BUILTIN_LABELS, Category
+from mailbridge.relay.i18n import (
+    LANGUAGE_NAMES,
+    babel_locale,
+    catalog_path,
+    category_label,
+    compile_po,
+    format_number,
+    gettext_for,
+    restore_plural_header,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+MESSAGE_LABELS = ("Reference", "Category", "Poster", "Where / when", "Received (hour, UTC)",
+                  "(no text)", "Reply to this message to answer the tipster; they read it "
+                  "with their receipt code.")
+DRAFT = "draft for native review"
+
+
+def extracted() -> dict[str, list[str]]:
+    """msgid -> files, extracted exactly as `pybabel extract -F babel.cfg` does."""
+    with (ROOT / "babel.cfg").open(encoding="utf-8") as cfg:
+        method_map, options_map = parse_mapping_cfg(cfg)  # type: ignore[no-untyped-call]
+    found: dict[str, list[str]] = {}
+    for filename, _line, message, _comments, _context in extract_from_dir(
+            ROOT, method_map, options_map):
+        for msgid in (message if isinstance(message, tuple) else (message,)):
+            if msgid:
+                found.setdefault(msgid, []).append(filename)
+    return found
+
+
+def catalog(lang: str) -> Catalog:
+    with catalog_path(lang, ".po").open("rb") as po:
+        return read_po(po)
+
+
+def public(files: list[str]) -> bool:
+    """Strings a tipster can read (the station side speaks Vietnamese only)."""
+    return any(not f.startswith("mailbridge/station/") for f in files)
+
+
+def test_extraction_finds_labels_of_config_and_message() -> None:
+    msgids = extracted()
+    assert set(BUILTIN_LABELS.values()) <= set(msgids)
+    assert set(MESSAGE_LABELS) <= set(msgids)
+    assert "Send a tip" in msgids  # from the templates
+
+
+@pytest.mark.parametrize("lang", ["vi", "hmn"])
+def test_every_msgid_is_translated(lang: str) -> None:
+    cat = catalog(lang)
+    missing = [msgid for msgid, files in extracted().items()
+               if (lang == "vi" or public(files))
+               and (msgid not in cat or not cat[msgid].string or cat[msgid].fuzzy)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("lang", sorted(LANGUAGE_NAMES))
+def test_catalogs_are_well_formed(lang: str) -> None:
+    cat = catalog(lang)
+    problems = [(m.id, errors) for m, errors in cat.check()]
+    assert problems == []  # e.g. a %(name)s placeholder lost in translation
+    for message in cat:
+        if isinstance(message.string, str):
+            assert unicodedata.normalize("NFC", message.string) == message.string
+
+
+@pytest.mark.parametrize("lang", sorted(LANGUAGE_NAMES))
+def test_compiled_catalogs_are_up_to_date(lang: str) -> None:
+    expected = compile_po(catalog_path(lang, ".po").read_bytes())
+    assert catalog_path(lang).read_bytes() == expected, (
+        "run: python -m mailbridge.relay.i18n")
+
+
+def test_hmong_is_marked_as_a_draft_with_one_plural_form() -> None:
+    text = catalog_path("hmn", ".po").read_text(encoding="utf-8")
+    assert "DRAFT FOR NATIVE REVIEW" in text.split('msgid ""')[0]
+    assert '"Plural-Forms: nplurals=1; plural=0;\\n"' in text
+    cat = catalog("hmn")
+    assert cat.num_plurals == 1
+    assert all(DRAFT in m.user_comments for m in cat if m.id and m.string)
+    assert gettext_for("hmn")("Send the tip") == "Xa"
+
+
+def test_hmong_plural_rule_survives_pybabel_update() -> None:
+    original = catalog_path("hmn", ".po").read_text(encoding="utf-8")
+    updated = original.replace('"Plural-Forms: nplurals=1; plural=0;\\n"\n', "")
+    assert updated != original  # what `pybabel update` leaves behind
+    compiled = gettext.GNUTranslations(io.BytesIO(compile_po(updated.encode())))
+    assert compiled.info()["plural-forms"] == "nplurals=1; plural=0;"
+    assert compiled.plural(5) == 0  # type: ignore[attr-defined]
+    assert restore_plural_header(updated, "hmn") == original
+    assert restore_plural_header(original, "hmn") == original
+
+
+def test_vietnamese_uses_the_agreed_terms() -> None:
+    _ = gettext_for("vi")
+    assert _("Send a tip") == "Gửi tin báo"
+    assert _("You do not need to give your name. This form does not ask who you are."
+             ).startswith("Không cần ghi tên.")
+    assert [_(label) for label in BUILTIN_LABELS.values()] == [
+        "Ma túy", "Buôn lậu", "Xuất nhập cảnh trái phép", "Cư trú trái phép",
+        "Trộm cắp tài sản", "Vũ khí, súng tự chế", "Mua bán người", "Việc khác"]
+
+
+def test_hmong_numbers_follow_vietnamese() -> None:
+    assert str(babel_locale("hmn")) == "vi"
+    assert format_number(5000, "hmn") == format_number(5000, "vi") == "5.000"
+    assert format_number(5000, "en") == "5,000"
+
+
+def test_category_labels_prefer_the_config() -> None:
+    custom = Category("cattle", "other", {"vi": "Trộm gia súc", "en": "Cattle theft"})
+    assert category_label(custom, "en") == "Cattle theft"
+    assert category_label(custom, "hmn") == "Trộm gia súc"  # no Hmong label: first given
+    assert category_label(Category("drugs", "drugs"), "hmn") == "Tshuaj yeeb"
+    assert category_label(Category("drugs", "drugs", {"vi": "Ma túy (heroin)"}), "vi") == (
+        "Ma túy (heroin)")

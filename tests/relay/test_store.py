@@ -1,0 +1,292 @@
+"""The relay database, on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from mailbridge.errors import ConfigError, StoreError
+from mailbridge.relay.store import (
+    DEAD,
+    DELIVERED,
+    DROPPED,
+    QUEUED,
+    SENDING,
+    RelayStore,
+    database_url,
+    outbox,
+    tips,
+)
+from tests.relay.outbox_driver import FakeClock, maildir_station, submit
+
+LEASE = timedelta(minutes=10)
+NCS = maildir_station("ncs", Path("/nonexistent"))
+ABC = maildir_station("abc", Path("/nonexistent"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'relay.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(url: str, clock: FakeClock) -> Iterator[RelayStore]:
+    s = RelayStore(url, clock=clock)
+    s.upgrade()
+    yield s
+    s.close()
+
+
+def raw_message(store: RelayStore, outbox_id: int) -> bytes | None:
+    with store.engine.connect() as conn:
+        value = conn.execute(select(outbox.c.message).where(outbox.c.id == outbox_id)).scalar()
+    return bytes(value) if value is not None else None
+
+
+def test_refs_are_sequential_per_station(store: RelayStore) -> None:
+    refs = [submit(store, st, "x").ref for st in (NCS, ABC, NCS, NCS, ABC)]
+    assert refs == ["NCS-0001", "ABC-0001", "NCS-0002", "NCS-0003", "ABC-0002"]
+    assert [r.ref for r in store.list_outbox()] == refs
+
+
+def test_concurrent_accepts_never_share_a_ref(store: RelayStore) -> None:
+    refs: list[str] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(10):
+            ref = submit(store, NCS, "x").ref
+            with lock:
+                refs.append(ref)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(refs) == [f"NCS-{n:04d}" for n in range(1, 41)]
+
+
+def test_accept_is_committed_before_it_returns(store: RelayStore, url: str) -> None:
+    accepted = submit(store, NCS, "committed tip", receipt_hash="ab" * 32)
+    other = RelayStore(url)  # a second engine: sees only committed data
+    try:
+        rows = other.list_outbox()
+        tip = other.tip_by_receipt("ab" * 32)
+    finally:
+        other.close()
+    assert [(r.id, r.ref, r.state) for r in rows] == [(accepted.outbox_id, "NCS-0001", QUEUED)]
+    assert tip is not None and tip.ref == "NCS-0001" and tip.station_id == "ncs"
+    assert tip.message_id.startswith("<") and tip.message_id.endswith(">")
+
+
+def test_stored_bytes_are_the_built_message_with_crlf(store: RelayStore) -> None:
+    accepted = submit(store, NCS, "Có người lạ mang hàng qua suối")
+    data = raw_message(store, accepted.outbox_id)
+    assert data is not None and b"\r\nX-Mailbridge-Ref: NCS-0001\r\n" in data
+    assert b"\n" not in data.replace(b"\r\n", b"")
+
+
+def test_only_hours_are_kept(store: RelayStore, clock: FakeClock) -> None:
+    accepted = submit(store, NCS, "x")
+    row = store.list_outbox()[0]
+    hour = clock.now.replace(minute=0, second=0, microsecond=0)
+    assert row.created_hour == row.updated_hour == hour
+    assert row.next_attempt_at == hour  # due at once, yet no finer than the hour
+    tip = store.tip_by_token(_token_of(store, accepted.ref))
+    assert tip is not None and tip.created_hour == hour
+
+
+def _token_of(store: RelayStore, ref: str) -> str:
+    with store.engine.connect() as conn:
+        return str(conn.execute(select(tips.c.reply_token).where(tips.c.ref == ref)).scalar())
+
+
+def test_delay_puts_the_first_attempt_inside_the_window(store: RelayStore,
+                                                         clock: FakeClock) -> None:
+    submitted = clock.now
+    for _ in range(5):
+        submit(store, NCS, "x", delay_minutes=15)
+    schedule = {row.id: row.next_attempt_at for row in store.list_outbox()}
+    for when in schedule.values():
+        assert when is not None and submitted < when <= submitted + timedelta(minutes=15)
+    assert store.claim_due(10, LEASE) == []
+    clock.advance(minutes=15)
+    claims = store.claim_due(10, LEASE)
+    assert len(claims) == 5
+    for claim in claims:  # the Date header is the scheduled send time, not the submission
+        date = message_from_bytes(claim.message, policy=default_policy)["Date"].datetime
+        assert date == schedule[claim.id] != submitted
+
+
+def test_failed_build_stores_nothing_and_keeps_the_number(store: RelayStore) -> None:
+    def broken(ref: str) -> EmailMessage:
+        raise ValueError("cannot build")
+
+    with pytest.raises(ValueError, match="cannot build"):
+        store.accept(NCS, broken, receipt_hash="h" * 64, reply_token="t" * 32)
+    assert store.list_outbox() == []
+    assert submit(store, NCS, "x", receipt_hash="h" * 64).ref == "NCS-0001"
+
+
+def test_duplicate_receipt_hash_is_a_store_error(store: RelayStore) -> None:
+    submit(store, NCS, "x", receipt_hash="c" * 64)
+    with pytest.raises(StoreError, match="relay database") as info:
+        submit(store, NCS, "secret-words-of-the-tip", receipt_hash="c" * 64)
+    # hide_parameters: neither our message nor the chained one quotes the tip
+    assert "secret-words" not in str(info.value)
+    assert "secret-words" not in str(info.value.__cause__)
+    assert [r.ref for r in store.list_outbox()] == ["NCS-0001"]
+
+
+def test_delivery_purges_the_bytes(store: RelayStore, clock: FakeClock) -> None:
+    accepted = submit(store, NCS, "purge me")
+    [claim] = store.claim_due(10, LEASE)
+    assert b"purge me" in claim.message and claim.attempts == 1
+    assert store.mark_delivered(claim)
+    assert raw_message(store, accepted.outbox_id) is None
+    [row] = store.list_outbox()
+    assert (row.state, row.next_attempt_at, row.last_error) == (DELIVERED, None, "")
+    assert row.delivered_hour == clock.now.replace(minute=0, second=0, microsecond=0)
+    assert store.pending_count() == 0
+
+
+def test_claims_are_leased_and_fenced(store: RelayStore, clock: FakeClock) -> None:
+    submit(store, NCS, "x")
+    [first] = store.claim_due(10, LEASE)
+    assert store.claim_due(10, LEASE) == []  # leased to the first claimer
+    assert store.list_outbox()[0].state == SENDING
+    assert store.pending_count() == 1
+    clock.advance(minutes=11)  # that claimer died: the lease ran out
+    [second] = store.claim_due(10, LEASE)
+    assert second.attempts == 2
+    assert not store.mark_delivered(first)  # a stale claim changes nothing
+    assert store.mark_delivered(second)
+
+
+def test_recover_interrupted_requeues_sending_rows(store: RelayStore) -> None:
+    submit(store, NCS, "x")
+    store.claim_due(10, LEASE)
+    assert store.recover_interrupted(all_rows=True) == 1
+    [again] = store.claim_due(10, LEASE)
+    assert again.attempts == 2
+
+
+def test_failure_then_dead(store: RelayStore, clock: FakeClock) -> None:
+    submit(store, NCS, "x")
+    [claim] = store.claim_due(10, LEASE)
+    assert store.mark_failed(claim, "451 4.3.0 later", clock.now + timedelta(seconds=30)) == QUEUED
+    row = store.list_outbox()[0]
+    assert (row.state, row.last_error) == (QUEUED, "451 4.3.0 later")
+    assert store.next_due() == clock.now + timedelta(seconds=30)
+    clock.advance(seconds=30)
+    [claim] = store.claim_due(10, LEASE)
+    assert store.mark_failed(claim, "550 5.1.1 no such user", None) == DEAD
+    assert store.list_outbox([DEAD])[0].last_error == "550 5.1.1 no such user"
+    assert store.next_due() is None
+
+
+def test_retry_and_drop(store: RelayStore, clock: FakeClock) -> None:
+    dead_id = submit(store, NCS, "x").outbox_id
+    [claim] = store.claim_due(10, LEASE)
+    store.mark_failed(claim, "554 no", None)
+    clock.advance(days=9)
+    row = store.retry(dead_id)
+    assert (row.state, row.next_attempt_at, row.last_error) == (QUEUED, clock.now, "554 no")
+    assert [c.id for c in store.claim_due(10, LEASE)] == [dead_id]
+
+    queued_id = submit(store, ABC, "drop me").outbox_id
+    row = store.drop(queued_id)
+    assert row.state == DROPPED and row.next_attempt_at is None
+    assert raw_message(store, queued_id) is None
+    for action in (store.retry, store.drop):
+        with pytest.raises(StoreError, match=rf"outbox row {queued_id} \(ABC-0001\) is already "
+                                             r"dropped"):
+            action(queued_id)
+
+
+def test_retry_and_drop_refuse_what_they_cannot_change(store: RelayStore,
+                                                       clock: FakeClock) -> None:
+    with pytest.raises(StoreError, match="outbox row 99 does not exist"):
+        store.retry(99)
+    with pytest.raises(StoreError, match="outbox row 99 does not exist"):
+        store.drop(99)
+    sending_id = submit(store, NCS, "x").outbox_id
+    [claim] = store.claim_due(10, LEASE)
+    with pytest.raises(StoreError, match="is being sent right now"):
+        store.drop(sending_id)
+    store.mark_delivered(claim)
+    with pytest.raises(StoreError, match=rf"outbox row {sending_id} \(NCS-0001\) is already "
+                                         r"delivered"):
+        store.retry(sending_id)
+    assert store.list_outbox()[0].state == DELIVERED
+
+
+def test_upgrade_is_idempotent(store: RelayStore) -> None:
+    store.upgrade()
+    assert submit(store, NCS, "x").ref == "NCS-0001"
+
+
+@pytest.mark.parametrize("given", ["postgresql://u@127.0.0.1/db", "postgres://u@127.0.0.1/db",
+                                   "postgresql+psycopg://u@127.0.0.1/db"])
+def test_plain_postgresql_urls_mean_psycopg(given: str) -> None:
+    assert database_url(given).drivername == "postgresql+psycopg"
+
+
+def test_bad_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="relay.database"):
+        RelayStore("mysql://user:pw@localhost/db")
+
+
+def test_store_error_names_the_fix(tmp_path: Path) -> None:
+    store = RelayStore(f"sqlite:///{tmp_path / 'empty.db'}")  # never upgraded
+    try:
+        with pytest.raises(StoreError, match="run `mailbridge db upgrade`"):
+            store.list_outbox()
+    finally:
+        store.close()
+
+
+def test_sqlite_file_and_wal_hold_no_trace_after_delivery(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    store = RelayStore(f"sqlite:///{path}")
+    store.upgrade()
+    marker = "zebra-crossing-7781 near the old mill"
+    big = marker + " " + "padding words " * 800  # spills into overflow pages too
+
+    def files() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+
+    try:
+        submit(store, NCS, marker)
+        submit(store, NCS, big)
+        assert files().count(marker.encode()) >= 2  # the check below can fail
+        claims = store.claim_due(10, LEASE)
+        for claim in claims:
+            assert store.mark_delivered(claim)
+        store.purge_freed()
+        assert marker.encode() not in files()
+        assert b"padding words" not in files()
+        assert b"zebra" not in files()
+    finally:
+        store.close()
+    reopened = RelayStore(f"sqlite:///{path}")
+    try:
+        assert {r.state for r in reopened.list_outbox()} == {DELIVERED}
+    finally:
+        reopened.close()

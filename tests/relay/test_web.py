@@ -1,0 +1,407 @@
+"""The public form served for real (uvicorn on a free loopback port) over a real SQLite store."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import email
+import email.policy
+import gzip
+import hashlib
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from mailbridge.config import Settings, load_config
+from mailbridge.core.receipts import ReceiptHasher, derive_key, parse_receipt
+from mailbridge.relay.store import RelayStore
+from mailbridge.relay.web import create_app
+
+SECRET = "web-test-secret-" + "s" * 32
+CONFIG = """
+[relay]
+address = "tips@relay.example.test"
+domain = "relay.example.test"
+database = "sqlite:///relay.db"
+secret_env = "MB_SECRET"
+rate_limit_per_hour = 1000
+max_text_chars = 2000
+
+[[stations]]
+id = "ncs"
+name = "Đồn Biên phòng Nậm Cha"
+mailbox = "tips@ncs.example.test"
+maildir = "mail/ncs"
+hotline = "0213 3888 999"
+placements = [{ id = "cho", label = "Chợ phiên" }]
+
+[[stations]]
+id = "pvs"
+name = "Đồn Biên phòng Pa Vây Sử"
+mailbox = "tips@pvs.example.test"
+maildir = "mail/pvs"
+"""
+CODE = re.compile(r"class=code>(\d{4} \d{4} \d{4} \d{4})<")
+REF = re.compile(r"\b(NCS-\d{4})\b")
+TOKEN = re.compile(r'name=t value="([^"]+)"')
+FORM = "/s/ncs/cho"
+
+
+def make_settings(folder: Path, **relay: Any) -> Settings:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mailbridge.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    settings = load_config(path, env={"MB_SECRET": SECRET})
+    return dataclasses.replace(settings, relay=dataclasses.replace(settings.relay, **relay))
+
+
+@contextmanager
+def running(app: Starlette) -> Iterator[str]:
+    """uvicorn in a thread on a free 127.0.0.1 port; yields the base URL."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False,
+                                           lifespan="off", ws="none"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@dataclasses.dataclass
+class Relay:
+    base: str
+    store: RelayStore
+    settings: Settings
+    wakeups: list[int]
+
+    def rows(self) -> int:
+        return len(self.store.list_outbox())
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    settings = make_settings(tmp_path_factory.mktemp("web"))
+    store = RelayStore(settings.relay.database)
+    store.upgrade()
+    wakeups: list[int] = []
+    app = create_app(settings, store, on_accepted=lambda: wakeups.append(1))
+    with running(app) as base:
+        yield Relay(base, store, settings, wakeups)
+    store.close()
+
+
+def client_get(relay: Relay, path: str) -> httpx.Response:
+    with relay.client() as client:
+        return client.get(path)
+
+
+def token_of(page: str) -> str:
+    match = TOKEN.search(page)
+    assert match is not None, page[:500]
+    return match.group(1)
+
+
+def fresh_fields(client: httpx.Client, path: str = FORM, **fields: str) -> dict[str, str]:
+    token = token_of(client.get(path).text)
+    return {"t": token, "lang": "vi", "category": "drugs", "text": "Có người lạ", **fields}
+
+
+def claimed_messages(store: RelayStore) -> list[EmailMessage]:
+    """Take every due row as the delivery worker would, to read what would be sent."""
+    claims = store.claim_due(1000, timedelta(minutes=5))
+    return [email.message_from_bytes(c.message, policy=email.policy.default)
+            for c in claims]
+
+
+# -- pages ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("lang", "title", "label", "html_lang"), [
+    ("vi", "Gửi tin báo", "Ma túy", "vi"),
+    ("hmn", "Tshaj qhia", "Tshuaj yeeb", "hmn-Latn"),
+    ("en", "Send a tip", "Drugs", "en"),
+])
+def test_form_page_in_each_language(relay: Relay, lang: str, title: str, label: str,
+                                    html_lang: str) -> None:
+    with relay.client() as client:
+        page = client.get(f"{FORM}?lang={lang}")
+    assert page.status_code == 200
+    assert f'<html lang="{html_lang}">' in page.text
+    assert f"<h1>{title}</h1>" in page.text
+    assert label in page.text
+    assert page.text.count("type=radio name=category") == len(relay.settings.categories)
+    assert page.text.count("<svg class=p") == len(relay.settings.categories)
+    assert "Chợ phiên" in page.text and 'href="tel:02133888999"' in page.text
+    assert "<script" not in page.text and 'action="/s/ncs/cho"' in page.text
+    assert f'name=lang value="{lang}"' in page.text
+
+
+def test_default_language_is_vietnamese_and_unknown_lang_falls_back(relay: Relay) -> None:
+    with relay.client() as client:
+        plain, odd = client.get(FORM), client.get(FORM + "?lang=fr")
+    for page in (plain, odd):
+        assert page.status_code == 200
+        assert '<html lang="vi">' in page.text and "Không cần ghi tên" in page.text
+        assert '<a href="?lang=hmn" hreflang="hmn">Hmoob</a>' in page.text
+        assert '<a href="?lang=en" hreflang="en">English</a>' in page.text
+
+
+def test_chooser_lists_stations_and_healthz_says_only_ok(relay: Relay) -> None:
+    with relay.client() as client:
+        chooser = client.get("/?lang=en")
+        health = client.get("/healthz")
+    assert chooser.status_code == 200
+    assert 'href="/s/ncs?lang=en"' in chooser.text and 'href="/s/pvs?lang=en"' in chooser.text
+    assert health.status_code == 200 and health.text == "ok"
+    icon = client_get(relay, "/favicon.ico")
+    assert icon.status_code == 204 and icon.content == b""
+
+
+def test_upper_case_qr_url_opens_the_form(relay: Relay) -> None:
+    with relay.client() as client:
+        page = client.get("/S/NCS/CHO")
+        station_only = client.get("/s/NCS")
+    assert page.status_code == 200 and 'action="/s/ncs/cho"' in page.text
+    assert station_only.status_code == 200 and 'action="/s/ncs"' in station_only.text
+
+
+@pytest.mark.parametrize("path", ["/s/nope", "/s/ncs/nope", "/s/NC%24", "/nothing/here",
+                                  "/s/ncs/cho/extra"])
+def test_unknown_pages_are_friendly_404(relay: Relay, path: str) -> None:
+    with relay.client() as client:
+        page = client.get(path)
+    assert page.status_code == 404
+    assert "Không tìm thấy trang" in page.text and "Traceback" not in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert '<a href="/">Chọn đồn biên phòng</a>' in page.text
+
+
+def test_404_page_speaks_the_requested_language(relay: Relay) -> None:
+    page = client_get(relay, "/s/nope?lang=en")
+    assert page.status_code == 404 and "Page not found" in page.text
+    assert '<a href="/?lang=en">Choose a station</a>' in page.text
+
+
+def test_security_headers_on_every_response(relay: Relay) -> None:
+    with relay.client() as client:
+        responses = [client.get("/"), client.get(FORM), client.get("/s/nope"),
+                     client.get("/healthz"), client.post(FORM, data=fresh_fields(client))]
+    for response in responses:
+        headers = response.headers
+        assert headers["cache-control"] == "no-store"
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["x-content-type-options"] == "nosniff"
+        csp = headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "http" not in csp
+        assert "set-cookie" not in headers
+
+
+def test_inline_style_is_the_one_the_csp_allows(relay: Relay) -> None:
+    with relay.client() as client:
+        page = client.get(FORM)
+    style = re.search(r"<style>(.*?)</style>", page.text, re.S)
+    assert style is not None
+    digest = base64.b64encode(hashlib.sha256(style.group(1).encode()).digest()).decode()
+    assert f"style-src 'sha256-{digest}'" in page.headers["content-security-policy"]
+
+
+def test_form_page_with_all_its_resources_is_within_8_kb_gzip(relay: Relay) -> None:
+    with relay.client() as client:
+        page = client.get(FORM)
+    # Everything the page loads: it may reference no other resource at all.
+    assert not re.search(r"""<(?:link|img|script|iframe|object)\b|\bsrc=|url\(""", page.text)
+    assert page.headers["content-encoding"] == "gzip"
+    assert page.num_bytes_downloaded <= 8 * 1024, f"{page.num_bytes_downloaded} bytes on the wire"
+    size = len(gzip.compress(page.content, compresslevel=9))
+    assert size <= 8 * 1024, f"form page is {size} bytes gzip"
+
+
+# -- submitting -------------------------------------------------------------------------
+
+
+def test_submit_shows_receipt_once_and_commits_one_row(relay: Relay,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    before, wakes = relay.rows(), len(relay.wakeups)
+    with relay.client() as client:
+        fields = fresh_fields(client, text="Có người mang hàng qua suối", where="tối thứ bảy")
+        reply = client.post(FORM, data=fields)
+    assert reply.status_code == 200, reply.text
+    code = CODE.search(reply.text)
+    ref = REF.search(reply.text)
+    assert code is not None and ref is not None
+    digits = code.group(1).replace(" ", "")
+    assert parse_receipt(digits) == digits  # 16 digits and the check digit holds
+    assert relay.rows() == before + 1 and len(relay.wakeups) == wakes + 1
+    # Only the hash is stored; it leads to this tip.
+    hasher = ReceiptHasher(derive_key(SECRET, "receipt"))
+    record = relay.store.tip_by_receipt(hasher.hash(digits))
+    assert record is not None and record.ref == ref.group(1) and record.station_id == "ncs"
+    # Nothing the tipster typed or received is in a URL: no redirect, no link carries it.
+    assert "location" not in reply.headers
+    assert digits not in str(reply.url) and code.group(1) not in re.findall(r'href="([^"]*)"',
+                                                                            reply.text)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("mailbridge")]
+    assert f"accepted tip {ref.group(1)} for station ncs" in lines  # DEBUG only
+    assert not any(ref.group(1) in r.getMessage() for r in caplog.records
+                   if r.name.startswith("mailbridge") and r.levelname != "DEBUG")
+    assert not any("127.0.0.1" in line or "suối" in line or digits in line for line in lines)
+    sent = [m for m in claimed_messages(relay.store) if m["X-Mailbridge-Ref"] == ref.group(1)]
+    assert len(sent) == 1
+    body = sent[0].get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "Loại tin: Ma túy" in text and "Ở đâu / khi nào: tối thứ bảy" in text
+    assert "Nơi dán áp phích: Chợ phiên" in text and sent[0]["X-Mailbridge-Placement"] == "cho"
+
+
+def test_hostile_fields_are_cleaned_not_passed_on(relay: Relay) -> None:
+    hostile = ("Tha\u0302\u0301y\r\nBcc: victim@example.test\r\n<script>alert(1)</script>"
+               "\x1b[31mred\x1b[0m\x1b]0;title\x07\u202eevil")
+    with relay.client() as client:
+        reply = client.post(FORM, data=fresh_fields(client, text=hostile,
+                                                    where="chợ\r\nX-Evil: 1\x1b[2J"))
+    assert reply.status_code == 200
+    assert "<script>" not in reply.text
+    ref = REF.search(reply.text)
+    assert ref is not None
+    sent = [m for m in claimed_messages(relay.store) if m["X-Mailbridge-Ref"] == ref.group(1)]
+    assert len(sent) == 1
+    message = sent[0]
+    assert message["Bcc"] is None and message["X-Evil"] is None
+    assert "\n" not in str(message["Subject"]) and "Thấy" in str(message["Subject"])
+    raw = message.as_string()
+    assert "\x1b" not in raw and "\u202e" not in raw and "\x07" not in raw
+    html_part = message.get_body(("html",))
+    assert html_part is not None
+    assert "<script>" not in html_part.get_content()
+
+
+@pytest.mark.parametrize(("change", "status", "says"), [
+    ({"category": "weapons"}, 400, "Vui lòng chọn loại việc"),
+    ({"category": "drugs\r\nBcc: x@example.test"}, 400, "Vui lòng chọn loại việc"),
+    ({"category": ""}, 400, "Vui lòng chọn loại việc"),
+    ({"text": "   \r\n\x1b[0m "}, 400, "Vui lòng viết những gì bạn đã thấy"),
+    ({"text": "x" * 2001}, 400, "tối đa 2.000 ký tự"),
+    ({"t": "123.abc.def"}, 400, "đã hết hạn hoặc đã được gửi"),
+    ({"t": ""}, 400, "đã hết hạn hoặc đã được gửi"),
+])
+def test_bad_fields_show_the_form_again_and_store_nothing(
+        relay: Relay, change: dict[str, str], status: int, says: str) -> None:
+    before = relay.rows()
+    with relay.client() as client:
+        reply = client.post(FORM, data=fresh_fields(client, **change))
+    assert reply.status_code == status
+    assert says in reply.text and "class=err" in reply.text
+    assert relay.rows() == before
+
+
+def test_text_stays_in_the_form_after_an_error(relay: Relay) -> None:
+    with relay.client() as client:
+        reply = client.post(FORM, data=fresh_fields(client, category="nope",
+                                                    text="<b>giữ lại</b>", lang="en"))
+    assert reply.status_code == 400
+    assert "&lt;b&gt;giữ lại&lt;/b&gt;</textarea>" in reply.text
+    assert "Please choose what it is about." in reply.text
+
+
+@pytest.mark.parametrize(("body", "content_type", "status"), [
+    (b"t=x&text=%FF%FE&category=drugs", "application/x-www-form-urlencoded", 400),
+    ("text=\u00e9".encode("latin-1"), "application/x-www-form-urlencoded", 400),
+    (b'{"text": "x"}', "application/json", 415),
+    (b"--b\r\n\r\nx\r\n--b--", "multipart/form-data; boundary=b", 415),
+    (b"", "", 415),
+])
+def test_unreadable_bodies_are_refused(relay: Relay, body: bytes, content_type: str,
+                                       status: int) -> None:
+    before = relay.rows()
+    with relay.client() as client:
+        reply = client.post(FORM + "?lang=en", content=body,
+                            headers={"content-type": content_type} if content_type else {})
+    assert reply.status_code == status
+    assert "The form could not be read" in reply.text
+    assert relay.rows() == before
+
+
+def test_huge_bodies_are_refused_early(relay: Relay) -> None:
+    before = relay.rows()
+    big = b"text=" + b"a" * (2 * 1024 * 1024)
+    with relay.client() as client:
+        declared = client.post(FORM, content=big,
+                               headers={"content-type": "application/x-www-form-urlencoded"})
+        chunked = client.post(FORM, content=iter([big[:65536]] * 32),
+                              headers={"content-type": "application/x-www-form-urlencoded"})
+    for reply in (declared, chunked):
+        assert reply.status_code == 413
+        assert "Quá dài" in reply.text
+    assert relay.rows() == before
+
+
+def test_a_form_token_is_accepted_once(relay: Relay) -> None:
+    before = relay.rows()
+    with relay.client() as client:
+        fields = fresh_fields(client)
+        first = client.post(FORM, data=fields)
+        again = client.post(FORM, data=fields)
+        other_station = client.post("/s/pvs", data=fresh_fields(client))
+    assert first.status_code == 200
+    assert again.status_code == 400 and "đã hết hạn hoặc đã được gửi" in again.text
+    assert other_station.status_code == 400  # a token is bound to its station
+    assert relay.rows() == before + 1
+
+
+def test_over_the_rate_limit_is_429_in_the_users_language(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, rate_limit_per_hour=2)
+    store = RelayStore(settings.relay.database)
+    store.upgrade()
+    try:
+        with running(create_app(settings, store)) as base, \
+                httpx.Client(base_url=base, timeout=30) as client:
+            codes = [client.post(FORM, data=fresh_fields(client, lang="hmn")).status_code
+                     for _ in range(2)]
+            over = client.post(FORM, data=fresh_fields(client, lang="hmn", text="peb"))
+        assert codes == [200, 200]
+        assert over.status_code == 429
+        assert "Muaj ntau qhov tshaj qhia dhau" in over.text and ">peb</textarea>" in over.text
+        assert len(store.list_outbox()) == 2
+    finally:
+        store.close()
+
+
+def test_store_failure_says_not_sent_and_keeps_the_text(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    store = RelayStore(settings.relay.database)  # never upgraded: every write fails
+    try:
+        with running(create_app(settings, store)) as base, \
+                httpx.Client(base_url=base, timeout=30) as client:
+            reply = client.post(FORM, data=fresh_fields(client, text="xin gửi lại"))
+        assert reply.status_code == 503
+        assert "Tin báo CHƯA được gửi" in reply.text and ">xin gửi lại</textarea>" in reply.text
+        assert "StoreError" not in reply.text and "sqlite" not in reply.text.lower()
+        assert CODE.search(reply.text) is None
+        store.upgrade()
+        assert store.list_outbox() == []
+    finally:
+        store.close()

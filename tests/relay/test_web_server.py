@@ -1,0 +1,160 @@
+"""The relay process: web form and delivery worker in one loop, quiet about clients."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mailbridge.config import load_config
+from mailbridge.relay.server import TracebackWithoutText, run_relay
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "server-test-secret-" + "q" * 32
+CONFIG = """
+[relay]
+address = "tips@relay.example.test"
+domain = "relay.example.test"
+database = "sqlite:///relay.db"
+secret_env = "MB_SECRET"
+listen_port = {port}
+
+[[stations]]
+id = "ncs"
+name = "Đồn Biên phòng Nậm Cha"
+mailbox = "tips@ncs.example.test"
+maildir = "mail/ncs"
+placements = [{{ id = "cho", label = "Chợ phiên" }}]
+"""
+
+
+def write_config(folder: Path, port: int = 8080) -> Path:
+    path = folder / "mailbridge.toml"
+    path.write_text(CONFIG.format(port=port), encoding="utf-8")
+    return path
+
+
+def send_tip(base: str, text: str) -> str:
+    with httpx.Client(base_url=base, timeout=30) as client:
+        page = client.get("/s/ncs/cho")
+        token = re.search(r'name=t value="([^"]+)"', page.text)
+        assert token is not None
+        reply = client.post("/s/ncs/cho", data={"t": token.group(1), "lang": "vi",
+                                                 "category": "border", "text": text})
+    assert reply.status_code == 200, reply.text
+    assert "server" not in reply.headers and "date" not in reply.headers
+    ref = re.search(r"\bNCS-\d{4}\b", reply.text)
+    assert ref is not None
+    return ref.group(0)
+
+
+def wait_for(predicate: object, what: str, timeout: float = 20) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_run_relay_serves_delivers_and_stops(tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    settings = load_config(write_config(tmp_path), env={"MB_SECRET": SECRET})
+    settings = dataclasses.replace(settings, relay=dataclasses.replace(settings.relay,
+                                                                       listen_port=0))
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    ports: list[int] = []
+    thread = threading.Thread(
+        target=lambda: loop.run_until_complete(run_relay(settings, ready=ports.append,
+                                                         stop=stop)), daemon=True)
+    thread.start()
+    wait_for(lambda: ports or not thread.is_alive(), "the relay to listen")
+    assert ports, "run_relay ended before it listened"
+    ref = send_tip(f"http://127.0.0.1:{ports[0]}", "Có người vượt biên đêm qua")
+    new = tmp_path / "mail" / "ncs" / "new"
+    wait_for(lambda: new.is_dir() and any(new.iterdir()), "delivery into the Maildir")
+    (delivered,) = new.iterdir()
+    assert f"X-Mailbridge-Ref: {ref}" in delivered.read_text(encoding="utf-8")
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(20)
+    assert not thread.is_alive()
+    loop.close()
+    lines = [r.getMessage() for r in caplog.records if not r.name.startswith("httpx")]
+    assert f"accepted tip {ref} for station ncs" in lines  # DEBUG only
+    assert "relay stopped" in lines
+    assert not any("127.0.0.1:" in line and "listening" not in line for line in lines)
+    assert not any("vượt biên" in line for line in lines)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_serve_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBRIDGE")}
+    env.update(MB_SECRET=SECRET, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "mailbridge", "--config", str(config),
+                             "serve"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        def healthy() -> bool:
+            assert proc.poll() is None, proc.communicate()[1].decode(errors="replace")
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).text == "ok"
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, "serve to answer")
+        ref = send_tip(f"http://127.0.0.1:{port}", "Thấy hàng lậu ở bến sông")
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = err.decode("utf-8", errors="replace")
+    assert proc.returncode == 0, log
+    # No ref at the default level: the journal's timestamp would pin the minute.
+    assert ref not in log and "relay stopped" in log
+    assert "127.0.0.1:" not in log.replace(f"listening on 127.0.0.1:{port}", "")
+    assert "hàng lậu" not in log and "alembic" not in log
+
+
+def test_logged_tracebacks_withhold_the_exception_text() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(TracebackWithoutText())
+    logger = logging.getLogger("tests.relay.traceback")
+    logger.addHandler(handler)
+    logger.propagate = False
+    tip = "Có người lạ ở bến sông"
+    try:
+        try:
+            raise UnicodeError(tip)
+        except UnicodeError:
+            logger.exception("Exception in ASGI application")
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert "Exception in ASGI application" in out and "builtins.UnicodeError" in out
+    assert "test_web_server.py" in out  # the frames stay, for the bug report
+    assert "bến sông" not in out
