@@ -74,10 +74,18 @@ class _Server(uvicorn.Server):
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    """Listen with ``proto=IPPROTO_TCP`` explicitly: accepted sockets inherit it, and
+    asyncio sets TCP_NODELAY only on sockets that say so. Without it every keep-alive
+    response waits ~40 ms for a delayed ACK (Nagle)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        return socket.create_server((host, port), family=family, backlog=256)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(256)
+        return sock
     except OSError as exc:
+        sock.close()
         raise ConfigError(
             f"cannot listen on {host}:{port} ({exc.strerror}): choose a free relay.listen_port "
             f"or relay.listen_host, or stop the process that uses it") from exc

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from mailbridge.config import load_config
-from mailbridge.relay.server import TracebackWithoutText, run_relay
+from mailbridge.relay.server import TracebackWithoutText, _bind, run_relay
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "server-test-secret-" + "q" * 32
@@ -158,3 +158,25 @@ def test_logged_tracebacks_withhold_the_exception_text() -> None:
     assert "Exception in ASGI application" in out and "builtins.UnicodeError" in out
     assert "test_web_server.py" in out  # the frames stay, for the bug report
     assert "bến sông" not in out
+
+
+def test_accepted_connections_have_nagle_off() -> None:
+    """Without TCP_NODELAY every keep-alive response waited ~40 ms for a delayed ACK."""
+    async def probe() -> int:
+        seen: asyncio.Queue[int] = asyncio.Queue()
+
+        def on_connect(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.put_nowait(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=_bind("127.0.0.1", 0))
+        port = server.sockets[0].getsockname()[1]
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        value = await asyncio.wait_for(seen.get(), 10)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return value
+
+    assert asyncio.run(probe()) != 0
