@@ -80,7 +80,7 @@ class ReceiptHasher:
     """
 
     secret: bytes
-    time_cost: int = 2
+    time_cost: int = 1
     memory_cost_kib: int = 8192
     parallelism: int = 1
 
