@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -79,9 +80,11 @@ class DeliveryWorker:
         self.rng = rng or random.SystemRandom()
         self.batch = batch
         self.max_idle = max_idle
-        # After a wake-up, wait this long so a burst of tips goes out as one pass:
-        # one claim and one WAL checkpoint for many rows instead of one per tip.
+        # Under a burst (a pass delivered something less than a second ago), wait this
+        # long after a wake-up so the burst goes out as one pass: one claim and one WAL
+        # checkpoint for many rows instead of one per tip. A lone tip goes at once.
         self.settle = settle
+        self._last_busy = -1e9
         timeouts = [s.smtp.timeout for s in settings.stations.values() if s.smtp]
         # The lease must outlast one attempt, or a second relay could send it too.
         self.lease = lease or timedelta(seconds=max([600.0, *(4 * t for t in timeouts)]))
@@ -127,7 +130,8 @@ class DeliveryWorker:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
-        if self._wake.is_set() and not stop.is_set() and self.settle > 0:
+        busy = time.monotonic() - self._last_busy < 1.0
+        if busy and self._wake.is_set() and not stop.is_set() and self.settle > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settle)
 
@@ -136,6 +140,7 @@ class DeliveryWorker:
         claims = await asyncio.to_thread(self.store.claim_due, self.batch, self.lease)
         if not claims:
             return 0
+        self._last_busy = time.monotonic()
         slots = asyncio.Semaphore(self.concurrency)  # per pass: tests run passes in new loops
         results = await asyncio.gather(*(self._attempt(c, slots) for c in claims))
         await asyncio.to_thread(self.store.purge_freed)
