@@ -72,9 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--role", choices=("relay", "station", "all"), default="all",
                     help="only the relay database, only the ledger, or both (default)")
 
-    p = sub.add_parser("ledger", help="station side: the officers' terminal UI")
-    p.add_argument("--officer", metavar="NAME",
-                   help="acting officer (default: stations.<id>.officers[OS account])")
+    p = sub.add_parser("ledger", help="station side: the officers' terminal UI; the acting "
+                                      "officer is stations.<id>.officers[your OS account]")
     p.add_argument("--station", metavar="ID", help="only this station")
 
     p = sub.add_parser("report", help="figures for command")
@@ -131,7 +130,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "ledger":
         from .station.tui import run_ledger
 
-        return run_ledger(settings, officer=args.officer, station=args.station)
+        return run_ledger(settings, station=args.station)
     if command == "report":
         from .station.report import run_report
 

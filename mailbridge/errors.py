@@ -8,6 +8,7 @@
         ├── IntakeError             a submission or incoming mail was refused
         ├── StoreError              the relay database failed
         ├── LedgerError             the station ledger failed
+        │   └── WorkflowError       a status change or assignment the rules refuse
         └── PollError               talking to a station mailbox (IMAP) failed
 
 Messages name the bad value, where it came from and the fix.
@@ -52,6 +53,10 @@ class StoreError(RuntimeFailure):
 
 class LedgerError(RuntimeFailure):
     """The station ledger database failed."""
+
+
+class WorkflowError(LedgerError):
+    """An officer's change that the workflow rules refuse (e.g. a verdict without reason)."""
 
 
 class PollError(RuntimeFailure):

@@ -48,6 +48,7 @@ class MessageKind(enum.StrEnum):
     OTHER = "other"            # ordinary mail in the mailbox; never a tip
     AUTO = "auto"              # auto-replies, bounces, DSNs, mailing lists
     PLACEHOLDER = "placeholder"  # too big to fetch: only size and headers known
+    QUARANTINED = "quarantined"  # could not be parsed: raw bytes kept in ``quarantine``
 
 
 class Status(enum.StrEnum):
@@ -63,7 +64,10 @@ class Message(Base):
     """One message, whatever folders it sits in. Identity: (station, Message-ID)."""
 
     __tablename__ = "messages"
-    __table_args__ = (UniqueConstraint("station_id", "message_id"),)
+    __table_args__ = (
+        UniqueConstraint("station_id", "message_id"),
+        Index("ix_messages_station_ref", "station_id", "ref"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     station_id: Mapped[str] = mapped_column(String(32), index=True)
@@ -77,12 +81,27 @@ class Message(Base):
     received_hour: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     in_reply_to: Mapped[str] = mapped_column(String(512), default="")
     references: Mapped[str] = mapped_column(Text, default="")
+    # X-Mailbridge-Ref of relay mail, or the [REF] tag in another message's subject.
+    ref: Mapped[str] = mapped_column(String(32), default="")
+    # Why a thread link is doubtful, e.g. a subject tag from an unauthorised sender.
+    warning: Mapped[str] = mapped_column(Text, default="")
     tip_id: Mapped[int | None] = mapped_column(ForeignKey("tips.id"), index=True)
     indexed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     tip: Mapped[Tip | None] = relationship(back_populates="thread", foreign_keys=[tip_id])
     attachments: Mapped[list[Attachment]] = relationship(back_populates="message")
     locations: Mapped[list[Location]] = relationship(back_populates="message")
+
+
+class MessageRef(Base):
+    """One Message-ID named in a message's In-Reply-To/References: threads by index lookup."""
+
+    __tablename__ = "message_refs"
+    __table_args__ = (UniqueConstraint("message_pk", "target"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"))
+    target: Mapped[str] = mapped_column(String(512), index=True)
 
 
 class Attachment(Base):
@@ -103,7 +122,10 @@ class Location(Base):
     """Where a message sits: (station, folder, UIDVALIDITY, UID). Tombstoned, never deleted."""
 
     __tablename__ = "locations"
-    __table_args__ = (UniqueConstraint("station_id", "folder", "uidvalidity", "uid"),)
+    __table_args__ = (
+        UniqueConstraint("station_id", "folder", "uidvalidity", "uid"),
+        Index("ix_locations_live", "station_id", "folder", "gone"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
@@ -129,6 +151,8 @@ class FolderState(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger, default=0)
     last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
     highestmodseq: Mapped[int] = mapped_column(BigInteger, default=0)
+    uidnext: Mapped[int] = mapped_column(BigInteger, default=0)  # STATUS at the last sync
+    message_count: Mapped[int] = mapped_column(BigInteger, default=0)  # at the last sync
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -140,7 +164,7 @@ class MailEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     station_id: Mapped[str] = mapped_column(String(32), index=True)
     message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # flags | moved | deleted | copied
+    kind: Mapped[str] = mapped_column(String(16))  # flags | moved | deleted | copied | rebound
     folder: Mapped[str] = mapped_column(String(255), default="")
     detail: Mapped[str] = mapped_column(Text, default="")  # e.g. "+\\Flagged -\\Seen"
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -154,6 +178,7 @@ class Quarantine(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     station_id: Mapped[str] = mapped_column(String(32))
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
     folder: Mapped[str] = mapped_column(String(255))
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uid: Mapped[int] = mapped_column(BigInteger)
@@ -169,6 +194,12 @@ class Tip(Base):
     __table_args__ = (
         UniqueConstraint("station_id", "ref"),
         Index("ix_tips_station_status", "station_id", "status"),
+        # The officers' list is newest first under any one filter: one index per filter.
+        Index("ix_tips_station_received", "station_id", "received_hour"),
+        Index("ix_tips_status_received", "status", "received_hour"),
+        Index("ix_tips_category_received", "category", "received_hour"),
+        Index("ix_tips_placement_received", "placement", "received_hour"),
+        Index("ix_tips_message_pk", "message_pk"),  # search: message -> its tip
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -183,6 +214,9 @@ class Tip(Base):
     preview: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[str] = mapped_column(String(16), default=Status.NEW.value)
     status_reason: Mapped[str] = mapped_column(Text, default="")
+    # The last verdict (of_value / not_of_value / spam), kept when the tip is handled,
+    # so figures still count a handled tip by what it was worth.
+    verdict: Mapped[str] = mapped_column(String(16), default="", server_default="")
     assignee: Mapped[str] = mapped_column(String(120), default="")
     first_action_at: Mapped[datetime | None] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -218,4 +252,9 @@ class Audit(Base):
     old: Mapped[str] = mapped_column(Text, default="")
     new: Mapped[str] = mapped_column(Text, default="")
     reason: Mapped[str] = mapped_column(Text, default="")
+    # The mailbox signal (MailEvent) this row applied, if any: unique, so a signal
+    # is applied once even when several terminals apply signals at the same time.
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mail_events.id"), unique=True, index=True
+    )
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,0 +1,90 @@
+"""Full-text search over tip threads: FTS5 on SQLite, ``tsvector`` on PostgreSQL.
+
+Both index ``messages`` (subject and body), built by revision ``0002_workflow``,
+so a search finds a tip by its own text, its follow-ups and officers' replies.
+What an officer types is never passed through as query syntax: it is cut into
+words, each quoted, the last one matched as a prefix (search as you type).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, literal_column, or_, select, text
+from sqlalchemy.orm import Session, aliased
+
+from .models import Message, Tip
+
+# Must stay identical to the expression indexed in migrations/versions/0002_workflow.py.
+PG_DOCUMENT = ("to_tsvector('simple'::regconfig, left(coalesce(messages.subject, '') || ' ' "
+               "|| coalesce(messages.text_body, ''), 100000))")
+MAX_WORDS = 8
+_WORD = re.compile(r"\w+", re.UNICODE)
+_REF = re.compile(r"^[A-Za-z0-9]{1,12}-\d+$")
+
+
+def words(query: str) -> list[str]:
+    """The searchable words of *query*, at most ``MAX_WORDS`` of them."""
+    return _WORD.findall(query)[:MAX_WORDS]
+
+
+def fts5_query(query: str) -> str:
+    """An FTS5 MATCH expression: every word required, the last one as a prefix."""
+    terms = ['"' + w.replace('"', '""') + '"' for w in words(query)]
+    if terms:
+        terms[-1] += "*"
+    return " ".join(terms)
+
+
+def tsquery(query: str) -> str:
+    """A ``to_tsquery('simple', ...)`` expression: words ANDed, the last as a prefix."""
+    terms = [w.lower() for w in words(query)]
+    if terms:
+        terms[-1] += ":*"
+    return " & ".join(terms)
+
+
+def matching_messages(dialect: str, query: str) -> Select[Any] | None:
+    """Ids of messages whose subject or body matches *query*; None when no word."""
+    if not words(query):
+        return None
+    if dialect == "sqlite":
+        return select(literal_column("rowid", type_=Message.id.type)).select_from(
+            text("messages_fts")).where(
+            text("messages_fts MATCH :fts").bindparams(fts=fts5_query(query)))
+    if dialect == "postgresql":
+        return select(Message.id).where(
+            text(f"{PG_DOCUMENT} @@ to_tsquery('simple'::regconfig, :tsq)")
+            .bindparams(tsq=tsquery(query)))
+    return select(Message.id).where(or_(*(
+        Message.text_body.ilike(f"%{w}%") for w in words(query))))
+
+
+def tip_condition(dialect: str, query: str) -> ColumnElement[bool] | None:
+    """A WHERE clause on ``Tip``: its ref when *query* is one, else its thread's text.
+
+    One subquery of tip ids (the FTS match runs once), so the database can
+    drive from the matches instead of scanning the list index.
+    """
+    ref = query.strip()
+    if _REF.match(ref):
+        return Tip.ref == ref.upper()
+    hits = matching_messages(dialect, query)
+    if hits is None:
+        return None
+    owner = aliased(Tip)
+    tip_ids = (select(func.coalesce(Message.tip_id, owner.id))
+               .select_from(Message).outerjoin(owner, owner.message_pk == Message.id)
+               .where(Message.id.in_(hits)))
+    return Tip.id.in_(tip_ids)
+
+
+def search_tip_ids(session: Session, query: str, limit: int = 1000) -> list[int]:
+    """Tip ids matching *query*, newest first (for tests and scripts)."""
+    cond = tip_condition(session.get_bind().dialect.name, query)
+    if cond is None:
+        return []
+    rows = session.scalars(select(Tip.id).where(cond)
+                           .order_by(Tip.received_hour.desc(), Tip.id.desc()).limit(limit))
+    return list(rows)

@@ -1,0 +1,281 @@
+"""The pure mailbox-to-ledger mapping: raw message bytes in, an ``Indexed`` record out.
+
+No I/O and no database: the IMAP and maildir pollers both call ``index_message``
+and hand the result to the ledger store, so both index a message identically.
+
+Mail in the wild is hostile or merely broken, so nothing here raises on bad
+input. Headers are read raw (compat32) and decoded word by word, which joins
+split encoded-words and copes with 8-bit bytes; bodies are decoded with a
+charset fallback chain and NFC-normalised (windows-1258 decodes to combining
+marks). Whatever had to be guessed is listed in ``problems``: the store keeps
+the raw bytes of such messages in quarantine for review, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import codecs
+import email
+import hashlib
+import html
+import re
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email import errors as email_errors
+from email.header import decode_header
+from email.message import EmailMessage, Message
+from email.utils import getaddresses, parsedate_to_datetime
+from typing import cast
+
+from ...core.message import HEADER_LOOP, message_ids, parse_contract
+from ...core.receipts import is_ref
+from ...core.text import clean_text, first_words, one_line
+from ..ledger.models import MessageKind
+
+MAX_TEXT = 100_000
+MAX_REFS = 30
+SYNTHETIC_DOMAIN = "sha256.mailbridge.invalid"
+# Charset labels seen in real mail that Python does not know under that name.
+CHARSET_ALIASES = {
+    "iso-8859-8-i": "iso-8859-8",
+    "iso-8859-6-i": "iso-8859-6",
+    "iso-8859-8-e": "iso-8859-8",
+    "windows-1258": "cp1258",
+    "x-user-defined": "latin-1",
+    "ks_c_5601-1987": "cp949",
+    "gb2312": "gb18030",
+    "unicode-1-1-utf-7": "utf-7",
+}
+_SUBJECT_TAG = re.compile(r"\[([A-Za-z0-9]{1,12}-\d{4,})\]")
+_TAGS = re.compile(r"<[^>]*>")
+_SERIOUS_DEFECTS = (
+    email_errors.StartBoundaryNotFoundDefect,
+    email_errors.CloseBoundaryNotFoundDefect,
+    email_errors.MultipartInvariantViolationDefect,
+    email_errors.NoBoundaryInMultipartDefect,
+)
+
+
+@dataclass(frozen=True)
+class Part:
+    """An attachment as found in the message (content-addressed by the store)."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """Everything the ledger keeps about one message, decided without I/O."""
+
+    message_id: str
+    raw_sha256: str
+    size: int
+    kind: MessageKind
+    subject: str = ""
+    text_body: str = ""
+    sender: str = ""
+    received_hour: datetime | None = None
+    in_reply_to: str = ""
+    references: tuple[str, ...] = ()
+    ref: str = ""               # contract ref (relay mail) or [REF] subject tag (other mail)
+    category: str = ""
+    placement: str = ""
+    contract_station: str = ""
+    tip_text: str = ""          # the tipster's own words (relay mail), for the preview
+    attachments: tuple[Part, ...] = ()
+    problems: tuple[str, ...] = ()
+    warning: str = ""
+
+    @property
+    def is_relay(self) -> bool:
+        return self.kind in (MessageKind.TIP, MessageKind.FOLLOWUP)
+
+    @property
+    def preview(self) -> str:
+        return first_words(self.tip_text or self.text_body, max_length=200)
+
+
+def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str]:
+    """Decode *data* declared as *charset*; return (text, problem or "")."""
+    label = (charset or "us-ascii").strip().strip('"').lower()
+    name = CHARSET_ALIASES.get(label, label)
+    problem = ""
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        problem, name = f"unknown charset {label!r}", ""
+    if name:
+        try:
+            return data.decode(name), ""
+        except UnicodeDecodeError:
+            if name not in ("us-ascii", "ascii"):
+                problem = f"bytes not valid in charset {label!r}"
+    try:
+        return data.decode("utf-8"), problem
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace"), problem or f"bytes not valid in {label!r}"
+
+
+def decode_header_value(value: object) -> tuple[str, str]:
+    """One header as clean NFC text: encoded-words joined, raw 8-bit bytes guessed."""
+    if value is None:
+        return "", ""
+    text = str(value)
+    problems: list[str] = []
+    try:
+        chunks = decode_header(text)
+    except (ValueError, LookupError, email_errors.HeaderParseError):
+        chunks = [(text, None)]
+    out: list[str] = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, str):
+            # Raw 8-bit header bytes arrive as surrogate escapes.
+            chunk = chunk.encode("utf-8", "surrogateescape")
+            charset = charset or "utf-8"
+        decoded, problem = decode_bytes(chunk, charset)
+        out.append(decoded)
+        if problem:
+            problems.append(problem)
+    return one_line("".join(out)), "; ".join(problems)
+
+
+def _received_hour(value: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0, tzinfo=None)
+
+
+def synthetic_message_id(raw_sha256: str) -> str:
+    """A stable Message-ID for mail without one: the same bytes give the same id."""
+    return f"<{raw_sha256[:40]}@{SYNTHETIC_DOMAIN}>"
+
+
+def _is_auto(msg: Message, sender: str, is_relay: bool) -> bool:
+    """Auto-replies, bounces, DSNs, bulk mail and our own mail looping back."""
+    auto_submitted = str(msg.get("Auto-Submitted", "")).strip().lower()
+    if auto_submitted and not auto_submitted.startswith("no"):
+        return True
+    if str(msg.get("Precedence", "")).strip().lower() in ("bulk", "junk", "list", "auto_reply"):
+        return True
+    if any(msg.get(h) is not None for h in ("X-Autoreply", "X-Autorespond")):
+        return True
+    return_path = msg.get("Return-Path")
+    if return_path is not None and str(return_path).strip() in ("<>", ""):
+        return True
+    local = sender.partition("@")[0]
+    if local in ("mailer-daemon", "postmaster"):
+        return True
+    if msg.get_content_type() == "multipart/report" or any(
+            p.get_content_type() in ("message/delivery-status", "message/disposition-notification")
+            for p in msg.walk()):
+        return True
+    return not is_relay and msg.get(HEADER_LOOP) is not None
+
+
+def _body(msg: Message, problems: list[str]) -> tuple[str, tuple[Part, ...]]:
+    plain = html_text = None
+    parts: list[Part] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        disposition = str(part.get("Content-Disposition", "")).lower()
+        raw_name = part.get_filename()
+        is_attachment = "attachment" in disposition or raw_name is not None
+        try:
+            payload = part.get_payload(decode=True)
+        except (ValueError, LookupError, AssertionError) as exc:
+            problems.append(f"undecodable part {ctype}: {type(exc).__name__}")
+            continue
+        data = payload if isinstance(payload, bytes) else b""
+        if ctype in ("text/plain", "text/html") and not is_attachment:
+            text, problem = decode_bytes(data, part.get_content_charset())
+            if problem:
+                problems.append(problem)
+            if ctype == "text/plain" and plain is None:
+                plain = text
+            elif ctype == "text/html" and html_text is None:
+                html_text = text
+            continue
+        name, _problem = decode_header_value(raw_name or "")
+        name = name.replace("/", "_").replace("\\", "_")[:255]
+        parts.append(Part(name or "attachment", ctype[:127], data))
+    if plain is None and html_text is not None:
+        plain = html.unescape(_TAGS.sub(" ", html_text))
+    return clean_text(plain or "", max_length=MAX_TEXT), tuple(parts)
+
+
+def _tip_text(body: str) -> str:
+    """The tipster's words: after the relay's label rows, before the signature."""
+    _rows, _sep, rest = body.partition("\n\n")
+    return rest.partition("\n-- \n")[0].strip() or body
+
+
+def index_message(raw: bytes, *, relay_address: str, size: int | None = None,
+                  headers_only: bool = False) -> Indexed:
+    """Map one raw message to what the ledger keeps. Never raises on bad mail.
+
+    With ``headers_only`` (the message is over the size limit and only its
+    header was fetched) the body is left empty and the message is a placeholder
+    unless it is a relay tip, which still gets its row.
+    """
+    digest = hashlib.sha256(raw).hexdigest()
+    real_size = len(raw) if size is None else size
+    problems: list[str] = []
+    try:
+        msg = email.message_from_bytes(raw)
+    except Exception as exc:  # noqa: BLE001 - the parser must never stop a batch
+        return Indexed(synthetic_message_id(digest), digest, real_size, MessageKind.QUARANTINED,
+                       problems=(f"unparseable: {type(exc).__name__}",))
+    problems.extend(type(d).__name__ for d in msg.defects if isinstance(d, _SERIOUS_DEFECTS))
+
+    raw_headers: dict[str, str] = {}
+    for key, value in msg.raw_items():
+        raw_headers.setdefault(key.lower(), str(value))
+
+    def header(name: str) -> str:
+        value, problem = decode_header_value(raw_headers.get(name.lower()))
+        if problem:
+            problems.append(f"{name}: {problem}")
+        return value
+
+    subject = header("Subject")
+    message_id = next(iter(message_ids(header("Message-ID"))), "")
+    if "@" not in message_id or len(message_id) > 500:
+        message_id = synthetic_message_id(digest)
+    senders = getaddresses([header("From")])
+    sender = senders[0][1].strip().lower() if senders else ""
+    in_reply_to = next(iter(message_ids(header("In-Reply-To"))), "")
+    references = message_ids(header("References") + " " + in_reply_to)[:MAX_REFS]
+    contract = parse_contract(cast(EmailMessage, msg))
+    is_relay = contract is not None and sender == relay_address.strip().lower()
+    text, attachments = ("", ()) if headers_only else _body(msg, problems)
+    base = Indexed(
+        message_id=message_id, raw_sha256=digest, size=real_size, kind=MessageKind.OTHER,
+        subject=subject, text_body=text, sender=sender,
+        received_hour=_received_hour(header("Date")), in_reply_to=in_reply_to,
+        references=references, attachments=attachments, problems=tuple(problems),
+    )
+    if _is_auto(msg, sender, is_relay):
+        return replace(base, kind=MessageKind.AUTO)
+    if is_relay and contract is not None:
+        return replace(
+            base, kind=MessageKind.FOLLOWUP if references else MessageKind.TIP,
+            ref=contract.ref, category=contract.category_id, placement=contract.placement_id,
+            contract_station=contract.station_id, tip_text=_tip_text(text),
+            warning="too large: only the header was indexed" if headers_only else "")
+    tag = _SUBJECT_TAG.search(subject)
+    ref = tag.group(1).upper() if tag and is_ref(tag.group(1).upper()) else ""
+    return replace(base, kind=MessageKind.PLACEHOLDER if headers_only else MessageKind.OTHER,
+                   ref=ref)

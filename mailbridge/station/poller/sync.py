@@ -1,0 +1,256 @@
+"""Keeping the ledger in step with one station's IMAP folders.
+
+Per folder the ledger keeps UIDVALIDITY, the last UID indexed, HIGHESTMODSEQ,
+UIDNEXT and the message count. A poll asks STATUS first: when nothing moved,
+that one command is the whole poll. Otherwise the folder is EXAMINEd and:
+- new UIDs (``UID SEARCH UID last+1:*``, filtered: servers answer with the max
+  UID even when it is lower) are fetched in chunks; each chunk is indexed and
+  committed together with the advanced cursor;
+- messages over ``ledger.max_message_bytes`` are found with ``SEARCH LARGER``
+  and only their header is fetched (placeholder rows);
+- flag changes come from ``CHANGEDSINCE`` (CONDSTORE), expunges from
+  ``VANISHED`` (QRESYNC); without them, from a FLAGS diff and a UID diff;
+- a changed UIDVALIDITY retires the old UIDs and re-binds messages by
+  Message-ID, fetching only headers, so no tip is ever created twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ...core.message import message_ids
+from ...errors import LedgerError, PollError
+from ..ledger.store import Counts, Cursor, Fetched, LedgerStore
+from .imap import FolderInfo, ImapConnection, folder_name
+from .index import decode_header_value, index_message
+
+log = logging.getLogger(__name__)
+CHUNK = 250             # messages per fetch + transaction
+SMALL = 256 * 1024      # above this a message is fetched on its own (bounded memory)
+FLAG_CHUNK = 5000
+IDLE_RENEW = 9 * 60.0   # renew IDLE well inside the 29-minute rule (RFC 2177)
+Progress = Callable[[str, int, int], None]  # folder, done, total
+
+
+@dataclass
+class Backoff:
+    """Reconnect delays: 1, 2, 4 ... 60 s, reset after a successful poll."""
+
+    first: float = 1.0
+    limit: float = 60.0
+    current: float = field(default=0.0)
+
+    def next(self) -> float:
+        self.current = min(self.limit, self.current * 2 if self.current else self.first)
+        return self.current
+
+    def reset(self) -> None:
+        self.current = 0.0
+
+
+class ImapPoller:
+    """Indexes the configured folders of one station mailbox into the ledger."""
+
+    def __init__(self, conn: ImapConnection, store: LedgerStore, *, relay_address: str,
+                 max_message_bytes: int, progress: Progress | None = None) -> None:
+        self.conn = conn
+        self.store = store
+        self.relay_address = relay_address
+        self.max_bytes = max_message_bytes
+        self.folders = [folder_name(f) for f in conn.settings.folders]
+        self.progress = progress
+
+    # -- one poll -------------------------------------------------------------------
+
+    def poll(self) -> Counts:
+        """Bring every folder up to date; connects first if needed."""
+        if self.conn.client is None:
+            self.conn.connect()
+        counts = Counts()
+        for folder in self.folders:
+            counts.add(self.sync_folder(folder))
+        return counts
+
+    def sync_folder(self, folder: str) -> Counts:
+        conn, store = self.conn, self.store
+        counts = Counts()
+        cur = store.cursor(folder)
+        st = conn.status(folder)
+        if (cur.uidvalidity == st.uidvalidity and cur.uidnext == st.uidnext
+                and cur.message_count == st.messages
+                and (not conn.condstore or cur.highestmodseq == st.highestmodseq)):
+            return counts
+        sel = conn.examine(folder)
+        rebinding = bool(cur.uidvalidity) and cur.uidvalidity != sel.uidvalidity
+        if rebinding:
+            log.warning("%s: UIDVALIDITY of %s changed %d -> %d: re-binding by Message-ID",
+                        store.station, folder, cur.uidvalidity, sel.uidvalidity)
+            store.start_rebind(folder, cur.uidvalidity, sel.uidvalidity)
+            cur = Cursor(uidvalidity=sel.uidvalidity)
+        known_before = cur.last_uid
+        new: list[int] = []
+        if rebinding or not cur.last_uid or sel.uidnext > cur.last_uid + 1:
+            new = [u for u in conn.search("UID", f"{cur.last_uid + 1}:*") if u > cur.last_uid]
+        if new:
+            counts.add(self._index_new(folder, sel.uidvalidity, new, rebinding))
+        if known_before:
+            counts.add(self._changes(folder, sel, cur))
+        live = store.live_flags(folder, sel.uidvalidity)
+        if len(live) != sel.messages:
+            server = set(conn.search("ALL"))
+            gone = set(live) - server
+            if gone:
+                counts.add(store.mark_gone(folder, sel.uidvalidity, gone))
+        store.finish(folder, Cursor(sel.uidvalidity, max([cur.last_uid, *new]),
+                                    sel.highestmodseq, sel.uidnext, sel.messages))
+        if rebinding and counts.rebound < 0.8 * (counts.rebound + counts.new):
+            log.warning("%s: only %d of %d messages in %s re-bound after the UIDVALIDITY "
+                        "change; the others were indexed as new (no new tips for known refs)",
+                        store.station, counts.rebound, counts.rebound + counts.new, folder)
+        return counts
+
+    def _changes(self, folder: str, sel: FolderInfo, cur: Cursor) -> Counts:
+        """Flag changes and expunges among the messages indexed before this poll."""
+        counts = Counts()
+        conn = self.conn
+        if conn.condstore and cur.highestmodseq:
+            if sel.highestmodseq == cur.highestmodseq:
+                return counts
+            modifiers = [f"CHANGEDSINCE {cur.highestmodseq}"]
+            if conn.qresync:
+                modifiers.append("VANISHED")
+            data, vanished = conn.fetch(f"1:{cur.last_uid}", ["UID", "FLAGS"], modifiers)
+            changed = {uid: tuple(_text(f) for f in d.get(b"FLAGS", ())) for uid, d in data.items()}
+            counts.add(self.store.set_flags(folder, sel.uidvalidity, changed))
+            if vanished:
+                counts.add(self.store.mark_gone(folder, sel.uidvalidity, vanished))
+            return counts
+        live = sorted(self.store.live_flags(folder, sel.uidvalidity))
+        changed = {}
+        for i in range(0, len(live), FLAG_CHUNK):
+            data, _v = conn.fetch(live[i:i + FLAG_CHUNK], ["UID", "FLAGS"])
+            changed.update({uid: tuple(_text(f) for f in d.get(b"FLAGS", ()))
+                            for uid, d in data.items()})
+        counts.add(self.store.set_flags(folder, sel.uidvalidity, changed))
+        return counts
+
+    # -- new messages ---------------------------------------------------------------
+
+    def _index_new(self, folder: str, uidvalidity: int, uids: list[int],
+                   rebinding: bool) -> Counts:
+        counts = Counts()
+        big = set(self.conn.search("UID", f"{uids[0]}:*", "LARGER", str(SMALL))) & set(uids)
+        for i in range(0, len(uids), CHUNK):
+            chunk = uids[i:i + CHUNK]
+            items = self._fetch_chunk(chunk, big, rebinding)
+            counts.add(self.store.add_batch(folder, uidvalidity, items, chunk[-1],
+                                            rebinding=rebinding))
+            if self.progress:
+                self.progress(folder, i + len(chunk), len(uids))
+        return counts
+
+    def _fetch_chunk(self, chunk: Sequence[int], big: set[int], rebinding: bool) -> list[Fetched]:
+        conn = self.conn
+        items: list[Fetched] = []
+        todo = list(chunk)
+        extra = ["MODSEQ"] if conn.condstore else []
+        if rebinding:
+            data, _v = conn.fetch(chunk, ["UID", "FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]",
+                                          *extra])
+            ids = {uid: _header_id(d) for uid, d in data.items()}
+            known = self.store.known_ids([m for m in ids.values() if m])
+            for uid, d in data.items():
+                if ids[uid] in known:
+                    items.append(Fetched(uid, _flags(d), ids[uid], modseq=_modseq(d)))
+            todo = [u for u in chunk if u in data and ids[u] not in known]
+        small = [u for u in todo if u not in big]
+        data, _v = conn.fetch(small, ["UID", "FLAGS", "BODY.PEEK[]", *extra])
+        for uid in small:
+            if uid in data:
+                items.append(self._indexed(uid, data[uid], _body(data[uid])))
+        for uid in (u for u in todo if u in big):
+            items.extend(self._fetch_big(uid, extra))
+        return sorted(items, key=lambda f: f.uid)
+
+    def _fetch_big(self, uid: int, extra: list[str]) -> list[Fetched]:
+        data, _v = self.conn.fetch([uid], ["UID", "FLAGS", "RFC822.SIZE", *extra])
+        if uid not in data:
+            return []
+        size = int(data[uid].get(b"RFC822.SIZE", 0))
+        if size > self.max_bytes:
+            head, _v = self.conn.fetch([uid], ["UID", "BODY.PEEK[HEADER]"])
+            raw = head.get(uid, {}).get(b"BODY[HEADER]", b"") or b""
+            return [self._indexed(uid, data[uid], raw, size=size, headers_only=True)]
+        body, _v = self.conn.fetch([uid], ["UID", "BODY.PEEK[]"])
+        if uid not in body:
+            return []
+        return [self._indexed(uid, data[uid], _body(body[uid]))]
+
+    def _indexed(self, uid: int, d: dict[bytes, object], raw: bytes, *, size: int | None = None,
+                 headers_only: bool = False) -> Fetched:
+        ind = index_message(raw, relay_address=self.relay_address, size=size,
+                            headers_only=headers_only)
+        return Fetched(uid, _flags(d), ind.message_id, ind, raw if ind.problems else None,
+                       _modseq(d))
+
+    # -- forever --------------------------------------------------------------------
+
+    def run_forever(self, *, stop: Callable[[], bool], report: Callable[[Counts], None],
+                    idle_renew: float = IDLE_RENEW, poll_interval: float = 60.0) -> None:
+        """Poll, then IDLE on the first folder and poll again on every change or renewal.
+
+        Failures reconnect with backoff; nothing here spins on a dead socket.
+        """
+        backoff = Backoff()
+        while not stop():
+            try:
+                report(self.poll())
+                backoff.reset()
+                while not stop():
+                    if self.conn.idle_ok:
+                        if self.conn.selected != self.folders[0]:
+                            self.conn.examine(self.folders[0])
+                        self.conn.idle_wait(idle_renew)
+                    else:
+                        time.sleep(poll_interval)
+                    report(self.poll())
+            except (PollError, LedgerError) as exc:
+                self.conn.close()
+                delay = backoff.next()
+                log.warning("%s: %s; reconnecting in %.0f s", self.store.station, exc, delay)
+                time.sleep(delay)
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _flags(d: dict[bytes, object]) -> tuple[str, ...]:
+    flags = d.get(b"FLAGS", ())
+    return tuple(_text(f) for f in flags) if isinstance(flags, tuple | list) else ()
+
+
+def _modseq(d: dict[bytes, object]) -> int:
+    value = d.get(b"MODSEQ")
+    if isinstance(value, tuple | list) and value:
+        return int(value[0])
+    return int(value) if isinstance(value, int) else 0
+
+
+def _body(d: dict[bytes, object]) -> bytes:
+    raw = d.get(b"BODY[]")
+    return raw if isinstance(raw, bytes) else b""
+
+
+def _header_id(d: dict[bytes, object]) -> str:
+    raw = next((v for k, v in d.items() if k.startswith(b"BODY[HEADER")), b"")
+    if not isinstance(raw, bytes):
+        return ""
+    text = raw.decode("utf-8", "replace").replace("\r\n", "\n")
+    value = text.partition(":")[2] if ":" in text else ""
+    decoded, _problem = decode_header_value(value.replace("\n", " "))
+    found = message_ids(decoded)
+    return found[0] if found else ""

@@ -1,0 +1,413 @@
+"""The officers' desk: filter and search the tips, open one, move it along the workflow.
+
+Thin screens, work in workers: every database query runs in a thread worker
+and hands its result back with ``call_from_thread``; the list reload is
+``exclusive`` so typing a search never queues stale queries behind it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Footer, Header, Input, Select, Static
+from textual.worker import get_current_worker
+
+from ...config import Settings
+from ...errors import LedgerError, MailbridgeError
+from ..ledger import workflow
+from ..ledger.models import Status
+from . import strings as S
+from .access import Access, resolve_access
+from .data import (
+    TipDetail,
+    TipFilter,
+    TipRow,
+    count_tips,
+    load_detail,
+    page_tips,
+    placements_in_use,
+    save_attachment,
+)
+from .detail import AttachmentAction, DetailScreen, hour
+from .dialogs import ChoiceDialog, TextDialog
+from .tiplist import PAGE, TipList
+
+
+class LedgerApp(App[int]):
+    CSS_PATH = "ledger.tcss"
+    TITLE = S.TITLE
+    BINDINGS = [
+        Binding("q", "quit", S.KEY_QUIT),
+        Binding("slash", "focus_search", S.KEY_SEARCH),
+        Binding("f", "focus_filters", S.KEY_FILTER),
+        Binding("x", "reset_filters", S.KEY_RESET),
+        Binding("r", "refresh", S.KEY_REFRESH),
+        Binding("s", "status", S.KEY_STATUS),
+        Binding("c", "category", S.KEY_CATEGORY),
+        Binding("a", "assign", S.KEY_ASSIGN),
+        Binding("n", "note", S.KEY_NOTE),
+    ]
+
+    def __init__(self, settings: Settings, access: Access,
+                 sessions: sessionmaker[Session]) -> None:
+        super().__init__()
+        self.settings = settings
+        self.access = access
+        self.sessions = sessions
+        self.filter = TipFilter(stations=access.stations)
+        self.sub_title = ", ".join(f"{sid}: {name}" for sid, name in access.actors.items())
+
+    # ---- layout ---------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="filters"):
+            yield Select([(Text(S.status_label(s.value)), s.value) for s in Status],
+                         prompt=S.ANY_STATUS, id="f-status")
+            yield Select([(Text(S.category_label(self.settings, c.id)), c.id)
+                          for c in self.settings.categories], prompt=S.ANY_CATEGORY,
+                         id="f-category")
+            if len(self.access.stations) > 1:
+                yield Select([(Text(self._station_name(sid)), sid)
+                              for sid in self.access.stations], prompt=S.ANY_STATION,
+                             id="f-station")
+            yield Select([], prompt=S.ANY_PLACEMENT, id="f-placement")
+            yield Input(placeholder=S.FROM_DATE, id="f-from", classes="date")
+            yield Input(placeholder=S.TO_DATE, id="f-to", classes="date")
+            yield Input(placeholder=S.SEARCH, id="f-text")
+        yield Static(id="columns", markup=False)
+        yield TipList(self.render_row, id="tips")
+        yield Static(Text(S.LOADING), id="count", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(TipList).focus()
+        self.startup()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._header)
+
+    def _header(self) -> None:
+        tips = self.query_one(TipList)
+        self.query_one("#columns", Static).update(Text(tips.header(tips.size.width)))
+
+    def _station_name(self, sid: str) -> str:
+        st = self.settings.station(sid)
+        return st.name if st else sid
+
+    def render_row(self, row: TipRow) -> list[str]:
+        return [row.ref, hour(row.received_hour), S.category_label(self.settings, row.category),
+                S.placement_label(self.settings, row.station_id, row.placement),
+                S.status_label(row.status), row.assignee, row.preview]
+
+    # ---- workers --------------------------------------------------------------------
+
+    def error(self, exc: Exception) -> None:
+        self.notify(str(exc), severity="error", markup=False, timeout=10)
+
+    @work(thread=True, exclusive=True, group="startup")
+    def startup(self) -> None:
+        """Apply pending mailbox signals, fill the placement filter, then the list."""
+        try:
+            with self.sessions() as session:
+                workflow.apply_signals(session, folder_status=self.settings.ledger.folder_status,
+                                       flag_status=self.settings.ledger.flag_status)
+                placements = placements_in_use(session, self.access.stations)
+        except MailbridgeError as exc:
+            self.call_from_thread(self.error, exc)
+            return
+        self.call_from_thread(self._set_placements, placements)
+        self.call_from_thread(self.reload)
+
+    def _set_placements(self, placements: list[str]) -> None:
+        station = self.filter.station or self.access.stations[0]
+        self.query_one("#f-placement", Select).set_options(
+            [(Text(S.placement_label(self.settings, station, p)), p) for p in placements])
+
+    @work(thread=True, exclusive=True, group="list")
+    def reload(self, keep_cursor: bool = False) -> None:
+        """First page on screen first, then the count (slower on a broad search).
+
+        After a change (``keep_cursor``) the count comes first, so the cursor
+        can stay where the officer was, even past the first page.
+        """
+        f = self.filter
+        worker = get_current_worker()
+        try:
+            with self.sessions() as session:
+                first = page_tips(session, f, 0, PAGE)
+                later = len(first) == PAGE and not keep_cursor
+                total = len(first) if len(first) < PAGE or later else count_tips(session, f)
+                if worker.is_cancelled:
+                    return
+                generation = self.call_from_thread(self._show, first, total, keep_cursor,
+                                                   not later)
+                if later:
+                    total = count_tips(session, f)
+        except MailbridgeError as exc:
+            self.call_from_thread(self.error, exc)
+            return
+        if later and not worker.is_cancelled:
+            self.call_from_thread(self._show_total, generation, total)
+
+    def _show(self, first: list[TipRow], total: int, keep_cursor: bool, counted: bool) -> int:
+        generation = self.query_one(TipList).reset(total, first, keep_cursor=keep_cursor)
+        self._header()
+        count = S.COUNT.format(shown=total) if counted else S.LOADING
+        self.query_one("#count", Static).update(Text(count))
+        return generation
+
+    def _show_total(self, generation: int, total: int) -> None:
+        tips = self.query_one(TipList)
+        tips.set_total(generation, total)
+        if generation == tips.generation:
+            self.query_one("#count", Static).update(Text(S.COUNT.format(shown=total)))
+
+    @on(TipList.NeedPage)
+    def _need_page(self, message: TipList.NeedPage) -> None:
+        self.load_page(message.generation, message.page, self.filter)
+
+    @work(thread=True, group="pages")
+    def load_page(self, generation: int, page: int, f: TipFilter) -> None:
+        try:
+            with self.sessions() as session:
+                rows = page_tips(session, f, page * PAGE, PAGE)
+        except MailbridgeError as exc:
+            self.call_from_thread(self.error, exc)
+            return
+        self.call_from_thread(self.query_one(TipList).set_page, generation, page, rows)
+
+    def load_detail(self, tip_id: int) -> TipDetail | None:
+        """Called from the detail screen's worker thread."""
+        try:
+            with self.sessions() as session:
+                return load_detail(session, tip_id, self.settings.ledger.attachments_dir)
+        except MailbridgeError as exc:
+            self.call_from_thread(self.error, exc)
+            return None
+
+    # ---- filters --------------------------------------------------------------------
+
+    @on(Select.Changed)
+    @on(Input.Changed)
+    def _filter_changed(self) -> None:
+        def pick(wid: str) -> str | None:
+            found = self.query(f"#{wid}")
+            if not found:
+                return None
+            value = found.first(Select).value
+            return value if isinstance(value, str) else None
+
+        date_from, date_to = self._date("f-from"), self._date("f-to")
+        new = TipFilter(stations=self.access.stations, status=pick("f-status"),
+                        category=pick("f-category"), station=pick("f-station"),
+                        placement=pick("f-placement"),
+                        date_from=date_from, date_to=date_to,
+                        text=self.query_one("#f-text", Input).value)
+        if new != self.filter:
+            self.filter = new
+            self.reload()
+
+    def _date(self, wid: str) -> date | None:
+        """A half-typed or wrong date marks its box and filters nothing (yet)."""
+        box = self.query_one(f"#{wid}", Input)
+        value = box.value.strip()
+        box.set_class(False, "invalid")
+        if not value:
+            return None
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            box.set_class(True, "invalid")
+            return None
+
+    def action_focus_search(self) -> None:
+        self.query_one("#f-text", Input).focus()
+
+    def action_focus_filters(self) -> None:
+        self.query_one("#f-status", Select).focus()
+
+    def action_reset_filters(self) -> None:
+        for select in self.query(Select):
+            select.clear()
+        for box in self.query(Input):
+            box.value = ""
+        self.query_one(TipList).focus()
+
+    def action_refresh(self) -> None:
+        self.startup()
+
+    # ---- opening a tip --------------------------------------------------------------
+
+    @on(TipList.Selected)
+    def _open(self, message: TipList.Selected) -> None:
+        self.push_screen(DetailScreen(message.tip_id, self.settings, self.load_detail))
+
+    def current(self) -> tuple[int, str, str, str] | None:
+        """(id, station, ref, status) of the tip on screen or under the cursor."""
+        if isinstance(self.screen, DetailScreen):
+            d = self.screen.detail
+            return (d.id, d.station_id, d.ref, d.status) if d else None
+        row = self.query_one(TipList).current
+        return (row.id, row.station_id, row.ref, row.status) if row else None
+
+    # ---- workflow -------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("status", "category", "assign", "note"):
+            return not isinstance(self.screen, ChoiceDialog | TextDialog)
+        if action in ("focus_search", "focus_filters", "reset_filters"):
+            return self.screen is self.screen_stack[0]  # the list's own keys
+        return True
+
+    def action_status(self) -> None:
+        tip = self.current()
+        if tip is None:
+            return self.notify(S.NO_TIP, markup=False)
+        tip_id, station, ref, status = tip
+        allowed = workflow.allowed_statuses(status)
+        choices = [(s.value, S.status_label(s.value)) for s in Status if s in allowed]
+        if not choices:
+            return self.notify(S.NO_STATUS_MOVE.format(ref=ref, status=status), markup=False)
+
+        def done(result: tuple[str, str] | None) -> None:
+            if result:
+                self.write(station, f"{ref} → {S.status_label(result[0])}",
+                           lambda s, who: workflow.set_status(s, tip_id, result[0], actor=who,
+                                                              reason=result[1]))
+
+        dialog = ChoiceDialog(S.CHOOSE_STATUS.format(ref=ref), choices, reason=True,
+                              reason_required=lambda new: workflow.needs_reason(status, new))
+        self.push_screen(dialog, done)
+
+    def action_category(self) -> None:
+        tip = self.current()
+        if tip is None:
+            return self.notify(S.NO_TIP, markup=False)
+        tip_id, station, ref, _ = tip
+        known = [c.id for c in self.settings.categories]
+        choices = [(c, S.category_label(self.settings, c)) for c in known]
+
+        def done(result: tuple[str, str] | None) -> None:
+            if result:
+                self.write(station, f"{ref}: {S.category_label(self.settings, result[0])}",
+                           lambda s, who: workflow.set_category(
+                               s, tip_id, result[0], actor=who, known=known, reason=result[1]))
+
+        self.push_screen(ChoiceDialog(S.CHOOSE_CATEGORY.format(ref=ref), choices, reason=True),
+                         done)
+
+    def action_assign(self) -> None:
+        tip = self.current()
+        if tip is None:
+            return self.notify(S.NO_TIP, markup=False)
+        tip_id, station, ref, _ = tip
+        st = self.settings.station(station)
+        officers = sorted(set(st.officers.values())) if st else []
+        choices = [("", S.NOBODY), *((o, o) for o in officers)]
+
+        def done(result: tuple[str, str] | None) -> None:
+            if result:
+                self.write(station, f"{ref} → {result[0] or S.NOBODY}",
+                           lambda s, who: workflow.assign(s, tip_id, result[0], actor=who,
+                                                          officers=officers))
+
+        self.push_screen(ChoiceDialog(S.CHOOSE_ASSIGNEE.format(ref=ref), choices), done)
+
+    def action_note(self) -> None:
+        tip = self.current()
+        if tip is None:
+            return self.notify(S.NO_TIP, markup=False)
+        tip_id, station, ref, _ = tip
+
+        def done(text: str | None) -> None:
+            if text:
+                self.write(station, f"{ref}: {S.KEY_NOTE}",
+                           lambda s, who: workflow.add_note(s, tip_id, text, actor=who))
+
+        self.push_screen(TextDialog(S.WRITE_NOTE.format(ref=ref), multiline=True), done)
+
+    @work(thread=True, group="write")
+    def write(self, station: str, what: str, change: Callable[[Session, str], Any]) -> None:
+        """Run one workflow change and commit it (the audit row rides in the same commit)."""
+        try:
+            with self.sessions() as session:
+                change(session, self.access.actor(station))
+                session.commit()
+        except MailbridgeError as exc:
+            self.call_from_thread(self.error, exc)
+            return
+        self.call_from_thread(self._written, what)
+
+    def _written(self, what: str) -> None:
+        self.notify(S.DONE.format(what=what), markup=False)
+        self.reload(keep_cursor=True)
+        if isinstance(self.screen, DetailScreen):
+            self.screen.reload()
+
+    # ---- attachments ----------------------------------------------------------------
+
+    @on(AttachmentAction)
+    def _attachment(self, message: AttachmentAction) -> None:
+        a = message.attachment
+        if a.path is None or not a.path.is_file():
+            return self.error(LedgerError(S.NO_FILE.format(path=a.path or a.filename)))
+        path = a.path
+        if not message.save:
+            opener = shutil.which("xdg-open")
+            if opener is None:
+                return self.notify(S.NO_OPENER, severity="warning", markup=False)
+            subprocess.Popen([opener, str(path)], stdout=subprocess.DEVNULL,  # noqa: S603
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+            return None
+
+        def done(folder: str | None) -> None:
+            if folder:
+                self.save(path, Path(folder).expanduser(), a.filename)
+
+        self.push_screen(TextDialog(S.SAVE_TO.format(name=a.filename), str(Path.home())), done)
+
+    @work(thread=True, group="write")
+    def save(self, src: Path, folder: Path, filename: str) -> None:
+        try:
+            target = save_attachment(src, folder, filename)
+        except MailbridgeError as exc:
+            self.call_from_thread(self.error, exc)
+            return
+        self.call_from_thread(self.notify, S.SAVED.format(path=target), markup=False)
+
+
+def open_ledger(settings: Settings, *, officer: str | None = None, station: str | None = None,
+                user: str | None = None) -> tuple[LedgerApp, Engine]:
+    """Build the app on the configured ledger (the caller disposes of the engine)."""
+    from ..ledger.db import make_engine, session_factory
+
+    access = resolve_access(settings, officer=officer, station=station, user=user)
+    engine = make_engine(settings.ledger.database)
+    return LedgerApp(settings, access, session_factory(engine)), engine
+
+
+def main(settings: Settings, *, officer: str | None = None, station: str | None = None) -> int:
+    try:
+        app, engine = open_ledger(settings, officer=officer, station=station)
+    except MailbridgeError as exc:
+        print(f"mailbridge ledger: {exc}", file=sys.stderr)
+        return exc.exit_code
+    try:
+        app.run()
+    finally:
+        engine.dispose()
+    return app.return_code or 0

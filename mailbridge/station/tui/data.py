@@ -1,0 +1,248 @@
+"""Queries behind the officers' screens: filtered pages of tips, and one tip in full.
+
+Pure SQLAlchemy, no Textual: the screens call these from worker threads, and
+tests and the benchmark call them directly. Lists are paged (``LIMIT/OFFSET``
+on an index that matches the sort), so a 100k-tip ledger costs one page.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import TypeVarTuple
+
+from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from ...core.text import clean_text, one_line
+from ...errors import LedgerError
+from ..ledger.models import Attachment, Audit, Location, MailEvent, Message, Note, Tip
+from ..ledger.search import tip_condition
+
+Ts = TypeVarTuple("Ts")
+BODY_LIMIT = 20_000  # characters of one message body shown; the rest is counted
+
+
+@dataclass(frozen=True)
+class TipFilter:
+    stations: tuple[str, ...]
+    status: str | None = None
+    category: str | None = None
+    station: str | None = None
+    placement: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class TipRow:
+    id: int
+    station_id: str
+    ref: str
+    received_hour: datetime
+    category: str
+    placement: str
+    status: str
+    assignee: str
+    preview: str
+
+
+def apply_filter(query: Select[*Ts], f: TipFilter, dialect: str) -> Select[*Ts]:
+    stations = [f.station] if f.station in f.stations else list(f.stations)
+    query = query.where(Tip.station_id.in_(stations))
+    if f.status:
+        query = query.where(Tip.status == f.status)
+    if f.category:
+        query = query.where(Tip.category == f.category)
+    if f.placement:
+        query = query.where(Tip.placement == f.placement)
+    if f.date_from:
+        query = query.where(Tip.received_hour >= datetime.combine(f.date_from, datetime.min.time()))
+    if f.date_to:
+        end = datetime.combine(f.date_to, datetime.min.time()) + timedelta(days=1)
+        query = query.where(Tip.received_hour < end)
+    if f.text.strip():
+        cond: ColumnElement[bool] | None = tip_condition(dialect, f.text)
+        query = query.where(cond if cond is not None else Tip.id < 0)
+    return query
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def count_tips(session: Session, f: TipFilter) -> int:
+    try:
+        return session.scalar(apply_filter(select(func.count(Tip.id)), f, _dialect(session))) or 0
+    except SQLAlchemyError as exc:
+        raise _ledger_error(exc) from exc
+
+
+def page_tips(session: Session, f: TipFilter, offset: int, limit: int) -> list[TipRow]:
+    """One page of the list, newest first (ties broken by id, so pages never overlap)."""
+    query = select(Tip.id, Tip.station_id, Tip.ref, Tip.received_hour, Tip.category,
+                   Tip.placement, Tip.status, Tip.assignee, Tip.preview)
+    query = apply_filter(query, f, _dialect(session)).order_by(
+        Tip.received_hour.desc(), Tip.id.desc()).offset(offset).limit(limit)
+    try:
+        return [TipRow(*row) for row in session.execute(query)]
+    except SQLAlchemyError as exc:
+        raise _ledger_error(exc) from exc
+
+
+def _ledger_error(exc: Exception) -> LedgerError:
+    return LedgerError(f"reading the ledger failed: {exc}; run `mailbridge db upgrade` if the "
+                       f"schema is old, or check ledger.database")
+
+
+def placements_in_use(session: Session, stations: tuple[str, ...]) -> list[str]:
+    rows = session.scalars(select(Tip.placement).where(Tip.station_id.in_(stations))
+                           .distinct().order_by(Tip.placement))
+    return [p for p in rows if p]
+
+
+# ---- one tip in full ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttachmentInfo:
+    id: int
+    filename: str
+    content_type: str
+    size: int
+    path: Path | None
+
+
+@dataclass(frozen=True)
+class ThreadItem:
+    kind: str
+    received_hour: datetime | None
+    subject: str
+    body: str
+    hidden_chars: int
+    sender: str
+    attachments: tuple[AttachmentInfo, ...]
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    at: datetime
+    who: str
+    action: str
+    old: str
+    new: str
+    reason: str
+
+
+@dataclass
+class TipDetail:
+    id: int
+    station_id: str
+    ref: str
+    received_hour: datetime
+    category: str
+    received_category: str
+    placement: str
+    status: str
+    status_reason: str
+    assignee: str
+    thread: list[ThreadItem] = field(default_factory=list)
+    notes: list[HistoryItem] = field(default_factory=list)
+    history: list[HistoryItem] = field(default_factory=list)
+    signals: list[tuple[str, str]] = field(default_factory=list)  # (folder, flags)
+
+    @property
+    def attachments(self) -> list[AttachmentInfo]:
+        return [a for item in self.thread for a in item.attachments]
+
+
+def _attachment_path(stored: str, base: Path) -> Path | None:
+    if not stored:
+        return None
+    path = Path(stored)
+    return path if path.is_absolute() else base / path
+
+
+def load_detail(session: Session, tip_id: int, attachments_dir: Path) -> TipDetail | None:
+    """The tip, its whole thread, attachments, notes, mailbox signals and history."""
+    try:
+        return _load_detail(session, tip_id, attachments_dir)
+    except SQLAlchemyError as exc:
+        raise _ledger_error(exc) from exc
+
+
+def _load_detail(session: Session, tip_id: int, attachments_dir: Path) -> TipDetail | None:
+    tip = session.get(Tip, tip_id)
+    if tip is None:
+        return None
+    detail = TipDetail(tip.id, tip.station_id, tip.ref, tip.received_hour, tip.category,
+                       tip.received_category, tip.placement, tip.status, tip.status_reason,
+                       tip.assignee)
+    in_thread = or_(Message.tip_id == tip.id, Message.id == tip.message_pk)
+    messages = session.scalars(select(Message).where(in_thread).order_by(
+        func.coalesce(Message.received_hour, Message.indexed_at), Message.id)).all()
+    ids = [m.id for m in messages]
+    files: dict[int, list[AttachmentInfo]] = {}
+    for a in session.scalars(select(Attachment).where(Attachment.message_pk.in_(ids))
+                             .order_by(Attachment.id)):
+        files.setdefault(a.message_pk, []).append(AttachmentInfo(
+            a.id, one_line(a.filename, max_length=120), one_line(a.content_type), a.size,
+            _attachment_path(a.stored_path, attachments_dir)))
+    for m in messages:
+        # Clean a bounded slice only: a 1 MB body must not stall the screen.
+        raw = m.text_body[: BODY_LIMIT * 2]
+        cleaned = clean_text(raw)
+        hidden = len(m.text_body) - len(raw) + max(len(cleaned) - BODY_LIMIT, 0)
+        detail.thread.append(ThreadItem(
+            m.kind, m.received_hour, one_line(m.subject, max_length=300),
+            cleaned[:BODY_LIMIT], hidden,
+            one_line(m.sender, max_length=320), tuple(files.get(m.id, ()))))
+    for n in session.scalars(select(Note).where(Note.tip_id == tip.id).order_by(Note.at, Note.id)):
+        detail.notes.append(HistoryItem(n.at, n.author, "note", "", clean_text(n.text), ""))
+    for r in session.scalars(select(Audit).where(Audit.tip_id == tip.id)
+                             .order_by(Audit.at, Audit.id)):
+        detail.history.append(HistoryItem(r.at, r.actor, r.action, r.old, r.new, r.reason))
+    for e in session.scalars(select(MailEvent).where(MailEvent.message_pk.in_(ids))
+                             .order_by(MailEvent.at, MailEvent.id)):
+        detail.history.append(HistoryItem(e.at, "", e.kind, "", e.folder, e.detail))
+    detail.history.sort(key=lambda h: h.at)
+    for loc in session.scalars(select(Location).where(Location.message_pk.in_(ids),
+                                                      Location.gone.is_(False))
+                               .order_by(Location.folder)):
+        detail.signals.append((one_line(loc.folder), one_line(loc.flags)))
+    return detail
+
+
+_UNSAFE_NAME = re.compile(r"[^\w.\- ]+", re.UNICODE)
+
+
+def safe_filename(name: str) -> str:
+    """A file name that cannot climb out of the chosen folder or hide its type."""
+    base = one_line(name).replace("/", "_").replace("\\", "_")
+    base = _UNSAFE_NAME.sub("_", base).strip(" .") or "attachment"
+    return base[:120]
+
+
+def save_attachment(src: Path, folder: Path, filename: str) -> Path:
+    """Copy *src* into *folder* as *filename*, never overwriting an existing file."""
+    if not src.is_file():
+        raise LedgerError(f"attachment file {src} is missing: check ledger.attachments_dir")
+    if not folder.is_dir():
+        raise LedgerError(f"{folder} is not a folder: choose an existing folder")
+    name = safe_filename(filename)
+    target = folder / name
+    stem, suffix = Path(name).stem, Path(name).suffix
+    n = 1
+    while target.exists():
+        target = folder / f"{stem}-{n}{suffix}"
+        n += 1
+    try:
+        shutil.copyfile(src, target)
+    except OSError as exc:
+        raise LedgerError(f"cannot save to {target}: {exc}; choose a writable folder") from exc
+    return target

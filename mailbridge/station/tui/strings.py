@@ -1,0 +1,166 @@
+"""Every word officers read in ``mailbridge ledger`` and ``mailbridge report``.
+
+Officers read Vietnamese. The words live here, in one module, so a gettext
+catalog can replace them later without touching the screens. Category labels
+come from the config first (``[[categories]] labels.vi``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ...config import BUILTIN_LABELS, Settings
+
+STATUS: Mapping[str, str] = {
+    "new": "Mới",
+    "verifying": "Đang xác minh",
+    "of_value": "Có giá trị",
+    "not_of_value": "Không có giá trị",
+    "spam": "Tin rác",
+    "handled": "Đã xử lý",
+}
+CATEGORY_VI: Mapping[str, str] = {
+    "drugs": "Ma túy",
+    "smuggling": "Buôn lậu",
+    "border": "Xuất nhập cảnh trái phép",
+    "residence": "Cư trú trái phép",
+    "theft": "Trộm cắp tài sản",
+    "guns": "Vũ khí tự chế",
+    "trafficking": "Mua bán người",
+    "other": "Khác",
+}
+KIND: Mapping[str, str] = {
+    "tip": "Tin báo",
+    "followup": "Bổ sung của người báo tin",
+    "reply": "Trả lời của cán bộ",
+    "other": "Thư khác",
+    "auto": "Thư tự động",
+    "placeholder": "Thư quá lớn (chưa tải)",
+}
+ACTION: Mapping[str, str] = {
+    "status": "Trạng thái",
+    "category": "Loại tin",
+    "assign": "Phân công",
+    "note": "Ghi chú",
+    "signal": "Tín hiệu hộp thư",
+    "flags": "Cờ thư",
+    "moved": "Chuyển thư mục",
+    "copied": "Sao chép thư",
+    "deleted": "Xóa thư",
+}
+
+MAILBOX = "Hộp thư"  # the actor of changes applied from mailbox signals
+SIGNAL_WORDS: Mapping[str, str] = {"folder": "thư mục", "flag": "cờ"}
+
+TITLE = "Sổ tin báo"
+COL_REF = "Số"
+COL_RECEIVED = "Nhận lúc"
+COL_CATEGORY = "Loại tin"
+COL_PLACEMENT = "Địa điểm"
+COL_STATUS = "Trạng thái"
+COL_ASSIGNEE = "Phụ trách"
+COL_PREVIEW = "Nội dung"
+COL_STATION = "Đồn"
+COL_MONTH = "Tháng"
+
+ALL = "Tất cả"
+ANY_STATUS = "Mọi trạng thái"
+ANY_CATEGORY = "Mọi loại tin"
+ANY_STATION = "Mọi đồn"
+ANY_PLACEMENT = "Mọi địa điểm"
+FROM_DATE = "Từ ngày (YYYY-MM-DD)"
+TO_DATE = "Đến ngày (YYYY-MM-DD)"
+SEARCH = "Tìm trong nội dung…"
+BAD_DATE = "Ngày không hợp lệ: {value!r}; nhập theo dạng YYYY-MM-DD"
+COUNT = "{shown} tin"
+LOADING = "Đang tải…"
+NOBODY = "(chưa phân công)"
+NO_PLACEMENT = "(không rõ)"
+
+KEY_QUIT = "Thoát"
+KEY_OPEN = "Xem"
+KEY_SEARCH = "Tìm"
+KEY_FILTER = "Lọc"
+KEY_RESET = "Bỏ lọc"
+KEY_REFRESH = "Tải lại"
+KEY_STATUS = "Trạng thái"
+KEY_CATEGORY = "Loại tin"
+KEY_ASSIGN = "Phân công"
+KEY_NOTE = "Ghi chú"
+KEY_SAVE = "Lưu tệp"
+KEY_OPEN_FILE = "Mở tệp"
+KEY_BACK = "Quay lại"
+
+THREAD = "Toàn bộ thư"
+ATTACHMENTS = "Tệp đính kèm"
+NO_ATTACHMENTS = "(không có tệp đính kèm)"
+NOTES = "Ghi chú nội bộ"
+HISTORY = "Lịch sử"
+SIGNALS = "Tín hiệu hộp thư"
+REASON = "Lý do"
+RECEIVED_CATEGORY = "Loại tin người báo chọn"
+TRUNCATED = "… (còn {more} ký tự, đã cắt bớt khi hiển thị)"
+
+CHOOSE_STATUS = "Chuyển {ref} sang trạng thái:"
+CHOOSE_CATEGORY = "Sửa loại tin của {ref}:"
+CHOOSE_ASSIGNEE = "Phân công {ref} cho:"
+WRITE_NOTE = "Ghi chú nội bộ cho {ref} (chỉ cán bộ xem):"
+REASON_NEEDED = "Cần ghi lý do cho lựa chọn này"
+REASON_PROMPT = "Lý do (bắt buộc, trừ khi chuyển từ Mới sang Đang xác minh)"
+SAVE_TO = "Lưu {name} vào thư mục:"
+OK = "Đồng ý"
+CANCEL = "Hủy"
+SAVED = "Đã lưu: {path}"
+DONE = "Đã ghi: {what}"
+NO_TIP = "Chưa chọn tin nào"
+NO_FILE = "Không tìm thấy tệp {path}: kiểm tra ledger.attachments_dir"
+NO_OPENER = "Không có chương trình mở tệp (xdg-open): hãy lưu tệp rồi mở"
+NO_STATUS_MOVE = "{ref}: không thể đổi trạng thái từ {status}"
+
+# Report (``mailbridge report``)
+REPORT_TITLE = "Thống kê tin báo"
+PERIOD = "Thời gian: {start} – {end}"
+PERIOD_ALL = "toàn bộ"
+TOTAL = "Tổng cộng"
+RECEIVED = "Tiếp nhận"
+OF_VALUE = "Có giá trị"
+NOT_OF_VALUE = "Không có giá trị"
+SPAM = "Tin rác"
+OPEN = "Chưa xử lý xong"
+MEDIAN = "Trung vị giờ đến xử lý đầu"
+BY = {
+    "station": "Theo đồn",
+    "category": "Theo loại tin",
+    "placement": "Theo địa điểm",
+    "month": "Theo tháng",
+}
+
+
+def status_label(status: str) -> str:
+    return STATUS.get(status, status)
+
+
+def actor_label(actor: str) -> str:
+    return MAILBOX if actor == "mailbox" else actor
+
+
+def reason_label(reason: str) -> str:
+    """Signal reasons are stored as "folder X" / "flag X"; officers read them in Vietnamese."""
+    word, _, rest = reason.partition(" ")
+    return f"{SIGNAL_WORDS[word]} {rest}" if word in SIGNAL_WORDS and rest else reason
+
+
+def category_label(settings: Settings | None, category_id: str) -> str:
+    """The Vietnamese label: config first, then the built-in words, then the id."""
+    category = settings.category(category_id) if settings is not None else None
+    if category is not None and category.labels.get("vi"):
+        return category.labels["vi"]
+    return CATEGORY_VI.get(category_id) or BUILTIN_LABELS.get(category_id) or category_id
+
+
+def placement_label(settings: Settings | None, station_id: str, placement_id: str) -> str:
+    if not placement_id:
+        return NO_PLACEMENT
+    station = settings.station(station_id) if settings is not None else None
+    placement = station.placement(placement_id) if station is not None else None
+    return placement.label if placement is not None else placement_id

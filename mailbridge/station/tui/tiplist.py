@@ -1,0 +1,205 @@
+"""A virtual list of tips: only the rows on screen exist, fetched a page at a time.
+
+The widget knows the row count and a cache of pages; when a line that is not
+cached scrolls into view it posts ``NeedPage`` and shows a placeholder until
+the app hands the page back with ``set_page``. Every cell is a plain rich
+``Text`` cut to its column, so a tip's words can never become markup or an
+escape sequence on the screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from ...core.text import one_line
+from . import strings as S
+from .data import TipRow
+
+PAGE = 100
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    width: int  # 0: takes the rest of the line
+
+
+COLUMNS = (
+    Column(S.COL_REF, 10), Column(S.COL_RECEIVED, 15), Column(S.COL_CATEGORY, 20),
+    Column(S.COL_PLACEMENT, 14), Column(S.COL_STATUS, 17), Column(S.COL_ASSIGNEE, 14),
+    Column(S.COL_PREVIEW, 0),
+)
+
+
+def fit(cells: Sequence[str], width: int) -> list[str]:
+    """Cut or pad each cell to its column; the last column takes what is left."""
+    out: list[str] = []
+    used = 0
+    for col, cell in zip(COLUMNS, cells, strict=True):
+        size = col.width or max(width - used, 0)
+        text = one_line(cell)
+        if cell_len(text) > size - 1:
+            text = set_cell_size(text, max(size - 2, 0)) + "…"
+        out.append(set_cell_size(text, size - 1) + " " if size else "")
+        used += size
+    return out
+
+
+class TipList(ScrollView, can_focus=True):
+    """Newest first; Enter opens the highlighted tip."""
+
+    BINDINGS = [
+        Binding("up", "cursor(-1)", show=False),
+        Binding("down", "cursor(1)", show=False),
+        Binding("pageup", "page(-1)", show=False),
+        Binding("pagedown", "page(1)", show=False),
+        Binding("home", "jump(0)", show=False),
+        Binding("end", "jump(-1)", show=False),
+        Binding("enter", "select", S.KEY_OPEN),
+    ]
+    COMPONENT_CLASSES = {"tiplist--cursor", "tiplist--loading"}
+    DEFAULT_CSS = """
+    TipList { height: 1fr; overflow-x: hidden; }
+    TipList > .tiplist--cursor { background: $accent; color: $text; text-style: bold; }
+    TipList > .tiplist--loading { color: $text-muted; }
+    """
+
+    cursor: reactive[int] = reactive(0)
+
+    class NeedPage(Message):
+        """The rows of page *page* (of generation *generation*) are needed on screen."""
+
+        def __init__(self, generation: int, page: int) -> None:
+            super().__init__()
+            self.generation = generation
+            self.page = page
+
+    class Selected(Message):
+        def __init__(self, tip_id: int) -> None:
+            super().__init__()
+            self.tip_id = tip_id
+
+    def __init__(self, render_row: Callable[[TipRow], Sequence[str]], *,
+                 id: str | None = None) -> None:  # noqa: A002 - Textual's own keyword
+        super().__init__(id=id)
+        self.render_row = render_row
+        self.total = 0
+        self.generation = 0
+        self.pages: dict[int, list[TipRow]] = {}
+        self.pending: set[int] = set()
+
+    # ---- data from the app ----------------------------------------------------------
+
+    def reset(self, total: int, first_page: list[TipRow], *, keep_cursor: bool = False) -> int:
+        """A new result set; returns its generation (stale pages are dropped)."""
+        self.generation += 1
+        self.total = total
+        self.pages = {0: first_page}
+        self.pending = set()
+        self.virtual_size = Size(self.size.width, total)
+        cursor = min(self.cursor, max(total - 1, 0)) if keep_cursor else 0
+        if not keep_cursor:
+            self.scroll_to(y=0, animate=False)
+        self.cursor = cursor
+        self.refresh()
+        return self.generation
+
+    def set_total(self, generation: int, total: int) -> None:
+        """The full count, which may arrive after the first page."""
+        if generation == self.generation and total != self.total:
+            self.total = total
+            self.virtual_size = Size(self.size.width, total)
+            self.refresh()
+
+    def set_page(self, generation: int, page: int, rows: list[TipRow]) -> None:
+        if generation != self.generation:
+            return
+        self.pages[page] = rows
+        self.pending.discard(page)
+        self.refresh()
+
+    def row(self, index: int) -> TipRow | None:
+        rows = self.pages.get(index // PAGE)
+        if rows is None or index % PAGE >= len(rows):
+            return None
+        return rows[index % PAGE]
+
+    @property
+    def current(self) -> TipRow | None:
+        return self.row(self.cursor) if self.total else None
+
+    # ---- rendering ------------------------------------------------------------------
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        index = self.scroll_offset.y + y
+        base = self.rich_style
+        if index >= self.total:
+            return Strip.blank(width, base)
+        row = self.row(index)
+        if row is None:
+            self._need(index // PAGE)
+            style = base + self.get_component_rich_style("tiplist--loading")
+            return Strip([Segment(set_cell_size(S.LOADING, width), style)])
+        style = base
+        if index == self.cursor:
+            style = base + self.get_component_rich_style("tiplist--cursor")
+        text = "".join(fit(self.render_row(row), width))
+        return Strip([Segment(text, style)]).crop_extend(0, width, base)
+
+    def _need(self, page: int) -> None:
+        if page not in self.pending:
+            self.pending.add(page)
+            # Created in the widget's own turn: a message made while the screen
+            # renders counts the screen as its sender and never reaches the app.
+            self.call_later(self._post_need, self.generation, page)
+
+    def _post_need(self, generation: int, page: int) -> None:
+        self.post_message(self.NeedPage(generation, page))
+
+    def header(self, width: int) -> str:
+        return "".join(fit([c.title for c in COLUMNS], width))
+
+    # ---- cursor ---------------------------------------------------------------------
+
+    def watch_cursor(self, old: int, new: int) -> None:
+        self.refresh(Region(0, old - self.scroll_offset.y, self.size.width, 1))
+        self.refresh(Region(0, new - self.scroll_offset.y, self.size.width, 1))
+        self.scroll_to_region(Region(0, new, 1, 1), animate=False, immediate=True)
+
+    def _move(self, index: int) -> None:
+        if self.total:
+            self.cursor = max(0, min(index, self.total - 1))
+
+    def action_cursor(self, delta: int) -> None:
+        self._move(self.cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        self._move(self.cursor + direction * max(self.size.height - 1, 1))
+
+    def action_jump(self, where: int) -> None:
+        self._move(where if where >= 0 else self.total - 1)
+
+    def action_select(self) -> None:
+        row = self.current
+        if row is not None:
+            self.post_message(self.Selected(row.id))
+
+    def on_click(self, event: events.Click) -> None:
+        self._move(self.scroll_offset.y + event.y)
+        if event.chain == 2:
+            self.action_select()
+
+    def on_resize(self, _event: events.Resize) -> None:
+        self.virtual_size = Size(self.size.width, self.total)

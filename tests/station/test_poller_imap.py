@@ -1,0 +1,196 @@
+"""The IMAP poller against a real Dovecot: scenarios 3, 4, 5, 8, 9 and 10 of the poller rules."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from mailbridge.station.ledger.models import (
+    FolderState,
+    Location,
+    MailEvent,
+    Message,
+    MessageKind,
+    Tip,
+)
+from mailbridge.station.poller import sync
+from tests.servers.mailstack import MailStack
+from tests.station.poller_helpers import (
+    PASSWORD,
+    Ledger,
+    append,
+    imap_settings,
+    new_ref,
+    plain,
+    seed_maildir,
+    tip,
+)
+
+pytestmark = pytest.mark.servers
+
+
+def test_officer_flags_elsewhere_become_events_and_seen_is_untouched(
+        mailstack: MailStack, address: str, ledger: Ledger) -> None:
+    """Scenario 3: reads/flags by an officer in another client."""
+    append(mailstack, address, [tip(new_ref()), tip(new_ref()), plain("other mail")])
+    imap = imap_settings(mailstack, address)
+    assert ledger.poll(imap).new == 3
+    with mailstack.imap_client(address, PASSWORD) as officer:
+        officer.select_folder("INBOX")
+        uids = sorted(officer.search("ALL"))
+        assert all(b"\\Seen" not in f[b"FLAGS"] for f in officer.fetch(uids, ["FLAGS"]).values())
+        officer.add_flags([uids[0]], [b"\\Seen", b"\\Flagged"])
+        officer.add_flags([uids[1]], [b"Verified"])
+    counts = ledger.poll(imap)
+    assert (counts.new, counts.flags) == (0, 2)
+    with ledger.sessions() as s:
+        details = sorted(e.detail for e in s.scalars(select(MailEvent).where(
+            MailEvent.kind == "flags")))
+        flags = {loc.uid: loc.flags for loc in s.scalars(select(Location))}
+    assert details == ["+Verified", "+\\Flagged +\\Seen"]
+    assert flags[uids[0]] == "\\Flagged \\Seen"
+    with mailstack.imap_client(address, PASSWORD) as check:
+        check.select_folder("INBOX", readonly=True)
+        seen = [u for u, f in check.fetch(uids, ["FLAGS"]).items() if b"\\Seen" in f[b"FLAGS"]]
+    assert seen == [uids[0]]  # only the officer's read; the poller marked nothing
+
+
+def test_move_copy_expunge_and_delete_keep_every_tip(
+        mailstack: MailStack, address: str, ledger: Ledger) -> None:
+    """Scenario 4: MOVE, COPY+EXPUNGE, delete -> locations and tombstones, no new/lost tip."""
+    refs = [new_ref() for _ in range(3)]
+    append(mailstack, address, [tip(r) for r in refs])
+    append(mailstack, address, [], folder="Archive")
+    append(mailstack, address, [], folder="Done")
+    imap = imap_settings(mailstack, address, folders=("INBOX", "Archive", "Done"))
+    ledger.poll(imap)
+    with mailstack.imap_client(address, PASSWORD) as officer:
+        officer.select_folder("INBOX")
+        a, b, c = sorted(officer.search("ALL"))
+        officer.move([a], "Archive")
+        officer.copy([b], "Done")
+        officer.delete_messages([b, c])
+        officer.expunge()
+    counts = ledger.poll(imap)
+    assert (counts.new, counts.tips, counts.gone) == (0, 0, 3)
+    assert ledger.count(Tip) == 3 and ledger.count(Message) == 3
+    with ledger.sessions() as s:
+        live = {(s.get(Message, loc.message_pk).ref, loc.folder)  # type: ignore[union-attr]
+                for loc in s.scalars(select(Location).where(Location.gone.is_(False)))}
+        events = sorted((e.kind, e.folder) for e in s.scalars(select(MailEvent)))
+    assert live == {(refs[0], "Archive"), (refs[1], "Done")}
+    assert ledger.count(Location, Location.gone.is_(True)) == 3  # tombstones, never deleted
+    assert events == [("deleted", "INBOX")] * 3 + [("moved", "Archive"), ("moved", "Done")]
+
+
+def test_same_message_id_twice_and_missing_message_id(
+        mailstack: MailStack, address: str, ledger: Ledger, tmp_path: object) -> None:
+    """Scenario 5: one tip for a Message-ID in two folders; a stable synthetic id."""
+    twice = tip(new_ref())
+    no_id = b"\n".join(line for line in tip(new_ref()).split(b"\n")
+                       if not line.lower().startswith(b"message-id:"))
+    append(mailstack, address, [twice, no_id])
+    append(mailstack, address, [twice, no_id], folder="Archive")
+    imap = imap_settings(mailstack, address, folders=("INBOX", "Archive"))
+    counts = ledger.poll(imap)
+    assert (counts.new, counts.tips) == (2, 2)
+    assert ledger.count(Location) == 4
+    with ledger.sessions() as s:
+        ids = set(s.scalars(select(Message.message_id)))
+        copied = s.scalars(select(MailEvent.kind)).all()
+    assert any(i.endswith("@sha256.mailbridge.invalid>") for i in ids)
+    assert copied == ["copied", "copied"]
+    # A second, independent ledger derives the same synthetic id from the same bytes.
+    other = Ledger(ledger.url.replace("ledger.db", "again.db"),
+                   ledger.store.attachments_dir, address)
+    other.poll(imap)
+    assert other.snapshot()["messages"].keys() == ledger.snapshot()["messages"].keys()
+    other.close()
+
+
+def test_scale_chunks_and_unchanged_poll_is_one_command(
+        mailstack: MailStack, address: str, ledger: Ledger) -> None:
+    """Scenario 8: thousands of messages, chunked UID sets, unchanged poll <= 3 commands."""
+    total = 3000
+    seed_maildir(mailstack, address, (plain(f"bulk {i}", f"message {i}\n") for i in range(total)))
+    imap = imap_settings(mailstack, address)
+    poller = ledger.poller(imap)
+    poller.conn.connect()
+    poller.conn.sent.clear()
+    assert poller.poll().new == total
+    fetches = [c for c in poller.conn.sent if c.startswith("UID FETCH")]
+    assert len(fetches) == -(-total // sync.CHUNK)
+    # Compact UID ranges ("1:250"), never 3000 numbers nor imapclient's rejected "1:*".
+    assert all(re.match(r"UID FETCH \d+:\d+ \(", c) for c in fetches)
+
+    poller.conn.sent.clear()
+    assert not poller.poll().changed()
+    assert len(poller.conn.sent) <= 3
+    assert poller.conn.sent[-1] == 'STATUS "INBOX" (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)'
+    assert set(poller.conn.sent[:-1]) <= {"NOOP"}  # refreshes the selected folder's view
+
+    with mailstack.imap_client(address, PASSWORD) as officer:
+        officer.select_folder("INBOX")
+        officer.add_flags([officer.search("ALL")[1234]], [b"\\Flagged"])
+    poller.conn.sent.clear()
+    assert poller.poll().flags == 1
+    assert any("CHANGEDSINCE" in c for c in poller.conn.sent)
+    assert not any("BODY.PEEK" in c for c in poller.conn.sent)
+    poller.conn.close()
+    with ledger.sessions() as s:
+        state = s.scalars(select(FolderState)).one()
+    assert state.last_uid == total and state.message_count == total
+
+
+def test_auto_replies_bounces_and_loops_never_become_tips(
+        mailstack: MailStack, address: str, ledger: Ledger) -> None:
+    """Scenario 9: auto-replies, DSN, Return-Path <>, bulk, our own loop header."""
+    ref = new_ref()
+    dsn = (b"From: MAILER-DAEMON@mx.example.org\r\nTo: s@example.test\r\n"
+           b"Subject: Undelivered Mail\r\nMessage-ID: <dsn9@mx.example.org>\r\nMIME-Version: 1.0"
+           b"\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--b\r\nContent-Type: "
+           b"message/delivery-status\r\n\r\nAction: failed\r\n--b--\r\n")
+    looped = tip(ref).replace(b"tips@relay.example.test", b"station@example.test")
+    append(mailstack, address, [
+        plain(f"Auto: [{ref}]", headers={"Auto-Submitted": "auto-replied"}),
+        plain("Out of office", headers={"Precedence": "bulk"}),
+        plain("bounce", headers={"Return-Path": "<>"}),
+        dsn, looped,
+    ])
+    counts = ledger.poll(imap_settings(mailstack, address))
+    assert (counts.new, counts.auto, counts.tips) == (5, 5, 0)
+    assert ledger.count(Tip) == 0
+    assert ledger.count(Message, Message.kind == MessageKind.AUTO.value) == 5
+
+
+def test_threading_followups_replies_and_forged_tags(
+        mailstack: MailStack, address: str, ledger: Ledger) -> None:
+    """Scenario 10: follow-ups and officer replies link; a forged subject tag does not."""
+    ref, other_ref = new_ref(), new_ref()
+    original = tip(ref, message_id="<t10@relay.example.test>")
+    followup = tip(ref, "Thêm: xe máy biển số 24B1", references=("<t10@relay.example.test>",))
+    reply = plain("Re: tip", sender=address, headers={"In-Reply-To": "<t10@relay.example.test>"})
+    tagged = plain(f"Re: [{ref}] đã xác minh", sender=address)
+    forged = plain(f"Re: [{ref}] click here", sender="stranger@example.org")
+    odd = plain("Subject[#123]Extra", sender=address)
+    # The officer's reply sits in Sent, which is polled first: it must link once the tip arrives.
+    append(mailstack, address, [reply], folder="Sent")
+    append(mailstack, address, [original, followup, tagged, forged, odd, tip(other_ref)])
+    counts = ledger.poll(imap_settings(mailstack, address, folders=("Sent", "INBOX")))
+    assert (counts.tips, counts.followups) == (2, 1)
+    with ledger.sessions() as s:
+        the_tip = s.scalars(select(Tip).where(Tip.ref == ref)).one()
+        thread = {m.subject: m.kind for m in s.scalars(select(Message).where(
+            Message.tip_id == the_tip.id))}
+        forged_row = s.scalars(select(Message).where(
+            Message.sender == "stranger@example.org")).one()
+        odd_row = s.scalars(select(Message).where(Message.subject == "Subject[#123]Extra")).one()
+        first = s.get(Message, the_tip.message_pk)
+    assert first is not None and first.message_id == "<t10@relay.example.test>"
+    assert sorted(thread.values()) == ["followup", "reply", "reply", "tip"]
+    assert forged_row.tip_id is None and "not linked" in forged_row.warning
+    assert odd_row.tip_id is None and odd_row.kind == MessageKind.OTHER.value
+    assert the_tip.status == "new"

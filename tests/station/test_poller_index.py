@@ -1,0 +1,169 @@
+"""The pure mailbox-to-ledger mapping, table-driven: no server, no database."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+
+from mailbridge.station.ledger.models import MessageKind
+from mailbridge.station.poller.imap import folder_name, parse_uid_set, uid_set
+from mailbridge.station.poller.index import decode_bytes, index_message, synthetic_message_id
+from mailbridge.station.poller.maildir import parse_name
+from tests.station.poller_helpers import RELAY, plain, tip
+
+VI = "Có người vượt biên ở chợ phiên"
+NFC_VI = unicodedata.normalize("NFC", VI)
+
+
+def test_relay_tip_is_a_tip_with_contract_fields() -> None:
+    ind = index_message(tip("NCS-0042", VI), relay_address=RELAY)
+    assert ind.kind is MessageKind.TIP
+    assert (ind.ref, ind.category, ind.placement, ind.contract_station) == \
+        ("NCS-0042", "border", "cho-phien", "ncs")
+    assert ind.tip_text.startswith(NFC_VI)
+    assert ind.received_hour is not None and ind.received_hour.minute == 0
+    assert ind.problems == ()
+
+
+def test_relay_message_with_references_is_a_followup() -> None:
+    ind = index_message(tip("NCS-0042", references=("<a@relay.example.test>",)),
+                        relay_address=RELAY)
+    assert ind.kind is MessageKind.FOLLOWUP
+    assert ind.references == ("<a@relay.example.test>",)
+
+
+def test_contract_headers_from_another_sender_are_not_a_tip() -> None:
+    raw = tip("NCS-0042").replace(RELAY.encode(), b"forger@example.org")
+    ind = index_message(raw, relay_address=RELAY)
+    assert ind.kind is MessageKind.AUTO  # it carries our loop header: never a tip
+    assert not ind.is_relay
+
+
+@pytest.mark.parametrize(("headers", "sender"), [
+    ({"Auto-Submitted": "auto-replied"}, "someone@example.org"),
+    ({"Precedence": "bulk"}, "someone@example.org"),
+    ({"Precedence": "junk"}, "someone@example.org"),
+    ({"Return-Path": "<>"}, "someone@example.org"),
+    ({"X-Autoreply": "yes"}, "someone@example.org"),
+    ({}, "MAILER-DAEMON@example.org"),
+    ({"X-Loop": "mailbridge"}, "someone@example.org"),
+])
+def test_auto_mail_is_never_a_tip(headers: dict[str, str], sender: str) -> None:
+    raw = plain("[NCS-0042] Out of office", sender=sender, headers=headers)
+    assert index_message(raw, relay_address=RELAY).kind is MessageKind.AUTO
+
+
+def test_auto_submitted_no_is_ordinary_mail() -> None:
+    raw = plain("hello", headers={"Auto-Submitted": "no"})
+    assert index_message(raw, relay_address=RELAY).kind is MessageKind.OTHER
+
+
+def test_dsn_is_auto() -> None:
+    raw = (b"From: MAILER-DAEMON@mx.example.org\r\nTo: s@example.test\r\nSubject: Undelivered\r\n"
+           b"Message-ID: <dsn1@mx.example.org>\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--b\r\n"
+           b"Content-Type: message/delivery-status\r\n\r\nAction: failed\r\n--b--\r\n")
+    assert index_message(raw, relay_address=RELAY).kind is MessageKind.AUTO
+
+
+@pytest.mark.parametrize(("subject", "ref"), [
+    ("Re: [NCS-0007] Vượt biên — xe máy", "NCS-0007"),
+    ("Subject[#123]Extra", ""),
+    ("Re: NCS-0007 without brackets", ""),
+    ("[ncs-0007] lower case", "NCS-0007"),
+])
+def test_subject_tag(subject: str, ref: str) -> None:
+    assert index_message(plain(subject), relay_address=RELAY).ref == ref
+
+
+def test_missing_message_id_gets_a_stable_synthetic_one() -> None:
+    raw = plain("no id", message_id=None)
+    first = index_message(raw, relay_address=RELAY)
+    assert first.message_id == synthetic_message_id(first.raw_sha256)
+    assert index_message(raw, relay_address=RELAY).message_id == first.message_id
+
+
+def _mime(charset: str, body: bytes, *, subject: bytes = b"poison") -> bytes:
+    return (b"From: a@example.org\r\nTo: s@example.test\r\nSubject: " + subject +
+            b"\r\nMessage-ID: <p@example.org>\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: text/plain; charset=" + charset.encode() +
+            b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + body)
+
+
+def test_windows_1258_decodes_to_nfc() -> None:
+    # cp1258 spells Vietnamese with combining tone marks; the ledger keeps NFC.
+    body = b"Ti\xea\xecng Vi\xea\xf2t"  # e-circumflex + combining acute / dot below
+    subject = b"=?windows-1258?q?" + "".join(f"={b:02X}" for b in body).encode() + b"?="
+    ind = index_message(_mime("windows-1258", body, subject=subject), relay_address=RELAY)
+    assert ind.text_body == "Tiếng Việt"
+    assert ind.subject == "Tiếng Việt"
+    assert unicodedata.is_normalized("NFC", ind.text_body)
+    assert ind.problems == ()
+
+
+def test_split_encoded_word_is_joined() -> None:
+    data = "Tiếng Việt".encode()
+    cut = 3  # inside the multi-byte "ế"
+    words = b" ".join(b"=?utf-8?q?" + "".join(f"={b:02X}" for b in part).encode() + b"?="
+                      for part in (data[:cut], data[cut:]))
+    ind = index_message(_mime("utf-8", b"x", subject=words), relay_address=RELAY)
+    assert ind.subject == "Tiếng Việt"
+
+
+def test_raw_8bit_header_is_decoded() -> None:
+    ind = index_message(_mime("utf-8", b"x", subject=VI.encode()), relay_address=RELAY)
+    assert ind.subject == NFC_VI
+
+
+@pytest.mark.parametrize(("charset", "body", "text", "quarantined"), [
+    ("bogus", VI.encode(), NFC_VI, True),
+    ("iso-8859-8-i", "שלום".encode("iso-8859-8"), "שלום", False),
+    ("us-ascii", VI.encode(), NFC_VI, False),
+    ("utf-8", b"\xff\xfe broken", "\ufffd\ufffd broken", True),
+])
+def test_bad_charsets_decode_or_quarantine(charset: str, body: bytes, text: str,
+                                           quarantined: bool) -> None:
+    ind = index_message(_mime(charset, body), relay_address=RELAY)
+    assert ind.text_body == text
+    assert bool(ind.problems) is quarantined
+
+
+def test_truncated_multipart_is_flagged_but_indexed() -> None:
+    raw = (b"From: a@example.org\r\nSubject: cut\r\nMessage-ID: <cut@example.org>\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n"
+           b"--zz\r\nContent-Type: text/plain\r\n\r\nstill readable\r\n--zz\r\n"
+           b"Content-Type: image/jpeg\r\nContent-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ")
+    ind = index_message(raw, relay_address=RELAY)
+    assert ind.text_body == "still readable"
+    assert any("Boundary" in p for p in ind.problems)
+
+
+def test_headers_only_placeholder() -> None:
+    raw = plain("huge").split(b"\n\n", 1)[0] + b"\n\n"
+    ind = index_message(raw, relay_address=RELAY, size=60_000_000, headers_only=True)
+    assert (ind.kind, ind.size, ind.text_body) == (MessageKind.PLACEHOLDER, 60_000_000, "")
+
+
+def test_decode_bytes_reports_unknown_charset() -> None:
+    assert decode_bytes(b"abc", "x-nonsense") == ("abc", "unknown charset 'x-nonsense'")
+
+
+@pytest.mark.parametrize(("uids", "text"), [
+    ([1, 2, 3, 5], "1:3,5"), ([7], "7"), ([], ""), ([4, 2, 3, 10, 11], "2:4,10:11"),
+])
+def test_uid_sets_round_trip(uids: list[int], text: str) -> None:
+    assert uid_set(uids) == text
+    assert parse_uid_set(text) == set(uids)
+
+
+def test_folder_names_accept_modified_utf7() -> None:
+    assert folder_name("&ARAA4w- x&Hu0- l&AP0-") == "Đã xử lý"
+    assert folder_name("Đã xử lý") == "Đã xử lý"
+    assert folder_name("Tom & Jerry") == "Tom & Jerry"
+
+
+def test_maildir_names() -> None:
+    assert parse_name("1700.M1P2.host:2,FS") == ("1700.M1P2.host", ("\\Flagged", "\\Seen"))
+    assert parse_name("1700.M1P2.host") == ("1700.M1P2.host", ())

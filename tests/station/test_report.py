@@ -1,0 +1,201 @@
+"""``mailbridge report`` against a hand-built ledger whose figures are known by hand.
+
+Nine tips over two stations and three months. Expected figures (all periods):
+received 9; of value 3 (one of them handled, one without a stored verdict);
+not of value 2; spam 1; open 3; hours to first action 1,2,3,4,6,8,10 -> median 4.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mailbridge.config import (
+    BUILTIN_CATEGORIES,
+    Category,
+    LedgerSettings,
+    Placement,
+    RelaySettings,
+    Secret,
+    Settings,
+    Station,
+)
+from mailbridge.errors import ConfigError
+from mailbridge.station.ledger.db import make_engine, session_factory, upgrade
+from mailbridge.station.ledger.models import Tip
+from mailbridge.station.report import (
+    Figures,
+    Period,
+    TipFacts,
+    compute,
+    parse_period,
+    run_report,
+)
+
+# (n, station, month, category, placement, status, verdict, hours to first action)
+LEDGER = [
+    (1, "ncs", 1, "drugs", "cho", "handled", "of_value", 2),
+    (2, "ncs", 1, "drugs", "cho", "of_value", "", 4),
+    (3, "ncs", 1, "theft", "truong", "not_of_value", "not_of_value", 1),
+    (4, "ncs", 1, "theft", "", "spam", "spam", 10),
+    (5, "ncs", 1, "drugs", "truong", "new", "", None),
+    (6, "ncs", 2, "drugs", "cho", "verifying", "", 3),
+    (7, "ncs", 2, "guns", "cho", "handled", "not_of_value", 6),
+    (8, "mlt", 1, "drugs", "", "of_value", "of_value", 8),
+    (9, "mlt", 3, "other", "", "new", "", None),
+]
+
+
+def settings_for(tmp_path: Path, url: str) -> Settings:
+    relay = RelaySettings(address="tips@relay.example.test", domain="relay.example.test",
+                          database="sqlite://", secret=Secret("s" * 32))
+    stations = {
+        "ncs": Station(id="ncs", name="Đồn Nậm Cuổi", ref_prefix="NCS",
+                       mailbox="station1@example.test",
+                       placements=(Placement("cho", "Chợ phiên"),
+                                   Placement("truong", "Trường học"))),
+        "mlt": Station(id="mlt", name="Đồn Mù Cả", ref_prefix="MLT",
+                       mailbox="station2@example.test"),
+    }
+    categories = tuple(c if c.id != "guns" else Category("guns", "guns", {"vi": "Súng tự chế"})
+                       for c in BUILTIN_CATEGORIES)
+    return Settings(tmp_path / "mailbridge.toml", relay,
+                    LedgerSettings(database=url, attachments_dir=tmp_path), stations, categories)
+
+
+def facts() -> list[TipFacts]:
+    out = []
+    for n, station, month, category, placement, status, verdict, hours in LEDGER:
+        received = datetime(2026, month, n, 8)
+        first = received + timedelta(hours=hours) if hours is not None else None
+        out.append(TipFacts(station, category, placement, received, status, verdict, first))
+    return out
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    url = (f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    upgrade(url)
+    engine = make_engine(url)
+    with session_factory(engine)() as s:
+        for (n, station, *_), f in zip(LEDGER, facts(), strict=True):
+            s.add(Tip(station_id=station, ref=f"{station.upper()}-{n:04d}",
+                      received_category=f.category, category=f.category, placement=f.placement,
+                      received_hour=f.received_hour, status=f.status, verdict=f.verdict,
+                      first_action_at=f.first_action_at))
+        s.commit()
+    engine.dispose()
+    return settings_for(tmp_path, url)
+
+
+def figures(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {"received": 0, "of_value": 0, "not_of_value": 0, "spam": 0,
+                               "open": 0, "median_hours_to_first_action": None}
+    return {**base, **kw}
+
+
+def report_json(settings: Settings, **kw: object) -> dict[str, object]:
+    out = io.StringIO()
+    assert run_report(settings, fmt="json", out=out, **kw) == 0  # type: ignore[arg-type]
+    data: dict[str, object] = json.loads(out.getvalue())
+    return data
+
+
+def by(data: dict[str, object], dim: str) -> dict[str, dict[str, object]]:
+    rows = data["by"][dim]  # type: ignore[index]
+    return {r.pop("key"): r for r in rows}
+
+
+def test_json_figures_match_the_hand_count(settings: Settings) -> None:
+    data = report_json(settings)
+    assert data["period"] == {"from": None, "to": None}
+    assert data["total"] == figures(received=9, of_value=3, not_of_value=2, spam=1, open=3,
+                                    median_hours_to_first_action=4)
+    stations = by(data, "station")
+    assert stations["ncs"] == {"label": "Đồn Nậm Cuổi", **figures(
+        received=7, of_value=2, not_of_value=2, spam=1, open=2, median_hours_to_first_action=3.5)}
+    assert stations["mlt"] == {"label": "Đồn Mù Cả", **figures(
+        received=2, of_value=1, open=1, median_hours_to_first_action=8)}
+    categories = by(data, "category")
+    assert categories["drugs"] == {"label": "Ma túy", **figures(
+        received=5, of_value=3, open=2, median_hours_to_first_action=3.5)}
+    assert categories["guns"]["label"] == "Súng tự chế"  # the config's label wins
+    placements = by(data, "placement")
+    assert placements["ncs/cho"] == {"label": "Chợ phiên (ncs)", **figures(
+        received=4, of_value=2, not_of_value=1, open=1, median_hours_to_first_action=3.5)}
+    assert placements["mlt/"]["received"] == 2
+    assert {k: v["received"] for k, v in by(data, "month").items()} == {
+        "2026-01": 6, "2026-02": 2, "2026-03": 1}
+
+
+def test_periods_and_station(settings: Settings) -> None:
+    january = report_json(settings, month="2026-01")
+    assert january["period"] == {"from": "2026-01-01", "to": "2026-01-31"}
+    assert january["total"] == figures(received=6, of_value=3, not_of_value=1, spam=1, open=1,
+                                       median_hours_to_first_action=4)
+    february = report_json(settings, date_from=date(2026, 2, 1), date_to=date(2026, 2, 7))
+    assert february["total"]["received"] == 2  # type: ignore[index]
+    assert report_json(settings, date_to=date(2026, 1, 3))["total"]["received"] == 3  # type: ignore[index]
+    assert report_json(settings, station="mlt")["total"]["received"] == 2  # type: ignore[index]
+
+
+def test_csv_and_table_and_bars(settings: Settings, tmp_path: Path) -> None:
+    out = io.StringIO()
+    chart = tmp_path / "chart" / "briefing.png"
+    assert run_report(settings, fmt="csv", chart=chart, out=out) == 0
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    total = rows[0]
+    assert (total["dimension"], total["received"], total["of_value"], total["open"]) == (
+        "total", "9", "3", "3")
+    theft = next(r for r in rows if r["dimension"] == "category" and r["key"] == "theft")
+    assert (theft["label"], theft["not_of_value"], theft["spam"],
+            theft["median_hours_to_first_action"]) == ("Trộm cắp tài sản", "1", "1", "5.5")
+    mlt_march = next(r for r in rows if r["dimension"] == "month" and r["key"] == "2026-03")
+    assert mlt_march["median_hours_to_first_action"] == ""  # no action yet: blank, not 0
+    with Image.open(chart) as image:
+        assert image.format == "PNG"
+        colours = {c for _, c in image.convert("RGB").getcolors(1_000_000) or []}
+    assert (46, 125, 50) in colours and (198, 40, 40) in colours  # of value, spam bars
+
+    table = io.StringIO()
+    assert run_report(settings, month="2026-02", out=table) == 0
+    text = table.getvalue()
+    assert "Thống kê tin báo" in text and "2026-02-01 – 2026-02-28" in text
+    assert "Theo loại tin" in text and "Súng tự chế" in text and "\x1b" not in text
+    total_line = next(line for line in text.splitlines() if "Tổng cộng" in line)
+    assert [c.strip() for c in total_line.split("│")[2:8]] == ["2", "0", "1", "0", "1", "4.5"]
+
+    bars = io.StringIO()
+    assert run_report(settings, fmt="bars", out=bars) == 0
+    drugs = next(line for line in bars.getvalue().splitlines() if line.startswith("Ma túy"))
+    assert drugs.count("█") == 24 and drugs.count("░") == 16 and drugs.endswith(" 5 / 3")
+
+
+def test_bad_options_exit_2_naming_the_fix(settings: Settings,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_report(settings, month="2026-01", date_from=date(2026, 1, 1)) == 2
+    assert run_report(settings, month="2026-13") == 2
+    assert run_report(settings, fmt="xml") == 2
+    assert run_report(settings, station="xyz") == 2
+    err = capsys.readouterr().err
+    for hint in ("use one or the other", "YYYY-MM", "table, csv, json, bars",
+                 "choose among mlt, ncs"):
+        assert hint in err
+
+
+def test_compute_is_pure_and_parse_period() -> None:
+    report = compute(facts(), Period())
+    assert report.total.received == 9 and report.total.median_hours_to_first_action == 4
+    empty = compute([], Period())
+    assert empty.total == Figures().finish() and empty.by["station"] == []
+    assert parse_period(month="2024-02") == Period(date(2024, 2, 1), date(2024, 2, 29))
+    assert parse_period(month="2026-12") == Period(date(2026, 12, 1), date(2026, 12, 31))
+    with pytest.raises(ConfigError, match="swap them"):
+        parse_period(date(2026, 2, 1), date(2026, 1, 1))

@@ -1,0 +1,390 @@
+"""The officers' terminal UI driven by Textual's pilot on a hand-built SQLite ledger.
+
+Navigate, filter, search, change a status, add a note (the audit row lands in
+the database), hostile tip text stays inert, and the main screen matches its
+stored snapshot (regenerate with MAILBRIDGE_UPDATE_SNAPSHOTS=1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import getpass
+import html
+import os
+import re
+from collections.abc import Callable, Coroutine, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from textual.widgets import OptionList
+from textual.worker import WorkerCancelled
+
+from mailbridge.config import (
+    BUILTIN_CATEGORIES,
+    LedgerSettings,
+    Placement,
+    RelaySettings,
+    Secret,
+    Settings,
+    Station,
+)
+from mailbridge.errors import MailbridgeError
+from mailbridge.station.ledger.db import make_engine, session_factory, upgrade
+from mailbridge.station.ledger.models import (
+    Attachment,
+    Audit,
+    Location,
+    MailEvent,
+    Message,
+    Note,
+    Tip,
+)
+from mailbridge.station.tui import run_ledger
+from mailbridge.station.tui.access import resolve_access
+from mailbridge.station.tui.app import LedgerApp
+from mailbridge.station.tui.detail import DetailScreen
+from mailbridge.station.tui.dialogs import ChoiceDialog, TextDialog
+from mailbridge.station.tui.tiplist import TipList
+
+SNAPSHOTS = Path(__file__).with_name("__snapshots__")
+T0 = datetime(2026, 3, 1, 8)
+SIZE = (140, 32)
+HOSTILE = ("\x1b[2J\x1b[31mĐỎ\x1b[0m [bold red]x[/] [@click=app.quit]thoát[/] "
+           "\x1b]8;;http://evil.example/\x07link\x1b]8;;\x07 \u202eesrever ")
+
+
+def aio(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async pilot test on a fresh event loop (no async pytest plugin needed)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+def make_settings(tmp_path: Path, url: str) -> Settings:
+    relay = RelaySettings(address="tips@relay.example.test", domain="relay.example.test",
+                          database="sqlite://", secret=Secret("s" * 32))
+    ledger = LedgerSettings(database=url, attachments_dir=tmp_path / "attachments",
+                            folder_status={"Verified": "verifying"},
+                            flag_status={"$Spam": "spam"})
+    ncs = Station(id="ncs", name="Đồn Biên phòng Nậm Cuổi", ref_prefix="NCS",
+                  mailbox="station1@example.test",
+                  placements=(Placement("cho", "Chợ phiên"), Placement("truong", "Trường học")),
+                  officers={"lan": "Nguyễn Thị Lan", "binh": "Trần Văn Bình"})
+    mlt = Station(id="mlt", name="Đồn Biên phòng Mù Cả", ref_prefix="MLT",
+                  mailbox="station2@example.test", officers={"lan": "Nguyễn Thị Lan"})
+    return Settings(tmp_path / "mailbridge.toml", relay, ledger, {"ncs": ncs, "mlt": mlt},
+                    BUILTIN_CATEGORIES)
+
+
+def add_tip(s: Session, n: int, body: str, *, category: str = "drugs", placement: str = "cho",
+            station: str = "ncs") -> Tip:
+    ref = f"{station.upper()}-{n:04d}"
+    msg = Message(station_id=station, message_id=f"<{ref}@relay.example.test>",
+                  raw_sha256=f"{n:064d}", size=len(body), kind="tip", subject=f"[{ref}] tin báo",
+                  text_body=body, received_hour=T0 + timedelta(hours=n))
+    s.add(msg)
+    s.flush()
+    tip = Tip(station_id=station, ref=ref, message_pk=msg.id, received_category=category,
+              category=category, placement=placement, received_hour=T0 + timedelta(hours=n),
+              subject=msg.subject, preview=body[:200])
+    s.add(tip)
+    s.flush()
+    msg.tip_id = tip.id
+    return tip
+
+
+BODIES = [
+    "Có người lạ chở hàng qua suối lúc nửa đêm",
+    "Nghi vấn mua bán ma túy ở chợ phiên",
+    "Nhà cuối bản cất giấu súng tự chế",
+    "Xe máy không biển số qua lại đường mòn biên giới",
+    "Hai người lạ ở nhờ nhà dân không khai báo tạm trú",
+    "Mất trâu ở nương ngô",
+]
+CATEGORIES = ["smuggling", "drugs", "guns", "border", "residence", "theft"]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[tuple[Settings, sessionmaker[Session]]]:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    with sessions() as s:
+        for n, (body, cat) in enumerate(zip(BODIES, CATEGORIES, strict=True), start=1):
+            add_tip(s, n, body, category=cat, placement="cho" if n % 2 else "truong")
+        add_tip(s, 7, "Tin của đồn khác", station="mlt")
+        s.commit()
+    yield make_settings(tmp_path, url), sessions
+    engine.dispose()
+
+
+def app_for(ledger: tuple[Settings, sessionmaker[Session]], user: str = "binh") -> LedgerApp:
+    settings, sessions = ledger
+    return LedgerApp(settings, resolve_access(settings, user=user), sessions)
+
+
+async def settle(app: LedgerApp, pilot: object) -> None:
+    """Let every worker finish and the screen repaint."""
+    for _ in range(3):
+        for worker in list(app.workers):
+            with contextlib.suppress(WorkerCancelled):
+                await worker.wait()
+        await pilot.pause()  # type: ignore[attr-defined]
+
+
+def screen_text(app: LedgerApp) -> str:
+    """The screen as plain text lines, read back from the exported SVG."""
+    svg = app.export_screenshot()
+    lines: dict[int, list[str]] = {}
+    for line, chunk in re.findall(r'<text [^>]*clip-path="url\(#[^"]*-line-(\d+)\)"[^>]*>(.*?)'
+                                  r"</text>", svg):
+        lines.setdefault(int(line), []).append(html.unescape(chunk).replace("\xa0", " "))
+    return "\n".join("".join(lines[k]) for k in sorted(lines))
+
+
+def audit_rows(sessions: sessionmaker[Session]) -> list[tuple[str, str, str, str, str]]:
+    with sessions() as s:
+        rows = s.execute(select(Audit.actor, Audit.action, Audit.old, Audit.new, Audit.reason)
+                         .order_by(Audit.id))
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+@aio
+async def test_list_navigate_and_open_detail(ledger: tuple[Settings, sessionmaker[Session]]
+                                             ) -> None:
+    app = app_for(ledger)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        tips = app.query_one(TipList)
+        assert tips.total == 6  # binh sees station ncs only
+        text = screen_text(app)
+        assert "NCS-0006" in text and "Mất trâu ở nương ngô" in text and "MLT-0007" not in text
+        assert text.index("NCS-0006") < text.index("NCS-0001")  # newest first
+        assert "Trộm cắp tài sản" in text and "Trường học" in text and "Mới" in text
+        await pilot.press("down", "down")
+        assert tips.current is not None and tips.current.ref == "NCS-0004"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, DetailScreen)
+        detail = screen_text(app)
+        assert "NCS-0004" in detail and "Xe máy không biển số" in detail
+        await pilot.press("escape")
+        assert not isinstance(app.screen, DetailScreen)
+
+
+@aio
+async def test_virtual_list_fetches_pages_on_demand(
+        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    settings, sessions = ledger
+    with sessions() as s:
+        for n in range(10, 260):
+            add_tip(s, n, f"tin số {n}")
+        s.commit()
+    app = app_for(ledger)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        tips = app.query_one(TipList)
+        assert tips.total == 256 and sorted(tips.pages) == [0]  # one page until scrolled
+        await pilot.press("end")
+        await settle(app, pilot)
+        assert sorted(tips.pages) == [0, 2]
+        assert tips.current is not None and tips.current.ref == "NCS-0001"
+        assert "NCS-0001" in screen_text(app) and "Đang tải" not in screen_text(app)
+        await pilot.press("pageup")
+        await settle(app, pilot)
+        assert tips.cursor == 255 - (tips.size.height - 1) and tips.current is not None
+
+
+@aio
+async def test_filters_and_search(ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    app = app_for(ledger, user="lan")  # lan sees both stations
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        tips = app.query_one(TipList)
+        assert tips.total == 7
+        app.query_one("#f-station").value = "mlt"  # type: ignore[attr-defined]
+        await settle(app, pilot)
+        assert tips.total == 1
+        app.query_one("#f-station").value = app.query_one("#f-station").NULL  # type: ignore
+        app.query_one("#f-category").value = "guns"  # type: ignore[attr-defined]
+        await settle(app, pilot)
+        assert [tips.row(0).ref if tips.row(0) else None, tips.total] == ["NCS-0003", 1]
+        await pilot.press("x")  # reset
+        await settle(app, pilot)
+        assert tips.total == 7
+        await pilot.press("slash", *"ma tuy")  # diacritics folded, last word a prefix
+        await settle(app, pilot)
+        assert tips.total == 1 and tips.current is not None and tips.current.ref == "NCS-0002"
+        await pilot.press("escape")
+        app.query_one("#f-text").value = ""  # type: ignore[attr-defined]
+        app.query_one("#f-from").value = "2026-03-01"  # type: ignore[attr-defined]
+        app.query_one("#f-to").value = "2026-13-01"  # type: ignore[attr-defined]
+        await settle(app, pilot)
+        assert app.query_one("#f-to").has_class("invalid")
+        assert tips.total == 7
+        app.query_one("#f-to").value = "2026-03-01"  # type: ignore[attr-defined]
+        await settle(app, pilot)
+        assert tips.total == 7  # every tip came in on 1 March
+        app.query_one("#f-from").value = "2026-03-02"  # type: ignore[attr-defined]
+        await settle(app, pilot)
+        assert tips.total == 0
+
+
+@aio
+async def test_status_change_and_note_are_audited(
+        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    settings, sessions = ledger
+    app = app_for(ledger)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("s")
+        await settle(app, pilot)
+        assert isinstance(app.screen, ChoiceDialog)
+        await pilot.press("enter", *"goi lai", "enter")  # first choice: verifying
+        await settle(app, pilot)
+        assert audit_rows(sessions) == [("Trần Văn Bình", "status", "new", "verifying",
+                                         "goi lai")]
+        assert "Đang xác minh" in screen_text(app)
+        await pilot.press("enter")  # open the tip, then write a note from its screen
+        await settle(app, pilot)
+        await pilot.press("n")
+        await settle(app, pilot)
+        assert isinstance(app.screen, TextDialog)
+        await pilot.press(*"Da hoi truong ban", "ctrl+s")
+        await settle(app, pilot)
+        assert isinstance(app.screen, DetailScreen)
+        assert "Da hoi truong ban" in screen_text(app)
+        await pilot.press("a")
+        await settle(app, pilot)
+        await pilot.press("down", "down", "enter")  # "", then sorted officers
+        await settle(app, pilot)
+    rows = audit_rows(sessions)
+    assert rows[1:] == [("Trần Văn Bình", "note", "", "Da hoi truong ban", ""),
+                        ("Trần Văn Bình", "assign", "", "Trần Văn Bình", "")]
+    with sessions() as s:
+        tip = s.scalars(select(Tip).where(Tip.ref == "NCS-0006")).one()
+        assert (tip.status, tip.assignee) == ("verifying", "Trần Văn Bình")
+        assert s.scalars(select(Note.text)).all() == ["Da hoi truong ban"]
+
+
+@aio
+async def test_mailbox_signals_applied_on_open_and_shown(
+        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    settings, sessions = ledger
+    with sessions() as s:
+        tip = s.scalars(select(Tip).where(Tip.ref == "NCS-0006")).one()
+        s.add(Location(message_pk=tip.message_pk, station_id="ncs", folder="Verified",
+                       uidvalidity=1, uid=9, flags="\\Flagged"))
+        s.add(MailEvent(station_id="ncs", message_pk=tip.message_pk, kind="moved",
+                        folder="Verified"))
+        s.commit()
+    app = app_for(ledger)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.query_one(TipList).current is not None
+        assert app.query_one(TipList).current.status == "verifying"  # type: ignore[union-attr]
+        await pilot.press("enter")
+        await settle(app, pilot)
+        shown = screen_text(app)
+    assert "Verified: \\Flagged" in shown
+    assert "Hộp thư  Trạng thái: Mới → Đang xác minh  (thư mục Verified)" in shown
+    assert audit_rows(sessions) == [("mailbox", "status", "new", "verifying", "folder Verified")]
+
+
+@aio
+async def test_verdict_needs_a_reason(ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    settings, sessions = ledger
+    app = app_for(ledger)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("s", "down", "enter", "enter")  # not of value, with no reason
+        await settle(app, pilot)
+        assert isinstance(app.screen, ChoiceDialog)  # still asking
+        assert app.screen.query_one("#reason").has_class("invalid")
+        assert audit_rows(sessions) == []
+        await pilot.press(*"trung tin", "enter")
+        await settle(app, pilot)
+        assert not isinstance(app.screen, ChoiceDialog)
+    assert audit_rows(sessions) == [("Trần Văn Bình", "status", "new", "not_of_value",
+                                     "trung tin")]
+
+
+@aio
+async def test_hostile_text_is_inert(ledger: tuple[Settings, sessionmaker[Session]],
+                                     tmp_path: Path) -> None:
+    settings, sessions = ledger
+    big = HOSTILE + ("lorem ipsum " * 90_000)[:1_000_000]
+    with sessions() as s:
+        tip = add_tip(s, 8, big, category="other")
+        s.add(Attachment(message_pk=tip.message_pk, filename="[red]ảnh[/]\x1b[5m.jpg",
+                         content_type="image/jpeg", size=2048, sha256="a" * 64,
+                         stored_path="x/1.jpg"))
+        s.commit()
+    app = app_for(ledger)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        listing = screen_text(app)
+        assert "NCS-0008" in listing and "[bold red]x[/]" in listing
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, DetailScreen)
+        shown = screen_text(app)
+        assert app.is_running
+        for literal in ("[bold red]x[/]", "[@click=app.quit]thoát[/]", "ĐỎ"):
+            assert literal in shown
+        files = app.screen.query_one("#attachments", OptionList)
+        assert str(files.get_option_at_index(0).prompt).startswith("[red]ảnh[/].jpg  (")
+        assert "esrever" in shown and "\u202e" not in shown and "\x1b" not in shown
+        assert "[31m" not in shown and "evil.example" not in shown
+        await pilot.click("#thread")  # a click on the text runs no action from it
+        await settle(app, pilot)
+        assert app.is_running and isinstance(app.screen, DetailScreen)
+        assert app.screen.detail is not None and app.screen.detail.thread[0].hidden_chars > 0
+
+
+@aio
+async def test_main_screen_snapshot(ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    app = app_for(ledger)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        svg = app.export_screenshot(title="mailbridge ledger")
+    stored = SNAPSHOTS / "ledger_main.svg"
+    if os.environ.get("MAILBRIDGE_UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOTS.mkdir(exist_ok=True)
+        stored.write_text(svg, encoding="utf-8")
+    assert stored.is_file(), "no stored snapshot: run once with MAILBRIDGE_UPDATE_SNAPSHOTS=1"
+    assert svg == stored.read_text(encoding="utf-8")
+
+
+def test_access_by_os_account(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, "sqlite://")
+    access = resolve_access(settings, user="lan")
+    assert access.stations == ("ncs", "mlt") and access.actor("ncs") == "Nguyễn Thị Lan"
+    assert resolve_access(settings, user="binh").stations == ("ncs",)
+    assert resolve_access(settings, officer="Trần Văn Bình", user="x").stations == ("ncs",)
+    with pytest.raises(MailbridgeError, match=r"add mallory = .*stations.<id>.officers"):
+        resolve_access(settings, user="mallory")
+    with pytest.raises(MailbridgeError, match="stations.mlt.officers"):
+        resolve_access(settings, user="binh", station="mlt")
+
+
+def test_run_ledger_refuses_an_unlisted_os_account(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'ledger.db'}")
+    account = getpass.getuser()
+    assert account not in settings.stations["ncs"].officers
+    assert run_ledger(settings) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f'add {account} = "Officer name" to stations.<id>.officers' in err
+    assert not (tmp_path / "ledger.db").exists()  # refused before touching the ledger
