@@ -80,9 +80,9 @@ class DeliveryWorker:
         self.rng = rng or random.SystemRandom()
         self.batch = batch
         self.max_idle = max_idle
-        # Under a burst (a pass delivered something less than a second ago), wait this
-        # long after a wake-up so the burst goes out as one pass: one claim and one WAL
-        # checkpoint for many rows instead of one per tip. A lone tip goes at once.
+        # Under a burst (the last pass, less than a second ago, found several rows due),
+        # wait this long after a wake-up so the burst goes out as one pass: one claim and
+        # one WAL checkpoint for many rows instead of one per tip. A lone tip goes at once.
         self.settle = settle
         self._last_busy = -1e9
         timeouts = [s.smtp.timeout for s in settings.stations.values() if s.smtp]
@@ -140,7 +140,8 @@ class DeliveryWorker:
         claims = await asyncio.to_thread(self.store.claim_due, self.batch, self.lease)
         if not claims:
             return 0
-        self._last_busy = time.monotonic()
+        if len(claims) > 1:
+            self._last_busy = time.monotonic()
         slots = asyncio.Semaphore(self.concurrency)  # per pass: tests run passes in new loops
         results = await asyncio.gather(*(self._attempt(c, slots) for c in claims))
         await asyncio.to_thread(self.store.purge_freed)
