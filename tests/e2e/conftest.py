@@ -1,4 +1,4 @@
-"""Shared fixtures for end-to-end tests: one headless Chromium per session, a relay.
+"""Shared fixtures for end-to-end tests: one headless Chromium per module, a relay.
 
 The browser is Debian's /usr/bin/chromium driven by Playwright (never a downloaded
 browser), with the arguments this closed, root-run environment needs.
@@ -42,9 +42,13 @@ placements = [{ id = "cho", label = "Chợ phiên" }]
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """A headless Chromium for the whole session (start-up costs seconds)."""
+    """A headless Chromium shared by a module (start-up costs seconds).
+
+    Module scope, not session: Playwright's sync API keeps an asyncio loop running in
+    the main thread while it is open, and later tests that call asyncio.run() would fail.
+    """
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
