@@ -65,9 +65,11 @@ placements = [
 """
 
 SAMPLES = (
-    ("ncs", "cho", "Có người lạ mang nhiều gói hàng qua đường mòn sau chợ vào tối thứ bảy."),
-    ("ncs", "truong", "Thấy người bán thuốc lạ cho thanh niên gần cổng trường."),
-    ("pvs", "nha-van-hoa", "Nhà ông ở cuối bản có khách lạ ở lại nhiều ngày, không khai báo."),
+    ("ncs", "cho", "smuggling",
+     "Có người lạ mang nhiều gói hàng qua đường mòn sau chợ vào tối thứ bảy."),
+    ("ncs", "truong", "drugs", "Thấy người bán thuốc lạ cho thanh niên gần cổng trường."),
+    ("pvs", "nha-van-hoa", "residence",
+     "Nhà ông ở cuối bản có khách lạ ở lại nhiều ngày, không khai báo."),
 )
 
 
@@ -109,23 +111,28 @@ class _FormFields(HTMLParser):
             self.textareas.append(a["name"])
 
 
-def fill_form(page_html: str, page_url: str, text: str) -> tuple[str, dict[str, str]]:
+def fill_form(page_html: str, page_url: str, text: str,
+              choices: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
     """What a browser would post for this form page: (target URL, fields), with the
-    first category chosen and *text* in the first text area."""
+    first option of each choice unless *choices* names another, and *text* in the
+    first text area."""
     parser = _FormFields()
     parser.feed(page_html)
     fields = dict(parser.fields)
+    fields.update(choices or {})
     if parser.textareas:
         fields[parser.textareas[0]] = text
     target = urllib.parse.urljoin(page_url, parser.action) if parser.action else page_url
     return target, fields
 
 
-def submit_sample(base_url: str, station: str, placement: str, text: str) -> None:
+def submit_sample(base_url: str, station: str, placement: str, category: str,
+                  text: str) -> None:
     """Send one tip through the real form, as a phone would (no JavaScript)."""
     url = f"{base_url}/s/{station}/{placement}"
     with urllib.request.urlopen(url, timeout=10) as page:  # noqa: S310 (our own loopback URL)
-        target, fields = fill_form(page.read().decode("utf-8"), url, text)
+        target, fields = fill_form(page.read().decode("utf-8"), url, text,
+                                   {"category": category})
     data = urllib.parse.urlencode(fields).encode("utf-8")
     with urllib.request.urlopen(target, data=data, timeout=30) as reply:  # noqa: S310
         if reply.status != 200:
@@ -166,8 +173,8 @@ def run_demo(folder: Path, *, port: int = 8080, seed: int = 3, once: bool = Fals
     try:
         _wait_healthy(base, relay)
         before = sum(_count_mail(s.maildir) for s in settings.stations.values() if s.maildir)
-        for station, placement, text in (SAMPLES * (seed // len(SAMPLES) + 1))[:seed]:
-            submit_sample(base, station, placement, text)
+        for station, placement, category, text in (SAMPLES * (seed // len(SAMPLES) + 1))[:seed]:
+            submit_sample(base, station, placement, category, text)
         maildirs = [s.maildir for s in settings.stations.values() if s.maildir]
         deadline = time.monotonic() + 30
         while sum(_count_mail(m) for m in maildirs) < before + seed:
@@ -177,9 +184,12 @@ def run_demo(folder: Path, *, port: int = 8080, seed: int = 3, once: bool = Fals
             time.sleep(0.2)
         if once:
             subprocess.run([*cmd, "poll", "--once"], check=True, env=env)  # noqa: S603
+            print(f"\nmailbridge demo: {seed} sample tips sent, delivered and indexed; "
+                  "`make demo` keeps it running at:")
             _print_urls(settings, config, folder)
             return 0
         poller = subprocess.Popen([*cmd, "poll"], env=env)  # noqa: S603
+        print("\nmailbridge demo is running:")
         _print_urls(settings, config, folder)
         print("Press Ctrl-C to stop.", flush=True)
         relay.wait()
@@ -198,7 +208,6 @@ def run_demo(folder: Path, *, port: int = 8080, seed: int = 3, once: bool = Fals
 
 def _print_urls(settings: Settings, config: Path, folder: Path) -> None:
     base = settings.relay.public_url
-    print("\nmailbridge demo is running:")
     print(f"  station chooser   {base}/")
     for station in settings.stations.values():
         print(f"  {station.id} form        {base}/s/{station.id}")

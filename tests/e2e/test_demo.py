@@ -25,6 +25,8 @@ def test_demo_sends_indexes_and_prints_the_urls(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{folder / 'ledger.db'}")
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Tip)).scalar_one() == 3
+        categories = set(conn.execute(select(Tip.category)).scalars())
+        assert categories == {"smuggling", "drugs", "residence"}
     engine.dispose()
     # A second run reuses the config and adds three more tips.
     again = subprocess.run(
