@@ -65,15 +65,20 @@ async def closed_loop(base: str, clients: int, seconds: float) -> None:
 
 
 async def open_loop(base: str, rate: float, seconds: float) -> None:
-    latencies: list[float] = []
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200)) as client:
         tasks = []
         start = time.perf_counter()
         for n in range(int(rate * seconds)):
             await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
             tasks.append(asyncio.create_task(_one_tip(client, base, n)))
-        latencies = list(await asyncio.gather(*tasks))
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        latencies = [r for r in results if isinstance(r, float)]
+        failed = [r for r in results if not isinstance(r, float)]
         _report(f"offered {rate:.0f} tips/s", latencies, time.perf_counter() - start)
+        if failed:
+            kinds = sorted({type(f).__name__ for f in failed})
+            print(f"  {len(failed)} of {len(results)} tips failed on the client side: "
+                  f"{', '.join(kinds)}")
 
 
 def bench_mailbox(count: int) -> None:
