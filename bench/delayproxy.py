@@ -11,6 +11,7 @@ does). Runs its own asyncio loop in a thread; ``port`` is where clients connect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from types import TracebackType
 
@@ -82,8 +83,9 @@ class DelayProxy:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(self._pipe(reader, up_writer, None),
-                             self._pipe(up_reader, writer, stall), return_exceptions=True)
+        with contextlib.suppress(asyncio.CancelledError):  # shutting down: end quietly
+            await asyncio.gather(self._pipe(reader, up_writer, None),
+                                 self._pipe(up_reader, writer, stall), return_exceptions=True)
         for w in (writer, up_writer):
             w.close()
         if writer in self._clients:

@@ -29,7 +29,6 @@ from mailbridge.station.poller import sync
 from mailbridge.station.poller.imap import ImapConnection
 from tests.servers.mailstack import MailStack
 from tests.station.poller_helpers import (
-    PASSWORD,
     Ledger,
     append,
     imap_settings,

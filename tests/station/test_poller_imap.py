@@ -43,8 +43,14 @@ def test_officer_flags_elsewhere_become_events_and_seen_is_untouched(
         assert all(b"\\Seen" not in f[b"FLAGS"] for f in officer.fetch(uids, ["FLAGS"]).values())
         officer.add_flags([uids[0]], [b"\\Seen", b"\\Flagged"])
         officer.add_flags([uids[1]], [b"Verified"])
-    counts = ledger.poll(imap)
+    poller = ledger.poller(imap)
+    counts = poller.poll()
+    poller.conn.close()
     assert (counts.new, counts.flags) == (0, 2)
+    verbs = {" ".join(c.split()[:2]) if c.startswith("UID") else c.split()[0]
+             for c in poller.conn.sent}
+    assert verbs <= {"CAPABILITY", "LOGIN", "ENABLE", "STATUS", "EXAMINE", "NOOP",
+                     "UID SEARCH", "UID FETCH", "IDLE", "LOGOUT"}  # never SELECT or STORE
     with ledger.sessions() as s:
         details = sorted(e.detail for e in s.scalars(select(MailEvent).where(
             MailEvent.kind == "flags")))
@@ -73,8 +79,14 @@ def test_move_copy_expunge_and_delete_keep_every_tip(
         officer.copy([b], "Done")
         officer.delete_messages([b, c])
         officer.expunge()
-    counts = ledger.poll(imap)
+    poller = ledger.poller(imap)
+    counts = poller.poll()
+    poller.conn.close()
     assert (counts.new, counts.tips, counts.gone) == (0, 0, 3)
+    # Expunges arrive as QRESYNC VANISHED; no full UID listing was needed.
+    assert any("VANISHED" in c for c in poller.conn.sent)
+    assert not any(c.startswith("SEARCH ALL") or c.startswith("UID SEARCH ALL")
+                   for c in poller.conn.sent)
     assert ledger.count(Tip) == 3 and ledger.count(Message) == 3
     with ledger.sessions() as s:
         live = {(s.get(Message, loc.message_pk).ref, loc.folder)  # type: ignore[union-attr]
@@ -194,3 +206,27 @@ def test_threading_followups_replies_and_forged_tags(
     assert forged_row.tip_id is None and "not linked" in forged_row.warning
     assert odd_row.tip_id is None and odd_row.kind == MessageKind.OTHER.value
     assert the_tip.status == "new"
+
+
+def test_without_condstore_flags_and_expunges_come_from_a_diff(
+        mailstack: MailStack, address: str, ledger: Ledger) -> None:
+    """Servers without CONDSTORE/QRESYNC: a FLAGS diff and a UID diff find the same changes."""
+    append(mailstack, address, [tip(new_ref()) for _ in range(3)])
+    poller = ledger.poller(imap_settings(mailstack, address))
+    poller.conn.connect()
+    poller.conn.condstore = poller.conn.qresync = False  # as if the server lacked them
+    assert poller.poll().new == 3
+    with mailstack.imap_client(address, PASSWORD) as officer:
+        officer.select_folder("INBOX")
+        a, b, _c = sorted(officer.search("ALL"))
+        officer.add_flags([a], [b"\\Flagged"])
+        officer.delete_messages([b])
+        officer.expunge()
+    counts = poller.poll()
+    assert (counts.flags, counts.gone, counts.new) == (1, 1, 0)
+    with mailstack.imap_client(address, PASSWORD) as officer:
+        officer.select_folder("INBOX")
+        officer.add_flags([a], [b"Verified"])  # a flag change alone moves no counter
+    assert poller.poll().flags == 1
+    poller.conn.close()
+    assert not any("CHANGEDSINCE" in c for c in poller.conn.sent)

@@ -167,3 +167,13 @@ def test_folder_names_accept_modified_utf7() -> None:
 def test_maildir_names() -> None:
     assert parse_name("1700.M1P2.host:2,FS") == ("1700.M1P2.host", ("\\Flagged", "\\Seen"))
     assert parse_name("1700.M1P2.host") == ("1700.M1P2.host", ())
+
+
+def test_hostile_header_sizes_are_bounded_to_the_ledger_columns() -> None:
+    long_id = "<" + "x" * 900 + "@example.org>"
+    raw = plain("Re: [NCS-0001] ok", sender=("a" * 400) + "@example.org",
+                headers={"In-Reply-To": long_id, "References": f"{long_id} <ok@example.org>"})
+    ind = index_message(raw, relay_address=RELAY)
+    assert ind.in_reply_to == ""
+    assert ind.references == ("<ok@example.org>",)
+    assert len(ind.sender) <= 320

@@ -1,4 +1,4 @@
-"""``poll()`` as the CLI runs it: IMAP stations, once and forever (IDLE), on SQLite and PostgreSQL."""
+"""``poll()`` as the CLI runs it: IMAP stations, once and forever (IDLE), SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -135,3 +135,18 @@ def test_forever_indexes_an_smtp_delivery_via_idle(mailstack: MailStack, address
         ledger.close()
     assert not thread.is_alive()
     assert "1 tips" in out.getvalue()
+
+
+def test_forever_stops_a_misconfigured_station_with_exit_2(mailstack: MailStack, address: str,
+                                                           tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    station = _station(mailstack, address)
+    assert station.imap is not None
+    station = replace(station, imap=replace(station.imap, tls="tls",
+                                            ca_file=tmp_path / "missing.pem"))
+    out = io.StringIO()
+    code = poll(settings(f"sqlite:///{tmp_path}/l.db", tmp_path, {"ncs": station}), once=False,
+                console=Console(file=out, width=300))
+    assert code == 2
+    assert "imap.ca_file" in out.getvalue()

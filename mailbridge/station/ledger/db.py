@@ -3,7 +3,9 @@
 SQLite is the embedded default and gets WAL (officers read while the poller
 writes), enforced foreign keys and a busy timeout; PostgreSQL is used through
 psycopg 3 by URL. Migrations ship inside the package, so ``upgrade(url)`` works
-from any installed copy without an ``alembic.ini``.
+from any installed copy without an ``alembic.ini``. Error messages never carry
+SQL parameters (``hide_parameters``): a failed insert must not put tip text
+into a log.
 """
 
 from __future__ import annotations
@@ -71,12 +73,12 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
             args: dict[str, Any] = {"timeout": BUSY_TIMEOUT_MS / 1000}
             if immediate:
                 args["isolation_level"] = None  # we emit BEGIN ourselves
-            engine = create_engine(url, connect_args=args)
+            engine = create_engine(url, connect_args=args, hide_parameters=True)
             event.listen(engine, "connect", _sqlite_pragmas)
             if immediate:
                 event.listen(engine, "begin", _begin_immediate)
             return engine
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
     except (SQLAlchemyError, ImportError, OSError) as exc:
         raise LedgerError(f"cannot open the ledger database {url!r}: {exc}; check "
                           f"ledger.database in the config") from exc

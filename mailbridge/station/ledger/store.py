@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -143,6 +143,16 @@ class LedgerStore:
                     Location.station_id == self.station, Location.folder == folder,
                     Location.uidvalidity == uidvalidity, Location.gone.is_(False)))
                 return {uid: flags for uid, flags in rows}
+        except SQLAlchemyError as exc:
+            raise _ledger_error(exc) from exc
+
+    def live_count(self, folder: str, uidvalidity: int) -> int:
+        """How many messages the ledger believes are in the folder (one COUNT query)."""
+        try:
+            with self.sessions() as s:
+                return int(s.scalar(select(func.count()).select_from(Location).where(
+                    Location.station_id == self.station, Location.folder == folder,
+                    Location.uidvalidity == uidvalidity, Location.gone.is_(False))) or 0)
         except SQLAlchemyError as exc:
             raise _ledger_error(exc) from exc
 
@@ -296,8 +306,13 @@ class _Batch:
             messages[f.message_id] = msg
             fresh.append((msg, f))
         s.flush()
+        refs: list[dict[str, object]] = []
         for msg, f in fresh:
+            refs.extend({"message_pk": msg.id, "target": t}
+                        for t in (f.indexed.references if f.indexed else ()))
             self._extras(msg, f)
+        if refs:  # bulk (executemany): rows the ORM need not track
+            s.execute(insert(MessageRef), refs)
         self._link([msg for msg, _f in fresh], messages)
         self._locations(todo, messages, {id(m) for m, _f in fresh})
 
@@ -323,8 +338,6 @@ class _Batch:
     def _extras(self, msg: Message, f: Fetched) -> None:
         ind = f.indexed
         assert ind is not None
-        for target in ind.references:
-            self.s.add(MessageRef(message_pk=msg.id, target=target))
         keep_files = ind.is_relay
         for part in ind.attachments:
             digest = part.sha256
@@ -345,36 +358,60 @@ class _Batch:
     # -- threading ---------------------------------------------------------------
 
     def _link(self, fresh: list[Message], messages: dict[str, Message]) -> None:
-        """Link new messages to tips, then pull in earlier messages that name them."""
+        """Link new messages to tips, then pull in earlier messages that name them.
+
+        Batched: one query for referenced messages, one for tips by ref, one flush
+        for all new tips, two for the backfill; never a query per message.
+        """
         refs = {t for m in fresh for t in m.references.split()}
         known = self._messages(sorted(refs - set(messages)))
         known.update(messages)
-        queue = list(fresh)
-        while queue:
-            for msg in queue:
-                self._link_one(msg, known)
-            queue = self._backfill([m for m in queue if m.tip_id is not None], known)
+        self.tips: dict[str, Tip] = {}
+        self.refs_loaded = {m.ref for m in fresh if m.ref}
+        for part in _chunks(sorted(self.refs_loaded)):
+            self.tips.update({t.ref: t for t in self.s.scalars(select(Tip).where(
+                Tip.station_id == self.station, Tip.ref.in_(part)))})
+        self.tip_of: dict[str, Tip] = {}  # message_id -> tip, for links made in this batch
         for msg in fresh:
-            kind = msg.kind
-            if kind == MessageKind.TIP:
-                self.counts.tips += 1
-            elif kind == MessageKind.FOLLOWUP:
-                self.counts.followups += 1
-            elif kind == MessageKind.REPLY:
-                self.counts.replies += 1
-            elif kind == MessageKind.OTHER:
-                self.counts.other += 1
+            self._link_one(msg, known)
+        self.s.flush()  # new tips get their ids
+        for msg in fresh:
+            tip = self.tip_of.get(msg.message_id)
+            if tip is not None:
+                msg.tip_id = tip.id
+        queue = [m for m in fresh if m.tip_id is not None]
+        while queue:
+            backfilled = self._backfill(queue, known)
+            for msg in backfilled:
+                self._link_one(msg, known)
+                tip = self.tip_of.get(msg.message_id)
+                if tip is not None:
+                    msg.tip_id = tip.id
+            queue = [m for m in backfilled if m.tip_id is not None]
+        for msg in fresh:
+            name = {MessageKind.TIP: "tips", MessageKind.FOLLOWUP: "followups",
+                    MessageKind.REPLY: "replies", MessageKind.OTHER: "other"}.get(
+                MessageKind(msg.kind))
+            if name:
+                setattr(self.counts, name, getattr(self.counts, name) + 1)
 
-    def _tip_by_ref(self, ref: str) -> Tip | None:
-        return self.s.scalar(select(Tip).where(Tip.station_id == self.station, Tip.ref == ref))
+    def _tip_by_id(self, tip_id: int | None) -> Tip | None:
+        return self.s.get(Tip, tip_id) if tip_id is not None else None
+
+    def _tip_by_refs(self, msg: Message, known: dict[str, Message]) -> Tip | None:
+        for target in reversed(msg.references.split()):
+            if target in self.tip_of:
+                return self.tip_of[target]
+            if target in known and known[target].tip_id is not None:
+                return self._tip_by_id(known[target].tip_id)
+        return None
 
     def _link_one(self, msg: Message, known: dict[str, Message]) -> None:
         if msg.tip_id is not None or msg.kind not in LINKABLE:
             return
-        by_refs = next((known[t].tip_id for t in reversed(msg.references.split())
-                        if t in known and known[t].tip_id is not None), None)
+        tip = self._tip_by_refs(msg, known)
         if msg.kind in (MessageKind.TIP, MessageKind.FOLLOWUP):
-            tip = self.s.get(Tip, by_refs) if by_refs else self._tip_by_ref(msg.ref)
+            tip = tip or self.tips.get(msg.ref) or self._tip_by_ref(msg.ref)
             if tip is None:
                 tip = self._new_tip(msg)
             elif msg.kind == MessageKind.TIP and tip.message_pk != msg.id:
@@ -384,19 +421,26 @@ class _Batch:
                     tip.message_pk, tip.subject = msg.id, msg.subject
                     tip.preview = self._preview(msg)
                     tip.received_hour = msg.received_hour or tip.received_hour
-            msg.tip_id = tip.id
+            self.tip_of[msg.message_id] = tip
             return
-        if by_refs is not None:
-            msg.tip_id, msg.kind = by_refs, MessageKind.REPLY.value
-            return
-        if msg.ref and msg.kind in (MessageKind.OTHER, MessageKind.REPLY):
+        if tip is None and msg.ref:
             if msg.sender != self.store.mailbox:
                 msg.warning = (f"subject names {msg.ref} but the sender is not the station "
                                f"mailbox: not linked")
                 return
-            tip = self._tip_by_ref(msg.ref)
-            if tip is not None:
-                msg.tip_id, msg.kind = tip.id, MessageKind.REPLY.value
+            tip = self.tips.get(msg.ref) or self._tip_by_ref(msg.ref)
+        if tip is not None:
+            msg.kind = MessageKind.REPLY.value
+            self.tip_of[msg.message_id] = tip
+
+    def _tip_by_ref(self, ref: str) -> Tip | None:
+        if not ref or ref in self.tips or ref in self.refs_loaded:
+            return self.tips.get(ref)
+        tip = self.s.scalar(select(Tip).where(Tip.station_id == self.station, Tip.ref == ref))
+        self.refs_loaded.add(ref)
+        if tip is not None:
+            self.tips[ref] = tip
+        return tip
 
     def _new_tip(self, msg: Message) -> Tip:
         hour = msg.received_hour or utcnow().replace(minute=0, second=0, microsecond=0)
@@ -410,7 +454,7 @@ class _Batch:
                   received_hour=hour, subject=msg.subject, preview=self._preview(msg),
                   status=Status.NEW.value, status_reason="", assignee="", updated_at=utcnow())
         self.s.add(tip)
-        self.s.flush()
+        self.tips[msg.ref] = tip
         return tip
 
     def _preview(self, msg: Message) -> str:
@@ -419,25 +463,24 @@ class _Batch:
 
     def _backfill(self, linked: list[Message], known: dict[str, Message]) -> list[Message]:
         """Earlier messages that reply to *linked* ones, or carry their tip's ref."""
-        if not linked:
-            return []
         by_id = {m.message_id: m for m in linked}
         found: dict[int, Message] = {}
-        for part in _chunks(sorted(by_id)):
-            rows = self.s.scalars(select(Message).join(
-                MessageRef, MessageRef.message_pk == Message.id).where(
-                MessageRef.target.in_(part), Message.tip_id.is_(None),
-                Message.kind.in_(LINKABLE)))
-            found.update({m.id: m for m in rows})
-        refs = sorted({m.ref for m in linked if m.ref})
-        for part in _chunks(refs):
-            rows = self.s.scalars(select(Message).where(
-                Message.station_id == self.station, Message.ref.in_(part),
-                Message.tip_id.is_(None), Message.kind.in_(LINKABLE)))
-            found.update({m.id: m for m in rows})
+        with self.s.no_autoflush:
+            for part in _chunks(sorted(by_id)):
+                rows = self.s.scalars(select(Message).join(
+                    MessageRef, MessageRef.message_pk == Message.id).where(
+                    MessageRef.target.in_(part), Message.tip_id.is_(None),
+                    Message.kind.in_(LINKABLE)))
+                found.update({m.id: m for m in rows})
+            refs = sorted({m.ref for m in linked if m.ref})
+            for part in _chunks(refs):
+                rows = self.s.scalars(select(Message).where(
+                    Message.station_id == self.station, Message.ref.in_(part),
+                    Message.tip_id.is_(None), Message.kind.in_(LINKABLE)))
+                found.update({m.id: m for m in rows})
         for m in found.values():
             known[m.message_id] = m
-        return list(found.values())
+        return [m for m in found.values() if m.message_id not in self.tip_of]
 
     # -- locations ---------------------------------------------------------------
 
@@ -451,6 +494,8 @@ class _Batch:
                     Location.message_pk, Location.folder, Location.gone).where(
                     Location.message_pk.in_(part))):
                 where.setdefault(pk, []).append((folder, gone))
+        locations: list[dict[str, object]] = []
+        events: list[dict[str, object]] = []
         for f in todo:
             msg = messages.get(f.message_id)
             if msg is None:
@@ -462,17 +507,24 @@ class _Batch:
                     kind, detail = "copied", f"also in {live[0]}"
                 else:
                     kind, detail = "moved", f"from {seen[-1][0]}" if seen else ""
-                s.add(MailEvent(station_id=self.station, message_pk=msg.id, kind=kind,
-                                folder=self.folder, detail=detail))
+                events.append({"message_pk": msg.id, "kind": kind, "detail": detail})
             elif id(msg) not in fresh:
                 self.counts.rebound += 1
             elif seen:
-                s.add(MailEvent(station_id=self.station, message_pk=msg.id, kind="copied",
-                                folder=self.folder, detail=f"also in {seen[0][0]}"))
-            s.add(Location(message_pk=msg.id, station_id=self.station, folder=self.folder,
-                           uidvalidity=self.uidvalidity, uid=f.uid, flags=flag_text(f.flags),
-                           modseq=f.modseq, gone=False, gone_at=None))
+                events.append({"message_pk": msg.id, "kind": "copied",
+                               "detail": f"also in {seen[0][0]}"})
+            locations.append({"message_pk": msg.id, "station_id": self.station,
+                              "folder": self.folder, "uidvalidity": self.uidvalidity,
+                              "uid": f.uid, "flags": flag_text(f.flags), "modseq": f.modseq,
+                              "gone": False, "gone_at": None})
             seen.append((self.folder, False))
+        s.flush()
+        if locations:
+            s.execute(insert(Location), locations)
+        now = utcnow()
+        if events:
+            s.execute(insert(MailEvent), [{**e, "station_id": self.station, "folder": self.folder,
+                                           "at": now} for e in events])
 
 
 def _ledger_error(exc: SQLAlchemyError) -> LedgerError:

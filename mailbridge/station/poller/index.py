@@ -255,9 +255,11 @@ def index_message(raw: bytes, *, relay_address: str, size: int | None = None,
     if "@" not in message_id or len(message_id) > 500:
         message_id = synthetic_message_id(digest)
     senders = getaddresses([header("From")])
-    sender = senders[0][1].strip().lower() if senders else ""
-    in_reply_to = next(iter(message_ids(header("In-Reply-To"))), "")
-    references = message_ids(header("References") + " " + in_reply_to)[:MAX_REFS]
+    sender = senders[0][1].strip().lower()[:320] if senders else ""
+    # Bounded to the ledger's column sizes: one hostile header must not fail a batch.
+    in_reply_to = next((i for i in message_ids(header("In-Reply-To")) if len(i) <= 500), "")
+    references = tuple(i for i in message_ids(header("References") + " " + in_reply_to)
+                       if len(i) <= 500)[-MAX_REFS:]
     contract = parse_contract(cast(EmailMessage, msg))
     is_relay = contract is not None and sender == relay_address.strip().lower()
     text, attachments = ("", ()) if headers_only else _body(msg, problems)
@@ -272,10 +274,10 @@ def index_message(raw: bytes, *, relay_address: str, size: int | None = None,
     if is_relay and contract is not None:
         return replace(
             base, kind=MessageKind.FOLLOWUP if references else MessageKind.TIP,
-            ref=contract.ref, category=contract.category_id, placement=contract.placement_id,
+            ref=contract.ref[:32], category=contract.category_id, placement=contract.placement_id,
             contract_station=contract.station_id, tip_text=_tip_text(text),
             warning="too large: only the header was indexed" if headers_only else "")
     tag = _SUBJECT_TAG.search(subject)
     ref = tag.group(1).upper() if tag and is_ref(tag.group(1).upper()) else ""
     return replace(base, kind=MessageKind.PLACEHOLDER if headers_only else MessageKind.OTHER,
-                   ref=ref)
+                   ref=ref[:32])

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import (
@@ -24,7 +22,7 @@ from rich.progress import (
 )
 
 from ...config import Settings, Station
-from ...errors import ConfigError, LedgerError, PollError
+from ...errors import ConfigError, LedgerError, MailbridgeError, PollError
 from ..ledger.db import make_engine, session_factory, upgrade
 from ..ledger.store import Counts, LedgerStore
 from .imap import ImapConnection
@@ -78,6 +76,7 @@ class StationPoller:
             self.maildir = MaildirPoller(station.maildir, store, relay_address=relay,
                                          max_message_bytes=max_bytes)
         self.progress = progress
+        self.error: MailbridgeError | None = None
 
     def report(self, counts: Counts) -> None:
         self.console.print(f"poll {self.station.id}: {counts.line()}", highlight=False)
@@ -92,6 +91,14 @@ class StationPoller:
         return self.maildir.poll(self.progress)
 
     def run_forever(self, stop: threading.Event) -> None:
+        """Run until *stop*; a configuration error ends this station (kept in ``error``)."""
+        try:
+            self._run_forever(stop)
+        except MailbridgeError as exc:
+            self.error = exc
+            self.console.print(f"poll {self.station.id}: stopped: {exc}", highlight=False)
+
+    def _run_forever(self, stop: threading.Event) -> None:
         if self.imap is not None:
             self.imap.run_forever(stop=stop.is_set, report=self.report)
             return
@@ -156,8 +163,7 @@ def _once(pollers: list[StationPoller], console: Console) -> int:
     return 3 if failed else 0
 
 
-def _forever(pollers: list[StationPoller], stop: threading.Event,
-             sleep: Callable[[float], None] = time.sleep) -> int:
+def _forever(pollers: list[StationPoller], stop: threading.Event) -> int:
     threads = [threading.Thread(target=p.run_forever, args=(stop,), daemon=True,
                                 name=f"poll-{p.station.id}") for p in pollers]
     for t in threads:
@@ -167,4 +173,4 @@ def _forever(pollers: list[StationPoller], stop: threading.Event,
             stop.wait(1.0)
     except KeyboardInterrupt:
         stop.set()
-    return 0
+    return max((p.error.exit_code for p in pollers if p.error is not None), default=0)

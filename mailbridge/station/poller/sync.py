@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ...core.message import message_ids
@@ -33,6 +34,8 @@ SMALL = 256 * 1024      # above this a message is fetched on its own (bounded me
 FLAG_CHUNK = 5000
 IDLE_RENEW = 9 * 60.0   # renew IDLE well inside the 29-minute rule (RFC 2177)
 Progress = Callable[[str, int, int], None]  # folder, done, total
+# uid, FETCH data, raw bytes, real size (when only the header was fetched), headers_only
+RawMessage = tuple[int, dict[bytes, object], bytes, int | None, bool]
 
 
 @dataclass
@@ -79,9 +82,9 @@ class ImapPoller:
         counts = Counts()
         cur = store.cursor(folder)
         st = conn.status(folder)
-        if (cur.uidvalidity == st.uidvalidity and cur.uidnext == st.uidnext
-                and cur.message_count == st.messages
-                and (not conn.condstore or cur.highestmodseq == st.highestmodseq)):
+        # Without CONDSTORE a flag change shows in no counter: then always diff FLAGS.
+        if (conn.condstore and cur.uidvalidity == st.uidvalidity and cur.uidnext == st.uidnext
+                and cur.message_count == st.messages and cur.highestmodseq == st.highestmodseq):
             return counts
         sel = conn.examine(folder)
         rebinding = bool(cur.uidvalidity) and cur.uidvalidity != sel.uidvalidity
@@ -98,10 +101,9 @@ class ImapPoller:
             counts.add(self._index_new(folder, sel.uidvalidity, new, rebinding))
         if known_before:
             counts.add(self._changes(folder, sel, cur))
-        live = store.live_flags(folder, sel.uidvalidity)
-        if len(live) != sel.messages:
+        if store.live_count(folder, sel.uidvalidity) != sel.messages:
             server = set(conn.search("ALL"))
-            gone = set(live) - server
+            gone = set(store.live_flags(folder, sel.uidvalidity)) - server
             if gone:
                 counts.add(store.mark_gone(folder, sel.uidvalidity, gone))
         store.finish(folder, Cursor(sel.uidvalidity, max([cur.last_uid, *new]),
@@ -141,20 +143,41 @@ class ImapPoller:
 
     def _index_new(self, folder: str, uidvalidity: int, uids: list[int],
                    rebinding: bool) -> Counts:
+        """Fetch chunk k+1 while chunk k is parsed and committed (one fetch in flight)."""
         counts = Counts()
         big = set(self.conn.search("UID", f"{uids[0]}:*", "LARGER", str(SMALL))) & set(uids)
-        for i in range(0, len(uids), CHUNK):
-            chunk = uids[i:i + CHUNK]
-            items = self._fetch_chunk(chunk, big, rebinding)
-            counts.add(self.store.add_batch(folder, uidvalidity, items, chunk[-1],
-                                            rebinding=rebinding))
-            if self.progress:
-                self.progress(folder, i + len(chunk), len(uids))
+        chunks = [uids[i:i + CHUNK] for i in range(0, len(uids), CHUNK)]
+        done = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool:
+            pending = pool.submit(self._fetch_chunk, chunks[0], big, rebinding)
+            for k, chunk in enumerate(chunks):
+                fetched = pending.result()
+                if k + 1 < len(chunks):
+                    pending = pool.submit(self._fetch_chunk, chunks[k + 1], big, rebinding)
+                counts.add(self.store.add_batch(folder, uidvalidity, self._parse_all(fetched),
+                                                chunk[-1], rebinding=rebinding))
+                done += len(chunk)
+                if self.progress:
+                    self.progress(folder, done, len(uids))
         return counts
 
-    def _fetch_chunk(self, chunk: Sequence[int], big: set[int], rebinding: bool) -> list[Fetched]:
+    def _parse_all(self, fetched: list[Fetched | RawMessage]) -> list[Fetched]:
+        items = [f for f in fetched if isinstance(f, Fetched)]
+        for f in fetched:
+            if isinstance(f, Fetched):
+                continue
+            uid, d, raw, size, headers_only = f
+            ind = index_message(raw, relay_address=self.relay_address, size=size,
+                                headers_only=headers_only)
+            items.append(Fetched(uid, _flags(d), ind.message_id, ind,
+                                 raw if ind.problems else None, _modseq(d)))
+        return sorted(items, key=lambda f: f.uid)
+
+    def _fetch_chunk(self, chunk: Sequence[int], big: set[int],
+                     rebinding: bool) -> list[Fetched | RawMessage]:
+        """Network only (runs in the fetch thread); parsing happens in the caller."""
         conn = self.conn
-        items: list[Fetched] = []
+        items: list[Fetched | RawMessage] = []
         todo = list(chunk)
         extra = ["MODSEQ"] if conn.condstore else []
         if rebinding:
@@ -170,12 +193,12 @@ class ImapPoller:
         data, _v = conn.fetch(small, ["UID", "FLAGS", "BODY.PEEK[]", *extra])
         for uid in small:
             if uid in data:
-                items.append(self._indexed(uid, data[uid], _body(data[uid])))
+                items.append((uid, data[uid], _body(data[uid]), None, False))
         for uid in (u for u in todo if u in big):
             items.extend(self._fetch_big(uid, extra))
-        return sorted(items, key=lambda f: f.uid)
+        return sorted(items, key=lambda f: f.uid if isinstance(f, Fetched) else f[0])
 
-    def _fetch_big(self, uid: int, extra: list[str]) -> list[Fetched]:
+    def _fetch_big(self, uid: int, extra: list[str]) -> list[RawMessage]:
         data, _v = self.conn.fetch([uid], ["UID", "FLAGS", "RFC822.SIZE", *extra])
         if uid not in data:
             return []
@@ -183,18 +206,11 @@ class ImapPoller:
         if size > self.max_bytes:
             head, _v = self.conn.fetch([uid], ["UID", "BODY.PEEK[HEADER]"])
             raw = head.get(uid, {}).get(b"BODY[HEADER]", b"") or b""
-            return [self._indexed(uid, data[uid], raw, size=size, headers_only=True)]
+            return [(uid, data[uid], raw, size, True)]
         body, _v = self.conn.fetch([uid], ["UID", "BODY.PEEK[]"])
         if uid not in body:
             return []
-        return [self._indexed(uid, data[uid], _body(body[uid]))]
-
-    def _indexed(self, uid: int, d: dict[bytes, object], raw: bytes, *, size: int | None = None,
-                 headers_only: bool = False) -> Fetched:
-        ind = index_message(raw, relay_address=self.relay_address, size=size,
-                            headers_only=headers_only)
-        return Fetched(uid, _flags(d), ind.message_id, ind, raw if ind.problems else None,
-                       _modseq(d))
+        return [(uid, data[uid], _body(body[uid]), None, False)]
 
     # -- forever --------------------------------------------------------------------
 
