@@ -11,13 +11,10 @@ networks are emulated through CDP. Prints numbers; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import gzip
 import re
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,8 +25,8 @@ import httpx
 from playwright.sync_api import sync_playwright
 
 from mailbridge.config import load_config
-from mailbridge.relay.server import run_relay
 from mailbridge.relay.web import CSS
+from tests.e2e.support import HOTLINE_STATION, relay_in_thread, relay_toml
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -39,22 +36,7 @@ NETWORKS = {
     "2G (300 ms, 250/50 kbit/s)": (300, 250_000 / 8, 50_000 / 8),
     "3G (100 ms, 750/250 kbit/s)": (100, 750_000 / 8, 250_000 / 8),
 }
-CONFIG = """
-[relay]
-address = "tips@relay.example.test"
-domain = "relay.example.test"
-database = "sqlite:///relay.db"
-secret_env = "MB_SECRET"
-rate_limit_per_hour = 100000
-
-[[stations]]
-id = "ncs"
-name = "Đồn Biên phòng Nậm Cha"
-mailbox = "tips@ncs.example.test"
-maildir = "mail/ncs"
-hotline = "0213 3888 999"
-placements = [{ id = "cho", label = "Chợ phiên" }]
-"""
+CONFIG = relay_toml(HOTLINE_STATION, secret_env="MB_SECRET")
 NAV_TIMING = """() => { const n = performance.getEntriesByType("navigation")[0];
   return {response: n.responseEnd,
           interactive: n.domInteractive, load: n.loadEventEnd}; }"""
@@ -64,24 +46,8 @@ NAV_TIMING = """() => { const n = performance.getEntriesByType("navigation")[0];
 def relay(folder: Path) -> Iterator[str]:
     (folder / "mailbridge.toml").write_text(CONFIG, encoding="utf-8")
     settings = load_config(folder / "mailbridge.toml", env={"MB_SECRET": "bench-" + "x" * 40})
-    settings = dataclasses.replace(settings,
-                                   relay=dataclasses.replace(settings.relay, listen_port=0))
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ports: list[int] = []
-    thread = threading.Thread(target=lambda: loop.run_until_complete(
-        run_relay(settings, ready=ports.append, stop=stop)), daemon=True)
-    thread.start()
-    while not ports:
-        if not thread.is_alive():
-            raise SystemExit("the relay did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{ports[0]}"
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(20)
-        loop.close()
+    with relay_in_thread(settings) as base:
+        yield base
 
 
 def weights(base: str) -> None:

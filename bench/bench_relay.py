@@ -18,7 +18,13 @@ import httpx
 
 from mailbridge.core.receipts import ReceiptHasher, derive_key, new_receipt_code
 from mailbridge.demo import fill_form
-from tests.e2e.support import MAILDIR_STATION, RelayProcess, free_port, write_config
+from tests.e2e.support import (
+    MAILDIR_STATION,
+    RelayProcess,
+    free_port,
+    smtp_station,
+    write_config,
+)
 
 
 def bench_hash(n: int = 200) -> None:
@@ -93,20 +99,7 @@ def bench_mailbox(count: int) -> None:
     try:
         stack.add_user("station1@example.test", "secret")
         port = free_port()
-        config = write_config(root / "relay", port, f"""
-[[stations]]
-id = "ncs"
-name = "Bench"
-mailbox = "station1@example.test"
-placements = [{{ id = "cho", label = "Chợ" }}]
-[stations.smtp]
-host = "127.0.0.1"
-port = {stack.smtp_port}
-tls = "starttls"
-username = "station1@example.test"
-password_env = "STATION_SMTP_PASSWORD"
-ca_file = "{stack.ca_file}"
-""")
+        config = write_config(root / "relay", port, smtp_station(stack))
         with (root / "relay" / ".env").open("a") as env:
             env.write("STATION_SMTP_PASSWORD=secret\n")
         relay = RelayProcess(config, port).start()

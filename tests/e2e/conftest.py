@@ -6,17 +6,14 @@ browser), with the arguments this closed, root-run environment needs.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mailbridge.config import load_config
-from mailbridge.relay.server import run_relay
+from tests.e2e.support import HOTLINE_STATION, relay_in_thread, relay_toml
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -24,22 +21,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SECRET = "browser-test-secret-" + "b" * 32
-RELAY_CONFIG = """
-[relay]
-address = "tips@relay.example.test"
-domain = "relay.example.test"
-database = "sqlite:///relay.db"
-secret_env = "MB_SECRET"
-rate_limit_per_hour = 1000
-
-[[stations]]
-id = "ncs"
-name = "Đồn Biên phòng Nậm Cha"
-mailbox = "tips@ncs.example.test"
-maildir = "mail/ncs"
-hotline = "0213 3888 999"
-placements = [{ id = "cho", label = "Chợ phiên" }]
-"""
+RELAY_CONFIG = relay_toml(HOTLINE_STATION, secret_env="MB_SECRET", rate=1000)
 
 
 @pytest.fixture(scope="module")
@@ -78,19 +60,5 @@ def running_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningR
     folder = tmp_path_factory.mktemp("relay")
     (folder / "mailbridge.toml").write_text(RELAY_CONFIG, encoding="utf-8")
     settings = load_config(folder / "mailbridge.toml", env={"MB_SECRET": SECRET})
-    settings = dataclasses.replace(
-        settings, relay=dataclasses.replace(settings.relay, listen_port=0))
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ports: list[int] = []
-    thread = threading.Thread(target=lambda: loop.run_until_complete(
-        run_relay(settings, ready=ports.append, stop=stop)), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not ports:
-        assert thread.is_alive() and time.monotonic() < deadline, "the relay did not start"
-        time.sleep(0.02)
-    yield RunningRelay(f"http://127.0.0.1:{ports[0]}", folder)
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(20)
-    loop.close()
+    with relay_in_thread(settings) as base:
+        yield RunningRelay(base, folder)

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from mailbridge.config import Settings
 from mailbridge.demo import fill_form
+from mailbridge.relay.server import run_relay
+from tests.servers.mailstack import MailStack
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "e2e-secret-" + "k" * 32
@@ -29,27 +37,6 @@ def free_port() -> int:
         return port
 
 
-def write_config(folder: Path, port: int, stations: str) -> Path:
-    """A relay config under *folder* (its database, logs and Maildirs stay there)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "mailbridge.toml"
-    path.write_text(f"""
-[relay]
-address = "tips@relay.example.test"
-domain = "relay.example.test"
-database = "sqlite:///relay.db"
-secret_env = "MAILBRIDGE_SECRET"
-listen_port = {port}
-rate_limit_per_hour = 100000
-
-[ledger]
-database = "sqlite:///ledger.db"
-{stations}
-""", encoding="utf-8")
-    (folder / ".env").write_text(f"MAILBRIDGE_SECRET={SECRET}\n", encoding="utf-8")
-    return path
-
-
 MAILDIR_STATION = """
 [[stations]]
 id = "ncs"
@@ -58,6 +45,78 @@ mailbox = "tips@ncs.example.test"
 maildir = "mail/ncs"
 placements = [{ id = "cho", label = "Chợ phiên" }]
 """
+HOTLINE_STATION = MAILDIR_STATION.replace('maildir = "mail/ncs"',
+                                          'maildir = "mail/ncs"\nhotline = "0213 3888 999"')
+
+
+def relay_toml(stations: str = MAILDIR_STATION, *, secret_env: str = "MAILBRIDGE_SECRET",
+               port: int | None = None, rate: int = 100000, extra: str = "") -> str:
+    """The relay configuration every relay test starts from; *extra* adds [relay] keys."""
+    listen = f"listen_port = {port}\n" if port is not None else ""
+    return f"""
+[relay]
+address = "tips@relay.example.test"
+domain = "relay.example.test"
+database = "sqlite:///relay.db"
+secret_env = "{secret_env}"
+rate_limit_per_hour = {rate}
+{listen}{extra}
+[ledger]
+database = "sqlite:///ledger.db"
+{stations}"""
+
+
+def write_config(folder: Path, port: int, stations: str) -> Path:
+    """A relay config under *folder* (its database, logs and Maildirs stay there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mailbridge.toml"
+    path.write_text(relay_toml(stations, port=port), encoding="utf-8")
+    (folder / ".env").write_text(f"MAILBRIDGE_SECRET={SECRET}\n", encoding="utf-8")
+    return path
+
+
+def smtp_station(stack: MailStack, prefix: str = "NCS") -> str:
+    """A station that delivers through the test mail stack's Postfix (STARTTLS + AUTH);
+    its config's .env must set STATION_SMTP_PASSWORD=secret."""
+    return f"""
+[[stations]]
+id = "ncs"
+name = "Đồn Biên phòng Nậm Cha"
+ref_prefix = "{prefix}"
+mailbox = "station1@example.test"
+placements = [{{ id = "cho", label = "Chợ phiên" }}]
+[stations.smtp]
+host = "127.0.0.1"
+port = {stack.smtp_port}
+tls = "starttls"
+username = "station1@example.test"
+password_env = "STATION_SMTP_PASSWORD"
+ca_file = "{stack.ca_file}"
+"""
+
+
+@contextmanager
+def relay_in_thread(settings: Settings) -> Iterator[str]:
+    """The whole relay (form + delivery worker) in a thread on a free port; yields its URL."""
+    settings = dataclasses.replace(settings,
+                                   relay=dataclasses.replace(settings.relay, listen_port=0))
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    ports: list[int] = []
+    thread = threading.Thread(target=lambda: loop.run_until_complete(
+        run_relay(settings, ready=ports.append, stop=stop)), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not ports:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise AssertionError("the relay did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{ports[0]}"
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(20)
+        loop.close()
 
 
 @dataclass

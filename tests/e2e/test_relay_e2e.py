@@ -12,28 +12,17 @@ import httpx
 import pytest
 
 from mailbridge.core.receipts import parse_receipt
-from tests.e2e.support import RelayProcess, free_port, submit, wait_for, write_config
+from tests.e2e.support import (
+    RelayProcess,
+    free_port,
+    smtp_station,
+    submit,
+    wait_for,
+    write_config,
+)
 from tests.servers.mailstack import MailStack
 
 TIP = "Có người lạ mang nhiều gói hàng qua đường mòn sau chợ vào tối thứ bảy."
-
-
-def _smtp_station(stack: MailStack, prefix: str) -> str:
-    return f"""
-[[stations]]
-id = "ncs"
-name = "Đồn Biên phòng Nậm Cha"
-ref_prefix = "{prefix}"
-mailbox = "station1@example.test"
-placements = [{{ id = "cho", label = "Chợ phiên" }}]
-[stations.smtp]
-host = "127.0.0.1"
-port = {stack.smtp_port}
-tls = "starttls"
-username = "station1@example.test"
-password_env = "STATION_SMTP_PASSWORD"
-ca_file = "{stack.ca_file}"
-"""
 
 
 def _fetch_by_ref(stack: MailStack, ref: str) -> EmailMessage:
@@ -58,7 +47,7 @@ def test_form_to_station_mailbox_through_postfix_and_dovecot(
         tmp_path: Path, mailstack: MailStack) -> None:
     prefix = "E" + secrets.token_hex(3).upper()
     port = free_port()
-    config = write_config(tmp_path, port, _smtp_station(mailstack, prefix))
+    config = write_config(tmp_path, port, smtp_station(mailstack, prefix))
     with (tmp_path / ".env").open("a") as env:
         env.write("STATION_SMTP_PASSWORD=secret\n")
     relay = RelayProcess(config, port).start()

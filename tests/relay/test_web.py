@@ -28,31 +28,16 @@ from mailbridge.config import Settings, load_config
 from mailbridge.core.receipts import ReceiptHasher, derive_key, parse_receipt
 from mailbridge.relay.store import RelayStore
 from mailbridge.relay.web import create_app
+from tests.e2e.support import HOTLINE_STATION, relay_toml
 
 SECRET = "web-test-secret-" + "s" * 32
-CONFIG = """
-[relay]
-address = "tips@relay.example.test"
-domain = "relay.example.test"
-database = "sqlite:///relay.db"
-secret_env = "MB_SECRET"
-rate_limit_per_hour = 1000
-max_text_chars = 2000
-
-[[stations]]
-id = "ncs"
-name = "Đồn Biên phòng Nậm Cha"
-mailbox = "tips@ncs.example.test"
-maildir = "mail/ncs"
-hotline = "0213 3888 999"
-placements = [{ id = "cho", label = "Chợ phiên" }]
-
+CONFIG = relay_toml(HOTLINE_STATION + """
 [[stations]]
 id = "pvs"
 name = "Đồn Biên phòng Pa Vây Sử"
 mailbox = "tips@pvs.example.test"
 maildir = "mail/pvs"
-"""
+""", secret_env="MB_SECRET", rate=1000, extra="max_text_chars = 2000\n")
 CODE = re.compile(r"class=code>(\d{4} \d{4} \d{4} \d{4})<")
 REF = re.compile(r"\b(NCS-\d{4})\b")
 TOKEN = re.compile(r'name=t value="([^"]+)"')

@@ -21,29 +21,16 @@ import pytest
 
 from mailbridge.config import load_config
 from mailbridge.relay.server import TracebackWithoutText, _bind, run_relay
+from tests.e2e.support import relay_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "server-test-secret-" + "q" * 32
-CONFIG = """
-[relay]
-address = "tips@relay.example.test"
-domain = "relay.example.test"
-database = "sqlite:///relay.db"
-secret_env = "MB_SECRET"
-listen_port = {port}
 
-[[stations]]
-id = "ncs"
-name = "Đồn Biên phòng Nậm Cha"
-mailbox = "tips@ncs.example.test"
-maildir = "mail/ncs"
-placements = [{{ id = "cho", label = "Chợ phiên" }}]
-"""
 
 
 def write_config(folder: Path, port: int = 8080) -> Path:
     path = folder / "mailbridge.toml"
-    path.write_text(CONFIG.format(port=port), encoding="utf-8")
+    path.write_text(relay_toml(secret_env="MB_SECRET", port=port), encoding="utf-8")
     return path
 
 
