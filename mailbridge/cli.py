@@ -8,6 +8,7 @@ later), 4 a bug (versions printed, please report).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import traceback
@@ -152,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mailbridge: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:  # `mailbridge report --format csv | head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except Exception:  # a bug: say so, with what a report needs
         traceback.print_exc()
