@@ -5,7 +5,8 @@ Prints, for one seeded mailbox of N messages (default 20,000):
   same mailbox in the same run, on loopback and through a 50 ms RTT delay proxy;
 - an unchanged poll: IMAP commands sent and time;
 - delivery-to-ledger latency via IDLE (SMTP accept -> tip row);
-- RSS while indexing, sampled over the message count (should stay flat).
+- RSS while indexing (the poller and its parser process), sampled over the
+  message count (should stay flat).
 
     .venv/bin/python bench/bench_poller.py [--messages 20000] [--rtt 0.05]
 """
@@ -13,6 +14,7 @@ Prints, for one seeded mailbox of N messages (default 20,000):
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import smtplib
 import statistics
@@ -45,11 +47,27 @@ from tests.station.poller_helpers import (  # noqa: E402
 ADDRESS = "bench@example.test"
 
 
+def _rss_kib(pid: str) -> int:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in lines if line.startswith("VmRSS:")), 0)
+
+
 def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """This process plus the poller's parser process (its child), in MiB."""
+    me = str(os.getpid())
+    children = [p.parent.name for p in Path("/proc").glob("[0-9]*/stat") if _is_parser(p, me)]
+    return (_rss_kib(me) + sum(_rss_kib(c) for c in children)) / 1024
+
+
+def _is_parser(stat: Path, parent: str) -> bool:
+    try:
+        ppid = stat.read_text().rpartition(")")[2].split()[1]
+        return ppid == parent and b"poller.worker" in (stat.parent / "cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False
 
 
 def messages(n: int) -> list[bytes]:

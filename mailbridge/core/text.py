@@ -20,9 +20,8 @@ _ANSI = re.compile(
     r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])"
     r"|\x9b[0-?]*[ -/]*[@-~]"
 )
-# Every other line break Unicode knows (CR, NEL, LS, PS, VT, FF) becomes a plain newline.
-_NEWLINES = str.maketrans({"\r": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n",
-                           "\x0b": "\n", "\x0c": "\n"})
+# CRLF and every other line break Unicode knows (CR, NEL, LS, PS, VT, FF) become "\n".
+_NEWLINES = re.compile("\r\n?|[\x85\u2028\u2029\x0b\x0c]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
 
 
@@ -32,7 +31,7 @@ def clean_text(value: str, *, max_length: int | None = None) -> str:
     Newlines are normalised to ``\\n``; tabs are kept. Used for multi-line
     fields such as the tip text.
     """
-    value = value.replace("\r\n", "\n").translate(_NEWLINES)
+    value = _NEWLINES.sub("\n", value)
     value = _ANSI.sub("", value)
     value = _CONTROLS.sub("", value)
     value = _BIDI.sub("", value)

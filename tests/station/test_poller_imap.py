@@ -13,6 +13,7 @@ from mailbridge.station.ledger.models import (
     MailEvent,
     Message,
     MessageKind,
+    Quarantine,
     Tip,
 )
 from mailbridge.station.poller import sync
@@ -230,3 +231,39 @@ def test_without_condstore_flags_and_expunges_come_from_a_diff(
     assert poller.poll().flags == 1
     poller.conn.close()
     assert not any("CHANGEDSINCE" in c for c in poller.conn.sent)
+
+
+def test_parsing_in_a_worker_process_indexes_exactly_like_in_process(
+        mailstack: MailStack, address: str, ledger: Ledger) -> None:
+    """The first-index pipeline's worker process: same rows, threads, flags and quarantine."""
+    ref = new_ref()
+    bogus = (b"From: a@example.org\r\nSubject: poison\r\nMessage-ID: <bogus@example.org>\r\n"
+             b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=bogus\r\n"
+             b"Content-Transfer-Encoding: 8bit\r\n\r\n" + "Có hàng lậu".encode() + b"\r\n")
+    append(mailstack, address, [
+        tip(ref, message_id=f"<{ref}@relay.example.test>"),
+        tip(ref, "thêm thông tin", references=(f"<{ref}@relay.example.test>",)),
+        plain("Re: tip", sender=address, headers={"In-Reply-To": f"<{ref}@relay.example.test>"}),
+        bogus, plain("other"),
+    ], flags=("\\Flagged",))
+    imap = imap_settings(mailstack, address)
+    in_process = Ledger(ledger.url.replace("ledger.db", "in-process.db"),
+                        ledger.store.attachments_dir, address)
+    results = []
+    for led, parallel_from in ((ledger, 1), (in_process, 10**9)):
+        poller = led.poller(imap)
+        poller.parallel_from = parallel_from
+        try:
+            results.append(poller.poll())
+        finally:
+            poller.conn.close()
+        with led.sessions() as s:
+            quarantined = sorted((q.uid, q.reason, q.raw) for q in s.scalars(select(Quarantine)))
+        results.append((led.snapshot(), quarantined))
+    in_process.close()
+    assert results[0] == results[2] and results[1] == results[3]
+    counts, (snapshot, quarantined) = results[0], results[1]
+    assert (counts.new, counts.tips, counts.followups, counts.replies, counts.quarantined) == \
+        (5, 1, 1, 1, 1)
+    assert quarantined[0][2].startswith(b"From: a@example.org")
+    assert all(flags == "\\Flagged" for _f, _m, flags in snapshot["live"])

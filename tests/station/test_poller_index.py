@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import unicodedata
 
+import hypothesis
 import pytest
+from hypothesis import strategies as hst
 
+from mailbridge.core.text import clean_text, first_words
 from mailbridge.station.ledger.models import MessageKind
 from mailbridge.station.poller.imap import folder_name, parse_uid_set, uid_set
-from mailbridge.station.poller.index import decode_bytes, index_message, synthetic_message_id
+from mailbridge.station.poller.index import (
+    decode_bytes,
+    index_message,
+    preview,
+    synthetic_message_id,
+)
 from mailbridge.station.poller.maildir import parse_name
 from tests.station.poller_helpers import RELAY, plain, tip
 
@@ -177,3 +185,13 @@ def test_hostile_header_sizes_are_bounded_to_the_ledger_columns() -> None:
     assert ind.in_reply_to == ""
     assert ind.references == ("<ok@example.org>",)
     assert len(ind.sender) <= 320
+
+
+@hypothesis.settings(max_examples=300, deadline=None, database=None)
+@hypothesis.given(text=hst.lists(hst.sampled_from(
+    [" ", "  ", "\n", "\t", "a", "ơ", "\u0301", "\u0323", "o", "\u00a0", "\u3000", "x" * 150,
+     "Có người lạ ", "word "]), max_size=120).map("".join))
+def test_bounded_preview_equals_the_preview_of_the_whole_text(text: str) -> None:
+    clean = clean_text(text)  # previews are taken of clean bodies
+    assert preview(clean) == first_words(clean, max_length=200)
+    assert preview(clean, 20) == first_words(clean, max_length=20)

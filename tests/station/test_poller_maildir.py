@@ -6,13 +6,14 @@ import io
 import mailbox
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 from sqlalchemy import select
 
 from mailbridge.config import Station
-from mailbridge.station.ledger.models import Location, MailEvent, Message, Tip
+from mailbridge.station.ledger.models import Audit, Location, MailEvent, Message, Tip
 from mailbridge.station.poller.maildir import MaildirPoller
 from mailbridge.station.poller.run import poll
 from tests.station.poller_helpers import RELAY, Ledger, new_ref, plain, settings, tip
@@ -97,3 +98,37 @@ def test_poll_forever_picks_up_new_maildir_deliveries(tmp_path: Path) -> None:
         ledger.close()
     assert not thread.is_alive()
     assert "poll ncs: 1 new, 1 tips" in out.getvalue()
+
+
+def test_poll_once_turns_configured_folder_and_flag_signals_into_statuses(
+        tmp_path: Path) -> None:
+    """Moving a tip to a mapped folder or flagging it sets its status, with no UI open."""
+    box, root = _maildir(tmp_path)
+    filed, flagged, untouched = new_ref(), new_ref(), new_ref()
+    keys = {ref: box.add(tip(ref)) for ref in (filed, flagged, untouched)}
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    station = Station(id="ncs", name="NCS", ref_prefix="NCS", mailbox="s@example.test",
+                      maildir=root)
+    cfg = settings(url, tmp_path / "att", {"ncs": station})
+    cfg = replace(cfg, ledger=replace(cfg.ledger, folder_status={"Spam": "spam"},
+                                      flag_status={"\\Flagged": "verifying"}))
+    out = io.StringIO()
+    assert poll(cfg, once=True, console=Console(file=out, width=200)) == 0
+
+    box.add_folder("Spam").add(box.get_message(keys[filed]))
+    box.remove(keys[filed])                 # an officer filed it under Spam
+    msg = box.get_message(keys[flagged])
+    msg.set_subdir("cur")
+    msg.set_flags("F")
+    box[keys[flagged]] = msg                # and flagged another one
+    assert poll(cfg, once=True, console=Console(file=out, width=200)) == 0
+    assert poll(cfg, once=True, console=Console(file=out, width=200)) == 0  # applied once
+
+    ledger = Ledger(url, tmp_path / "att", "s@example.test")
+    with ledger.sessions() as s:
+        status = {t.ref: t.status for t in s.scalars(select(Tip))}
+        audit = sorted((a.actor, a.old, a.new, a.reason) for a in s.scalars(select(Audit)))
+    ledger.close()
+    assert status == {filed: "spam", flagged: "verifying", untouched: "new"}
+    assert audit == [("mailbox", "new", "spam", "folder Spam"),
+                     ("mailbox", "new", "verifying", "flag \\Flagged")]

@@ -33,6 +33,7 @@ from ..ledger.models import MessageKind
 
 MAX_TEXT = 100_000
 MAX_REFS = 30
+PREVIEW = 200  # Tip.preview column size
 SYNTHETIC_DOMAIN = "sha256.mailbridge.invalid"
 # Charset labels seen in real mail that Python does not know under that name.
 CHARSET_ALIASES = {
@@ -97,7 +98,28 @@ class Indexed:
 
     @property
     def preview(self) -> str:
-        return first_words(self.tip_text or self.text_body, max_length=200)
+        return preview(self.tip_text or self.text_body)
+
+
+def preview(text: str, max_length: int = PREVIEW) -> str:
+    """``first_words(text, max_length)`` of clean text, reading only a bounded prefix.
+
+    A long body costs the same as a short one: the prefix is cut just before a
+    space or newline (where neither NFC nor whitespace folding can reach across),
+    and once it folds to more than ``max_length`` characters the preview of the
+    whole text cannot differ from the preview of the prefix.
+    """
+    limit = max_length + 16
+    while limit < len(text):
+        cut = min((i for i in (text.find(" ", limit), text.find("\n", limit)) if i >= 0),
+                  default=-1)
+        if cut < 0:
+            break
+        head = one_line(text[:cut])
+        if len(head) > max_length:
+            return first_words(head, max_length=max_length)
+        limit = 2 * cut + 1
+    return first_words(text, max_length=max_length)
 
 
 def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str]:

@@ -3,7 +3,9 @@
 Each station with ``[stations.imap]`` gets an IMAP poller (IDLE-driven when
 running forever); a station with only a ``maildir`` gets the maildir poller
 (the demo). Output is one summary line per poll, counts only (never tip text),
-and a progress bar while a long first index runs.
+and a progress bar while a long first index runs. After every poll pass the
+mailbox signals configured under ``ledger.folder_status`` / ``ledger.flag_status``
+become tip statuses, so they land even when no terminal is open.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from ...config import Settings, Station
 from ...errors import ConfigError, LedgerError, MailbridgeError, PollError
 from ..ledger.db import make_engine, session_factory, upgrade
 from ..ledger.store import Counts, LedgerStore
+from ..ledger.workflow import apply_signals
 from .imap import ImapConnection
 from .maildir import MaildirPoller
 from .sync import ImapPoller
@@ -65,6 +70,9 @@ class StationPoller:
                  console: Console) -> None:
         self.station = station
         self.console = console
+        self.sessions: sessionmaker[Session] = store.sessions
+        self.folder_status = settings.ledger.folder_status
+        self.flag_status = settings.ledger.flag_status
         progress = ProgressBar(console, station.id)
         relay, max_bytes = settings.relay.address, settings.ledger.max_message_bytes
         self.imap: ImapPoller | None = None
@@ -79,7 +87,26 @@ class StationPoller:
         self.error: MailbridgeError | None = None
 
     def report(self, counts: Counts) -> None:
+        """Apply the mailbox signals of this pass, then print the summary line."""
+        self.apply_signals()
         self.console.print(f"poll {self.station.id}: {counts.line()}", highlight=False)
+
+    def apply_signals(self) -> int:
+        """Configured folder/flag signals -> statuses, in a transaction of their own.
+
+        Idempotent (each signal's ``Audit.event_id`` is unique), so running it after
+        every pass, and from terminals at the same time, applies each signal once.
+        """
+        if not self.folder_status and not self.flag_status:
+            return 0
+        try:
+            with self.sessions() as s:
+                return apply_signals(s, folder_status=self.folder_status,
+                                     flag_status=self.flag_status)
+        except SQLAlchemyError as exc:
+            raise LedgerError(f"applying mailbox signals to statuses failed: {exc}; check "
+                              f"ledger.database (disk space, permissions, server reachable)"
+                              ) from exc
 
     def poll_once(self) -> Counts:
         if self.imap is not None:
@@ -108,6 +135,8 @@ class StationPoller:
                 counts = self.maildir.poll(self.progress)
                 if counts.changed():
                     self.report(counts)
+                else:
+                    self.apply_signals()
             except LedgerError as exc:
                 log.warning("%s: %s", self.station.id, exc)
             stop.wait(MAILDIR_INTERVAL)

@@ -5,7 +5,9 @@ UIDNEXT and the message count. A poll asks STATUS first: when nothing moved,
 that one command is the whole poll. Otherwise the folder is EXAMINEd and:
 - new UIDs (``UID SEARCH UID last+1:*``, filtered: servers answer with the max
   UID even when it is lower) are fetched in chunks; each chunk is indexed and
-  committed together with the advanced cursor;
+  committed together with the advanced cursor (fetch, parse and commit of
+  successive chunks overlap; a long first index parses in a second process,
+  see ``worker``);
 - messages over ``ledger.max_message_bytes`` are found with ``SEARCH LARGER``
   and only their header is fetched (placeholder rows);
 - flag changes come from ``CHANGEDSINCE`` (CONDSTORE), expunges from
@@ -26,7 +28,8 @@ from ...core.message import message_ids
 from ...errors import LedgerError, PollError
 from ..ledger.store import Counts, Cursor, Fetched, LedgerStore
 from .imap import FolderInfo, ImapConnection, folder_name
-from .index import decode_header_value, index_message
+from .index import decode_header_value
+from .worker import Parser, RawMessage
 
 log = logging.getLogger(__name__)
 CHUNK = 250             # messages per fetch + transaction
@@ -34,8 +37,7 @@ SMALL = 256 * 1024      # above this a message is fetched on its own (bounded me
 FLAG_CHUNK = 5000
 IDLE_RENEW = 9 * 60.0   # renew IDLE well inside the 29-minute rule (RFC 2177)
 Progress = Callable[[str, int, int], None]  # folder, done, total
-# uid, FETCH data, raw bytes, real size (when only the header was fetched), headers_only
-RawMessage = tuple[int, dict[bytes, object], bytes, int | None, bool]
+PARALLEL_FROM = 2000    # new messages in a folder from which parsing gets a worker process
 
 
 @dataclass
@@ -65,6 +67,7 @@ class ImapPoller:
         self.max_bytes = max_message_bytes
         self.folders = [folder_name(f) for f in conn.settings.folders]
         self.progress = progress
+        self.parallel_from = PARALLEL_FROM
 
     # -- one poll -------------------------------------------------------------------
 
@@ -143,39 +146,41 @@ class ImapPoller:
 
     def _index_new(self, folder: str, uidvalidity: int, uids: list[int],
                    rebinding: bool) -> Counts:
-        """Fetch chunk k+1 while chunk k is parsed and committed (one fetch in flight)."""
+        """A three-stage pipeline: fetch chunk k+1, parse chunk k, commit chunk k-1.
+
+        Fetching runs in a thread (network waits release the GIL). A long first
+        index also parses in a worker process, so parsing runs on another core
+        while this one commits; a short poll parses in-process (no start-up cost).
+        Commits stay in order, one transaction per chunk, cursor included.
+        """
         counts = Counts()
         big = set(self.conn.search("UID", f"{uids[0]}:*", "LARGER", str(SMALL))) & set(uids)
         chunks = [uids[i:i + CHUNK] for i in range(0, len(uids), CHUNK)]
         done = 0
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool:
-            pending = pool.submit(self._fetch_chunk, chunks[0], big, rebinding)
-            for k, chunk in enumerate(chunks):
-                fetched = pending.result()
-                if k + 1 < len(chunks):
-                    pending = pool.submit(self._fetch_chunk, chunks[k + 1], big, rebinding)
-                counts.add(self.store.add_batch(folder, uidvalidity, self._parse_all(fetched),
-                                                chunk[-1], rebinding=rebinding))
-                done += len(chunk)
-                if self.progress:
-                    self.progress(folder, done, len(uids))
+        with Parser(self.relay_address, len(uids) >= self.parallel_from) as parser, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool:
+            fetching = pool.submit(self._fetch_chunk, chunks[0], big, rebinding)
+            parsing: Callable[[], list[Fetched]] | None = None
+            for k in range(len(chunks) + 1):
+                parsed_next = None
+                if k < len(chunks):
+                    fetched = fetching.result()
+                    if k + 1 < len(chunks):
+                        fetching = pool.submit(self._fetch_chunk, chunks[k + 1], big, rebinding)
+                    parsed_next = parser.submit(fetched)
+                if parsing is not None:
+                    chunk = chunks[k - 1]
+                    counts.add(self.store.add_batch(folder, uidvalidity, parsing(), chunk[-1],
+                                                    rebinding=rebinding))
+                    done += len(chunk)
+                    if self.progress:
+                        self.progress(folder, done, len(uids))
+                parsing = parsed_next
         return counts
-
-    def _parse_all(self, fetched: list[Fetched | RawMessage]) -> list[Fetched]:
-        items = [f for f in fetched if isinstance(f, Fetched)]
-        for f in fetched:
-            if isinstance(f, Fetched):
-                continue
-            uid, d, raw, size, headers_only = f
-            ind = index_message(raw, relay_address=self.relay_address, size=size,
-                                headers_only=headers_only)
-            items.append(Fetched(uid, _flags(d), ind.message_id, ind,
-                                 raw if ind.problems else None, _modseq(d)))
-        return sorted(items, key=lambda f: f.uid)
 
     def _fetch_chunk(self, chunk: Sequence[int], big: set[int],
                      rebinding: bool) -> list[Fetched | RawMessage]:
-        """Network only (runs in the fetch thread); parsing happens in the caller."""
+        """Network only (runs in the fetch thread); parsing happens elsewhere."""
         conn = self.conn
         items: list[Fetched | RawMessage] = []
         todo = list(chunk)
@@ -193,24 +198,26 @@ class ImapPoller:
         data, _v = conn.fetch(small, ["UID", "FLAGS", "BODY.PEEK[]", *extra])
         for uid in small:
             if uid in data:
-                items.append((uid, data[uid], _body(data[uid]), None, False))
+                d = data[uid]
+                items.append((uid, _flags(d), _modseq(d), _body(d), None, False))
         for uid in (u for u in todo if u in big):
             items.extend(self._fetch_big(uid, extra))
-        return sorted(items, key=lambda f: f.uid if isinstance(f, Fetched) else f[0])
+        return items
 
     def _fetch_big(self, uid: int, extra: list[str]) -> list[RawMessage]:
         data, _v = self.conn.fetch([uid], ["UID", "FLAGS", "RFC822.SIZE", *extra])
         if uid not in data:
             return []
         size = int(data[uid].get(b"RFC822.SIZE", 0))
+        flags, modseq = _flags(data[uid]), _modseq(data[uid])
         if size > self.max_bytes:
             head, _v = self.conn.fetch([uid], ["UID", "BODY.PEEK[HEADER]"])
             raw = head.get(uid, {}).get(b"BODY[HEADER]", b"") or b""
-            return [(uid, data[uid], raw, size, True)]
+            return [(uid, flags, modseq, raw, size, True)]
         body, _v = self.conn.fetch([uid], ["UID", "BODY.PEEK[]"])
         if uid not in body:
             return []
-        return [(uid, data[uid], _body(body[uid]), None, False)]
+        return [(uid, flags, modseq, _body(body[uid]), None, False)]
 
     # -- forever --------------------------------------------------------------------
 

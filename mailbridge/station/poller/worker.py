@@ -1,0 +1,139 @@
+"""Parsing fetched chunks in a second process, so a long first index uses two cores.
+
+``python -m mailbridge.station.poller.worker`` reads pickled chunks on stdin and
+writes the parsed chunks to stdout, one after the other, until stdin closes
+(so it also ends when the poller is killed). It is a plain child process over
+two private pipes rather than ``multiprocessing``, which would re-import the
+caller's main script in the child. Nothing here touches the ledger: commits
+stay in the poller, in order, one transaction per chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO
+
+from ..ledger.store import Fetched
+from .index import index_message
+
+log = logging.getLogger(__name__)
+# uid, flags, modseq, raw bytes, real size (when only the header was fetched), headers_only
+RawMessage = tuple[int, tuple[str, ...], int, bytes, int | None, bool]
+Chunk = list[Fetched | RawMessage]
+
+
+def parse_all(fetched: Chunk, relay_address: str) -> list[Fetched]:
+    """Index the raw messages of one chunk; already-known ones pass through. By UID."""
+    items = [f for f in fetched if isinstance(f, Fetched)]
+    for f in fetched:
+        if isinstance(f, Fetched):
+            continue
+        uid, flags, modseq, raw, size, headers_only = f
+        ind = index_message(raw, relay_address=relay_address, size=size,
+                            headers_only=headers_only)
+        items.append(Fetched(uid, flags, ind.message_id, ind, raw if ind.problems else None,
+                             modseq))
+    return sorted(items, key=lambda f: f.uid)
+
+
+class Parser:
+    """Parses chunks in the worker process, or in-process when not worth it or broken.
+
+    ``submit`` returns at once; calling its result waits. One chunk is in the
+    worker at a time (a single I/O thread writes it and reads the answer), which
+    is all the overlap two cores allow. If the worker cannot start or dies, that
+    chunk and the rest are parsed here: a slower index, never a lost message.
+    """
+
+    def __init__(self, relay_address: str, parallel: bool) -> None:
+        self.relay = relay_address
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.io: ThreadPoolExecutor | None = None
+        if parallel:
+            try:
+                self.proc = subprocess.Popen(  # noqa: S603 - this interpreter, this module
+                    [sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, env=_child_env())
+            except OSError as exc:
+                log.warning("cannot start the parser process (%s); parsing in-process", exc)
+            else:
+                self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse-io")
+
+    def __enter__(self) -> Parser:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.io is not None:
+            self.io.shutdown(wait=True, cancel_futures=True)
+        self._stop()
+
+    def submit(self, fetched: Chunk) -> Callable[[], list[Fetched]]:
+        if self.io is None:
+            return lambda: parse_all(fetched, self.relay)
+        future = self.io.submit(self._round_trip, fetched)
+
+        def result() -> list[Fetched]:
+            parsed = future.result()
+            return parsed if parsed is not None else parse_all(fetched, self.relay)
+        return result
+
+    def _round_trip(self, fetched: Chunk) -> list[Fetched] | None:
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.stdout is None:
+            return None
+        try:
+            pickle.dump((fetched, self.relay), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            proc.stdin.flush()
+            parsed: list[Fetched] = pickle.load(proc.stdout)  # noqa: S301 - own child's pipe
+            return parsed
+        except (OSError, EOFError, ValueError, pickle.PickleError) as exc:
+            log.warning("the parser process stopped (%s); parsing in-process from here on",
+                        exc)
+            self._stop()
+            return None
+
+    def _stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _child_env() -> dict[str, str]:
+    """This environment, with the directory holding this copy of mailbridge importable."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[3])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
+    """The worker's loop: one pickled chunk in, one pickled result out, until EOF."""
+    while True:
+        try:
+            fetched, relay = pickle.load(stdin)  # noqa: S301 - the parent's private pipe
+        except EOFError:
+            return
+        pickle.dump(parse_all(fetched, relay), stdout, protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group: the poller decides, and closes our stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    serve(sys.stdin.buffer, sys.stdout.buffer)
