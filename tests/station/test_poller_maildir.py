@@ -66,7 +66,7 @@ def test_poll_once_with_a_maildir_station_prints_one_summary_line(tmp_path: Path
     code = poll(settings(url, tmp_path / "att", {"ncs": station}), once=True,
                 console=Console(file=out, width=200))
     assert code == 0
-    assert out.getvalue().splitlines() == ["poll ncs: 1 new, 1 tips"]
+    assert out.getvalue().splitlines() == ["poll ncs: new=1 tips=1"]
     assert "Có người" not in out.getvalue()  # counts only, never tip text
     ledger = Ledger(url, tmp_path / "att", "s@example.test")
     assert ledger.count(Tip) == 1
@@ -97,7 +97,7 @@ def test_poll_forever_picks_up_new_maildir_deliveries(tmp_path: Path) -> None:
         thread.join(20)
         ledger.close()
     assert not thread.is_alive()
-    assert "poll ncs: 1 new, 1 tips" in out.getvalue()
+    assert "poll ncs: new=1 tips=1" in out.getvalue()
 
 
 def test_poll_once_turns_configured_folder_and_flag_signals_into_statuses(

@@ -57,7 +57,7 @@ def test_poll_once_on_postgresql(mailstack: MailStack, address: str, postgres_ur
     out = io.StringIO()
     assert poll(cfg, once=True, console=Console(file=out, width=200)) == 0
     assert poll(cfg, once=True, console=Console(file=out, width=200)) == 0
-    assert out.getvalue().splitlines() == ["poll ncs: 3 new, 1 tips, 1 followups, 1 replies",
+    assert out.getvalue().splitlines() == ["poll ncs: new=3 tips=1 followups=1 replies=1",
                                            "poll ncs: no changes"]
     ledger = Ledger(postgres_url, tmp_path / "att", address)
     with ledger.sessions() as s:

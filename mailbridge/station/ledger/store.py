@@ -85,8 +85,8 @@ class Counts:
         return any(getattr(self, f.name) for f in fields(self))
 
     def line(self) -> str:
-        return ", ".join(f"{getattr(self, f.name)} {f.name}" for f in fields(self)
-                         if getattr(self, f.name)) or "no changes"
+        return " ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+                        if getattr(self, f.name)) or "no changes"
 
 
 def flag_diff(old: str, new: str) -> str:
