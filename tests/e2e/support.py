@@ -66,11 +66,11 @@ database = "sqlite:///ledger.db"
 {stations}"""
 
 
-def write_config(folder: Path, port: int, stations: str) -> Path:
+def write_config(folder: Path, port: int, stations: str, *, extra: str = "") -> Path:
     """A relay config under *folder* (its database, logs and Maildirs stay there)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "mailbridge.toml"
-    path.write_text(relay_toml(stations, port=port), encoding="utf-8")
+    path.write_text(relay_toml(stations, port=port, extra=extra), encoding="utf-8")
     (folder / ".env").write_text(f"MAILBRIDGE_SECRET={SECRET}\n", encoding="utf-8")
     return path
 

@@ -34,14 +34,22 @@ NEEDLES = [SOURCE_IP, "192.0.2.123", "198.51.100.45", "203.0.113.9", "192.0.2.20
 
 
 def _every_file(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file()]
+    """Every file the relay wrote (the config and .env are the test's own input)."""
+    return [p for p in folder.rglob("*")
+            if p.is_file() and p.name not in ("mailbridge.toml", ".env")]
 
 
-@pytest.mark.parametrize("lang_param", ["", "?lang=hmn"])
-def test_no_request_detail_reaches_logs_database_or_mail(tmp_path: Path,
-                                                         lang_param: str) -> None:
+@pytest.mark.parametrize(("lang_param", "extra"), [
+    ("", ""),
+    ("?lang=hmn", ""),
+    # Behind a trusted proxy the limiter reads X-Forwarded-For: still nothing is written.
+    ("", f'trusted_proxies = ["{SOURCE_IP}"]\n'),
+])
+def test_no_request_detail_reaches_logs_database_or_mail(tmp_path: Path, lang_param: str,
+                                                         extra: str) -> None:
     port = free_port()
-    relay = RelayProcess(write_config(tmp_path, port, MAILDIR_STATION), port).start()
+    config = write_config(tmp_path, port, MAILDIR_STATION, extra=extra)
+    relay = RelayProcess(config, port).start()
     transport = httpx.HTTPTransport(local_address=SOURCE_IP)
     try:
         with httpx.Client(transport=transport, timeout=30) as client:
