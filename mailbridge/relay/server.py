@@ -31,7 +31,6 @@ from .web import create_app
 log = logging.getLogger(__name__)
 
 
-
 class TracebackWithoutText(logging.Filter):
     """Keep a traceback's frames but not the exception's text: a library's message
     can quote what it was given (a tip, a header), and logs must never hold that."""
