@@ -9,6 +9,7 @@ mailboxes and the ledger have something to show.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import secrets
@@ -215,8 +216,10 @@ def _print_urls(settings: Settings, config: Path, folder: Path) -> None:
             print(f"    poster {p.id:<12} {base}/s/{station.id}/{p.id}")
         print(f"  {station.id} mailbox     {station.maildir}")
     print(f"  ledger database   {settings.ledger.database}")
+    exe = Path(sys.executable).parent / "mailbridge"
+    with contextlib.suppress(ValueError):
+        exe = exe.relative_to(Path.cwd())
     print("Try, in another terminal:")
-    print(f"  .venv/bin/mailbridge --config {config} ledger")
-    print(f"  .venv/bin/mailbridge --config {config} report")
-    print(f"  .venv/bin/mailbridge --config {config} outbox list --all")
+    for args in ("ledger", "report", "outbox list --all"):
+        print(f"  {exe} --config {config} {args}")
     print(f"(demo files in {folder})", flush=True)
