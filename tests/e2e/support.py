@@ -191,13 +191,3 @@ def submit(client: httpx.Client, base: str, path: str, text: str,
 def maildir_files(folder: Path) -> list[Path]:
     return sorted(p for sub in ("new", "cur") if (folder / sub).is_dir()
                   for p in (folder / sub).iterdir())
-
-
-def wait_for(predicate: object, timeout: float, what: str) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

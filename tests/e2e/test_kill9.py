@@ -18,11 +18,9 @@ from tests.e2e.support import (
     free_port,
     maildir_files,
     submit,
-    wait_for,
+    write_config,
 )
-from tests.e2e.support import (
-    write_config as write_relay_config,
-)
+from tests.waiting import wait_for
 
 
 def _refs_in(maildir: Path) -> Counter[str]:
@@ -35,7 +33,7 @@ def _refs_in(maildir: Path) -> Counter[str]:
 
 def test_every_acknowledged_tip_is_delivered_exactly_once_after_kill9(tmp_path: Path) -> None:
     port = free_port()
-    config = write_relay_config(tmp_path, port, MAILDIR_STATION)
+    config = write_config(tmp_path, port, MAILDIR_STATION)
     relay = RelayProcess(config, port).start()
     acknowledged: list[str] = []
     stop = threading.Event()
@@ -55,7 +53,7 @@ def test_every_acknowledged_tip_is_delivered_exactly_once_after_kill9(tmp_path: 
     threads = [threading.Thread(target=stream, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
-    wait_for(lambda: len(acknowledged) >= 10, 60, "ten acknowledged tips")
+    wait_for(lambda: len(acknowledged) >= 10, "ten acknowledged tips", 60)
     time.sleep(random.uniform(0.0, 0.5))  # noqa: S311 (a random moment, not a secret)
     relay.kill9()
     stop.set()
@@ -67,8 +65,8 @@ def test_every_acknowledged_tip_is_delivered_exactly_once_after_kill9(tmp_path: 
     relay = RelayProcess(config, port).start()
     try:
         maildir = tmp_path / "mail" / "ncs"
-        wait_for(lambda: acked <= set(_refs_in(maildir)), 60,
-                 "every acknowledged tip in the Maildir after restart")
+        wait_for(lambda: acked <= set(_refs_in(maildir)),
+                 "every acknowledged tip in the Maildir after restart", 60)
         time.sleep(1.0)  # let anything queued but unacknowledged go out too
     finally:
         relay.stop()

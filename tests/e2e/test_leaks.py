@@ -13,9 +13,9 @@ from tests.e2e.support import (
     free_port,
     maildir_files,
     submit,
-    wait_for,
     write_config,
 )
+from tests.waiting import wait_for
 
 SOURCE_IP = "127.0.0.77"  # a loopback address of its own, so it is a recognisable marker
 MARKERS = {
@@ -57,7 +57,7 @@ def test_no_request_detail_reaches_logs_database_or_mail(tmp_path: Path, lang_pa
                                f"Tin báo số {i}: có người lạ ở bản.", headers=MARKERS)
                         for i in range(3)]
         mail = tmp_path / "mail" / "ncs"
-        wait_for(lambda: len(maildir_files(mail)) == 3, 30, "three delivered tips")
+        wait_for(lambda: len(maildir_files(mail)) == 3, "three delivered tips", 30)
     finally:
         relay.stop()
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 from aiosmtpd.controller import Controller
 
-from tests.e2e.support import ROOT, RelayProcess, free_port, submit, wait_for, write_config
+from tests.e2e.support import ROOT, RelayProcess, free_port, submit, write_config
 from tests.relay.test_outbox import Sink
+from tests.waiting import wait_for
 
 TEXT = "Xe tải xanh chở hàng lậu qua cửa khẩu phụ lúc nửa đêm."
 
@@ -61,7 +62,7 @@ tls = "none"
             out = _cli(config, "outbox", "list").stdout
             return all(r.ref in out and "dead" in _row(out, r.ref) for r in (first, second))
 
-        wait_for(both_dead, 30, "both tips dead-lettered")
+        wait_for(both_dead, "both tips dead-lettered", 30)
     finally:
         relay.stop()
 
@@ -82,7 +83,7 @@ tls = "none"
 
     relay = RelayProcess(config, port).start()  # the server accepts now: the retry goes out
     try:
-        wait_for(lambda: len(sink.received) == 1, 30, "the retried tip delivered")
+        wait_for(lambda: len(sink.received) == 1, "the retried tip delivered", 30)
     finally:
         relay.stop()
         controller.stop()

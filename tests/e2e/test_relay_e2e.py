@@ -17,11 +17,11 @@ from tests.e2e.support import (
     free_port,
     smtp_station,
     submit,
-    wait_for,
     write_config,
 )
 from tests.e2e.test_leaks import MARKERS, NEEDLES
 from tests.servers.mailstack import MailStack
+from tests.waiting import wait_for
 
 TIP = "Có người lạ mang nhiều gói hàng qua đường mòn sau chợ vào tối thứ bảy."
 
@@ -37,7 +37,7 @@ def _fetch_by_ref(stack: MailStack, ref: str) -> EmailMessage:
                 found.append(imap.fetch(uids[:1], ["BODY.PEEK[]"])[uids[0]][b"BODY[]"])
         return bool(found)
 
-    wait_for(arrived, 30, f"{ref} in the station mailbox")
+    wait_for(arrived, f"{ref} in the station mailbox", 30)
     msg = email.message_from_bytes(found[0], policy=default_policy)
     assert isinstance(msg, EmailMessage)
     return msg

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +21,7 @@ import pytest
 from mailbridge.config import load_config
 from mailbridge.relay.server import TracebackWithoutText, _bind, run_relay
 from tests.e2e.support import relay_toml
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "server-test-secret-" + "q" * 32
@@ -46,14 +46,6 @@ def send_tip(base: str, text: str) -> str:
     ref = re.search(r"\bNCS-\d{4}\b", reply.text)
     assert ref is not None
     return ref.group(0)
-
-
-def wait_for(predicate: object, what: str, timeout: float = 20) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_run_relay_serves_delivers_and_stops(tmp_path: Path,

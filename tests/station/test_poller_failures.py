@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +36,7 @@ from tests.station.poller_helpers import (
     seed_maildir,
     tip,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.servers
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,13 +169,6 @@ def _run_in_thread(poller: sync.ImapPoller, reports: list[Counts],
     return thread
 
 
-def _wait(predicate: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("how", ["doveadm-kick", "access-token-expired"])
 def test_bye_during_idle_reconnects_without_spinning(
         mailstack: MailStack, address: str, ledger: Ledger, how: str) -> None:
@@ -193,14 +186,14 @@ def test_bye_during_idle_reconnects_without_spinning(
         reports: list[Counts] = []
         stop = threading.Event()
         thread = _run_in_thread(poller, reports, stop)
-        _wait(lambda: reports and "IDLE" in poller.conn.sent)
+        wait_for(lambda: reports and "IDLE" in poller.conn.sent, "the poller in IDLE")
         if how == "doveadm-kick":
             mailstack.doveadm("kick", address)
         else:
             proxy.inject(b"* BYE Session invalidated - AccessTokenExpired\r\n")
-        _wait(lambda: len(connects) >= 2)
+        wait_for(lambda: len(connects) >= 2, "a reconnect")
         append(mailstack, address, [tip(new_ref())])
-        _wait(lambda: ledger.count(Tip) == 1)
+        wait_for(lambda: ledger.count(Tip) == 1, "the tip in the ledger")
         stop.set()
         thread.join(30)  # IDLE is renewed every 2 s here, so the loop sees the stop soon
     assert not thread.is_alive()
