@@ -1,6 +1,6 @@
 """Officers' UI on a big ledger: seed N tips, then time opening the list and filtering.
 
-    .venv/bin/python bench/bench_tui.py [--tips 100000] [--url postgresql://...]
+    .venv/bin/python -m bench.bench_tui [--tips 100000] [--url postgresql://...]
 
 Prints, for the real Textual app run headless: time from start to the first
 page on screen ("open"), and for each filter the time from the change to the
@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,9 +23,7 @@ from typing import Any
 
 from sqlalchemy import insert, update
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mailbridge.config import (  # noqa: E402
+from mailbridge.config import (
     BUILTIN_CATEGORIES,
     LedgerSettings,
     Placement,
@@ -35,12 +32,12 @@ from mailbridge.config import (  # noqa: E402
     Settings,
     Station,
 )
-from mailbridge.station.ledger.db import make_engine, session_factory, upgrade  # noqa: E402
-from mailbridge.station.ledger.models import Message, Tip  # noqa: E402
-from mailbridge.station.tui.access import resolve_access  # noqa: E402
-from mailbridge.station.tui.app import LedgerApp  # noqa: E402
-from mailbridge.station.tui.data import TipFilter, count_tips, page_tips  # noqa: E402
-from mailbridge.station.tui.tiplist import PAGE, TipList  # noqa: E402
+from mailbridge.station.ledger.db import make_engine, session_factory, upgrade
+from mailbridge.station.ledger.models import Message, Tip
+from mailbridge.station.tui.access import resolve_access
+from mailbridge.station.tui.app import LedgerApp
+from mailbridge.station.tui.data import TipFilter, count_tips, page_tips
+from mailbridge.station.tui.tiplist import PAGE, TipList
 
 _TEXT = ("người lạ chở hàng qua suối nửa đêm ma túy chợ phiên súng tự chế xe máy không "
          "biển số đường mòn biên giới nhà dân tạm trú trâu nương ngô cửa khẩu bản làng "
