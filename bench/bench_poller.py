@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from imapclient import IMAPClient  # noqa: E402
 
-from bench.delayproxy import DelayProxy  # noqa: E402
+from bench.delayproxy import DelayProxyProcess  # noqa: E402
 from mailbridge.station.ledger.models import Tip  # noqa: E402
 from mailbridge.station.ledger.store import Counts  # noqa: E402
 from mailbridge.station.poller import sync  # noqa: E402
@@ -194,7 +194,7 @@ def main() -> None:
         ledger.close()
 
         print(f"\n== through a userspace delay proxy, {args.rtt * 1000:.0f} ms RTT")
-        with DelayProxy(stack.host, stack.imap_port, delay=args.rtt / 2) as proxy:
+        with DelayProxyProcess(stack.host, stack.imap_port, delay=args.rtt / 2) as proxy:
             raw_s, _b = raw_fetch(stack.host, proxy.port)
             poll_s, counts, ledger = index(stack, workdir, "wan", proxy.port)
             print(f"raw imapclient bulk BODY.PEEK[]: {raw_s:6.2f} s  "

@@ -1,18 +1,27 @@
 """A userspace TCP proxy on 127.0.0.1 that adds latency, stalls, or says BYE.
 
-Used by the poller benchmark (WAN round trips over loopback) and by the poller
-tests (a server that stops mid-FETCH, or ends an IDLE session the way Office 365
-does). Runs its own asyncio loop in a thread; ``port`` is where clients connect.
+Used by the poller tests (a server that stops mid-FETCH, or ends an IDLE session
+the way Office 365 does) and by the poller benchmark (WAN round trips over
+loopback). Runs its own asyncio loop in a thread; ``port`` is where clients
+connect.
 
     with DelayProxy("127.0.0.1", 10143, delay=0.025) as proxy:   # 50 ms RTT
         IMAPClient("127.0.0.1", port=proxy.port)
+
+A benchmark runs it in a process of its own (``DelayProxyProcess``), so that
+forwarding never waits for the measured client's interpreter lock: a real
+network does not share a CPU thread with the client.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from types import TracebackType
 
 
@@ -120,3 +129,40 @@ class DelayProxy:
         finally:
             task.cancel()
             writer.close()
+
+
+class DelayProxyProcess:
+    """``DelayProxy`` in a child process (``python -m bench.delayproxy``); ends with stdin."""
+
+    def __init__(self, host: str, port: int, *, delay: float) -> None:
+        self.args = [sys.executable, "-m", "bench.delayproxy", host, str(port), str(delay)]
+        self.port = 0
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> DelayProxyProcess:
+        self._proc = subprocess.Popen(  # noqa: S603 - this interpreter, this module
+            self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=Path(__file__).resolve().parents[1])
+        assert self._proc.stdout is not None
+        self.port = int(self._proc.stdout.readline())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._proc is not None and self._proc.stdin is not None:
+            self._proc.stdin.close()
+            self._proc.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Forward with a delay until stdin closes.")
+    parser.add_argument("host")
+    parser.add_argument("port", type=int)
+    parser.add_argument("delay", type=float, help="seconds each way")
+    args = parser.parse_args()
+    with DelayProxy(args.host, args.port, delay=args.delay) as proxy:
+        print(proxy.port, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()

@@ -33,6 +33,16 @@ def test_one_line_is_safe_anywhere(raw: str) -> None:
     assert unicodedata.is_normalized("NFC", line)
 
 
+@given(st.text(st.characters(codec="utf-8")) | st.text(alphabet="a \r\n\t\x1b[]0;\x07\x9b"
+                                                         "\x85\u2028\u202e\u2066\u200e\u0301"))
+def test_clean_text_leaves_no_control_or_bidi_character(raw: str) -> None:
+    text = clean_text(raw)
+    assert all(c in "\n\t" or unicodedata.category(c) != "Cc" for c in text)
+    assert not set(text) & set("\r\x85\u2028\u2029\u202a\u202b\u202c\u202d\u202e"
+                               "\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+    assert unicodedata.is_normalized("NFC", text)
+
+
 @given(st.text(min_size=1), st.integers(10, 80))
 def test_first_words_is_bounded(raw: str, limit: int) -> None:
     assert len(first_words(raw, max_length=limit)) <= limit

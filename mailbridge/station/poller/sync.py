@@ -20,24 +20,30 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
+from typing import TypeVar
 
 from ...core.message import message_ids
 from ...errors import LedgerError, PollError
 from ..ledger.store import Counts, Cursor, Fetched, LedgerStore
 from .imap import FolderInfo, ImapConnection, folder_name
 from .index import decode_header_value
-from .worker import Parser, RawMessage
+from .worker import Parser, RawMessage, worker_count
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 CHUNK = 250             # messages per fetch + transaction
 SMALL = 256 * 1024      # above this a message is fetched on its own (bounded memory)
 FLAG_CHUNK = 5000
 IDLE_RENEW = 9 * 60.0   # renew IDLE well inside the 29-minute rule (RFC 2177)
 Progress = Callable[[str, int, int], None]  # folder, done, total
-PARALLEL_FROM = 2000    # new messages in a folder from which parsing gets a worker process
+FETCH_AHEAD = 3         # chunks fetched ahead of the one being handed to the parser
+PARALLEL_FROM = 2000    # new messages in a folder from which parsing gets worker processes
 
 
 @dataclass
@@ -68,6 +74,7 @@ class ImapPoller:
         self.folders = [folder_name(f) for f in conn.settings.folders]
         self.progress = progress
         self.parallel_from = PARALLEL_FROM
+        self.parser_processes = worker_count()
 
     # -- one poll -------------------------------------------------------------------
 
@@ -146,36 +153,32 @@ class ImapPoller:
 
     def _index_new(self, folder: str, uidvalidity: int, uids: list[int],
                    rebinding: bool) -> Counts:
-        """A three-stage pipeline: fetch chunk k+1, parse chunk k, commit chunk k-1.
+        """A pipeline: fetch the next chunk while earlier ones parse and the oldest commits.
 
         Fetching runs in a thread (network waits release the GIL). A long first
-        index also parses in a worker process, so parsing runs on another core
-        while this one commits; a short poll parses in-process (no start-up cost).
+        index parses in worker processes, several chunks at once, while this
+        thread commits; a short poll parses in-process (no start-up cost).
         Commits stay in order, one transaction per chunk, cursor included.
         """
         counts = Counts()
         big = set(self.conn.search("UID", f"{uids[0]}:*", "LARGER", str(SMALL))) & set(uids)
         chunks = [uids[i:i + CHUNK] for i in range(0, len(uids), CHUNK)]
+        workers = self.parser_processes if len(uids) >= self.parallel_from else 0
+        parsing: deque[tuple[list[int], Callable[[], list[Fetched]]]] = deque()
         done = 0
-        with Parser(self.relay_address, len(uids) >= self.parallel_from) as parser, \
+        with Parser(self.relay_address, workers) as parser, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool:
-            fetching = pool.submit(self._fetch_chunk, chunks[0], big, rebinding)
-            parsing: Callable[[], list[Fetched]] | None = None
-            for k in range(len(chunks) + 1):
-                parsed_next = None
-                if k < len(chunks):
-                    fetched = fetching.result()
-                    if k + 1 < len(chunks):
-                        fetching = pool.submit(self._fetch_chunk, chunks[k + 1], big, rebinding)
-                    parsed_next = parser.submit(fetched)
-                if parsing is not None:
-                    chunk = chunks[k - 1]
-                    counts.add(self.store.add_batch(folder, uidvalidity, parsing(), chunk[-1],
+            fetched_chunks = _in_order(pool, lambda c: self._fetch_chunk(c, big, rebinding),
+                                       chunks, ahead=FETCH_AHEAD)
+            for k, (chunk, fetched) in enumerate(zip(chunks, fetched_chunks, strict=True)):
+                parsing.append((chunk, parser.submit(fetched)))
+                while len(parsing) > parser.depth or (parsing and k + 1 == len(chunks)):
+                    oldest, parsed = parsing.popleft()
+                    counts.add(self.store.add_batch(folder, uidvalidity, parsed(), oldest[-1],
                                                     rebinding=rebinding))
-                    done += len(chunk)
+                    done += len(oldest)
                     if self.progress:
                         self.progress(folder, done, len(uids))
-                parsing = parsed_next
         return counts
 
     def _fetch_chunk(self, chunk: Sequence[int], big: set[int],
@@ -245,6 +248,28 @@ class ImapPoller:
                 delay = backoff.next()
                 log.warning("%s: %s; reconnecting in %.0f s", self.store.station, exc, delay)
                 time.sleep(delay)
+
+
+def _in_order(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Sequence[T], *,
+              ahead: int) -> Iterator[R]:
+    """``fn(item)`` for each item, in order, run in *pool* up to *ahead* items early.
+
+    The fetch thread so streams chunk after chunk while earlier ones are parsed
+    and committed, and memory stays bounded by *ahead* chunks.
+    """
+    pending: deque[Future[R]] = deque()
+    rest = iter(items)
+    try:
+        for item in islice(rest, ahead):
+            pending.append(pool.submit(fn, item))
+        while pending:
+            result = pending.popleft().result()
+            for item in islice(rest, 1):
+                pending.append(pool.submit(fn, item))
+            yield result
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def _text(value: object) -> str:

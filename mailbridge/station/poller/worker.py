@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 # uid, flags, modseq, raw bytes, real size (when only the header was fetched), headers_only
 RawMessage = tuple[int, tuple[str, ...], int, bytes, int | None, bool]
 Chunk = list[Fetched | RawMessage]
+MAX_WORKERS = 4
+# Parsers yield the CPU to the poller itself: its fetch thread is the pipeline's
+# head, and a parser that falls behind only makes the poller wait a chunk.
+NICE = 5
 
 
 def parse_all(fetched: Chunk, relay_address: str) -> list[Fetched]:
@@ -44,61 +48,87 @@ def parse_all(fetched: Chunk, relay_address: str) -> list[Fetched]:
     return sorted(items, key=lambda f: f.uid)
 
 
-class Parser:
-    """Parses chunks in the worker process, or in-process when not worth it or broken.
+def worker_count() -> int:
+    """Parser processes for a long first index: one per usable core, at most ``MAX_WORKERS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores))
 
-    ``submit`` returns at once; calling its result waits. One chunk is in the
-    worker at a time (a single I/O thread writes it and reads the answer), which
-    is all the overlap two cores allow. If the worker cannot start or dies, that
-    chunk and the rest are parsed here: a slower index, never a lost message.
+
+class Parser:
+    """Parses chunks in worker processes, or in-process when not worth it or broken.
+
+    ``submit`` returns at once; calling its result waits. Chunk k goes to worker
+    k mod n, and each worker holds one chunk at a time, so ``depth`` chunks parse
+    side by side while the caller commits. If a worker cannot start or dies, its
+    chunks are parsed here: a slower index, never a lost message.
     """
 
-    def __init__(self, relay_address: str, parallel: bool) -> None:
+    def __init__(self, relay_address: str, workers: int) -> None:
         self.relay = relay_address
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.io: ThreadPoolExecutor | None = None
-        if parallel:
+        self.workers: list[_Worker] = []
+        for _ in range(workers):
             try:
-                self.proc = subprocess.Popen(  # noqa: S603 - this interpreter, this module
-                    [sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE, env=_child_env())
+                self.workers.append(_Worker())
             except OSError as exc:
-                log.warning("cannot start the parser process (%s); parsing in-process", exc)
-            else:
-                self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse-io")
+                log.warning("cannot start a parser process (%s); parsing with fewer", exc)
+                break
+        self._turn = 0
+
+    @property
+    def depth(self) -> int:
+        """How many submitted chunks can be parsing at once."""
+        return max(1, len(self.workers))
 
     def __enter__(self) -> Parser:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        if self.io is not None:
-            self.io.shutdown(wait=True, cancel_futures=True)
-        self._stop()
+        for worker in self.workers:
+            worker.close()
 
     def submit(self, fetched: Chunk) -> Callable[[], list[Fetched]]:
-        if self.io is None:
+        live = [w for w in self.workers if w.proc is not None]
+        if not live:
             return lambda: parse_all(fetched, self.relay)
-        future = self.io.submit(self._round_trip, fetched)
+        worker = live[self._turn % len(live)]
+        self._turn += 1
+        future = worker.io.submit(worker.round_trip, fetched, self.relay)
 
         def result() -> list[Fetched]:
             parsed = future.result()
             return parsed if parsed is not None else parse_all(fetched, self.relay)
         return result
 
-    def _round_trip(self, fetched: Chunk) -> list[Fetched] | None:
+
+class _Worker:
+    """One parser process and the thread that talks to it (one chunk at a time)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(  # noqa: S603 - this module
+            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env=_child_env())
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse-io")
+
+    def round_trip(self, fetched: Chunk, relay: str) -> list[Fetched] | None:
         proc = self.proc
         if proc is None or proc.stdin is None or proc.stdout is None:
             return None
         try:
-            pickle.dump((fetched, self.relay), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((fetched, relay), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             proc.stdin.flush()
             parsed: list[Fetched] = pickle.load(proc.stdout)  # noqa: S301 - own child's pipe
             return parsed
         except (OSError, EOFError, ValueError, pickle.PickleError) as exc:
-            log.warning("the parser process stopped (%s); parsing in-process from here on",
-                        exc)
+            log.warning("a parser process stopped (%s); parsing its chunks in-process", exc)
             self._stop()
             return None
+
+    def close(self) -> None:
+        self.io.shutdown(wait=True, cancel_futures=True)
+        self._stop()
 
     def _stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -136,4 +166,5 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 if __name__ == "__main__":
     # Ctrl-C reaches the whole process group: the poller decides, and closes our stdin.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(NICE)
     serve(sys.stdin.buffer, sys.stdout.buffer)
