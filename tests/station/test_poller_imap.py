@@ -233,9 +233,11 @@ def test_without_condstore_flags_and_expunges_come_from_a_diff(
     assert not any("CHANGEDSINCE" in c for c in poller.conn.sent)
 
 
-def test_parsing_in_a_worker_process_indexes_exactly_like_in_process(
-        mailstack: MailStack, address: str, ledger: Ledger) -> None:
-    """The first-index pipeline's worker process: same rows, threads, flags and quarantine."""
+def test_parsing_in_worker_processes_indexes_exactly_like_in_process(
+        mailstack: MailStack, address: str, ledger: Ledger,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first-index pipeline's workers: same rows, threads, flags and quarantine."""
+    monkeypatch.setattr(sync, "CHUNK", 2)  # three chunks over two workers
     ref = new_ref()
     bogus = (b"From: a@example.org\r\nSubject: poison\r\nMessage-ID: <bogus@example.org>\r\n"
              b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=bogus\r\n"
@@ -252,7 +254,7 @@ def test_parsing_in_a_worker_process_indexes_exactly_like_in_process(
     results = []
     for led, parallel_from in ((ledger, 1), (in_process, 10**9)):
         poller = led.poller(imap)
-        poller.parallel_from = parallel_from
+        poller.parallel_from, poller.parser_processes = parallel_from, 2
         try:
             results.append(poller.poll())
         finally:

@@ -10,6 +10,7 @@ stay in the poller, in order, one transaction per chunk.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -136,7 +137,8 @@ class _Worker:
             return
         for pipe in (proc.stdin, proc.stdout):
             if pipe is not None:
-                pipe.close()
+                with contextlib.suppress(OSError):  # a dead worker's pipe cannot flush
+                    pipe.close()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
