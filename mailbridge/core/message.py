@@ -17,6 +17,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from email.utils import format_datetime
+from typing import Protocol
 
 from .receipts import is_ref
 from .text import clean_text, first_words, is_slug, one_line
@@ -167,12 +168,18 @@ class ContractHeaders:
     references: tuple[str, ...]
 
 
-def _header(msg: EmailMessage, name: str) -> str:
-    value = msg.get(name)
+class Headers(Protocol):
+    """A message (``email.message.Message``) or a dict of its headers by lower-case name."""
+
+    def get(self, name: str, /) -> object: ...
+
+
+def _header(msg: Headers, name: str) -> str:
+    value = msg.get(name.lower())
     return one_line(str(value)) if value is not None else ""
 
 
-def parse_contract(msg: EmailMessage) -> ContractHeaders | None:
+def parse_contract(msg: Headers) -> ContractHeaders | None:
     """Read the ``X-Mailbridge-*`` headers back; None if this is not a relay message.
 
     Values are checked against the same shapes the builder produces, so a

@@ -22,9 +22,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import errors as email_errors
 from email.header import decode_header
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
-from typing import cast
 
 from ...core.message import HEADER_LOOP, message_ids, parse_contract
 from ...core.receipts import is_ref
@@ -182,17 +181,17 @@ def synthetic_message_id(raw_sha256: str) -> str:
     return f"<{raw_sha256[:40]}@{SYNTHETIC_DOMAIN}>"
 
 
-def _is_auto(msg: Message, sender: str, is_relay: bool) -> bool:
+def _is_auto(msg: Message, headers: dict[str, str], sender: str, is_relay: bool) -> bool:
     """Auto-replies, bounces, DSNs, bulk mail and our own mail looping back."""
-    auto_submitted = str(msg.get("Auto-Submitted", "")).strip().lower()
+    auto_submitted = headers.get("auto-submitted", "").strip().lower()
     if auto_submitted and not auto_submitted.startswith("no"):
         return True
-    if str(msg.get("Precedence", "")).strip().lower() in ("bulk", "junk", "list", "auto_reply"):
+    if headers.get("precedence", "").strip().lower() in ("bulk", "junk", "list", "auto_reply"):
         return True
-    if any(msg.get(h) is not None for h in ("X-Autoreply", "X-Autorespond")):
+    if "x-autoreply" in headers or "x-autorespond" in headers:
         return True
-    return_path = msg.get("Return-Path")
-    if return_path is not None and str(return_path).strip() in ("<>", ""):
+    return_path = headers.get("return-path")
+    if return_path is not None and return_path.strip() in ("<>", ""):
         return True
     local = sender.partition("@")[0]
     if local in ("mailer-daemon", "postmaster"):
@@ -201,7 +200,7 @@ def _is_auto(msg: Message, sender: str, is_relay: bool) -> bool:
             p.get_content_type() in ("message/delivery-status", "message/disposition-notification")
             for p in msg.walk()):
         return True
-    return not is_relay and msg.get(HEADER_LOOP) is not None
+    return not is_relay and HEADER_LOOP.lower() in headers
 
 
 def _body(msg: Message, problems: list[str]) -> tuple[str, tuple[Part, ...]]:
@@ -300,7 +299,7 @@ def index_message(raw: bytes, *, relay_address: str, size: int | None = None,
     in_reply_to = next((i for i in message_ids(header("In-Reply-To")) if len(i) <= 500), "")
     references = tuple(i for i in message_ids(header("References") + " " + in_reply_to)
                        if len(i) <= 500)[-MAX_REFS:]
-    contract = parse_contract(cast(EmailMessage, msg))
+    contract = parse_contract(raw_headers)
     is_relay = contract is not None and sender == relay_address.strip().lower()
     text, attachments = ("", ()) if headers_only else _body(msg, problems)
     base = Indexed(
@@ -309,7 +308,7 @@ def index_message(raw: bytes, *, relay_address: str, size: int | None = None,
         received_hour=_received_hour(header("Date")), in_reply_to=in_reply_to,
         references=references, attachments=attachments, problems=tuple(problems),
     )
-    if _is_auto(msg, sender, is_relay):
+    if _is_auto(msg, raw_headers, sender, is_relay):
         return replace(base, kind=MessageKind.AUTO)
     if is_relay and contract is not None:
         tip_text = _tip_text(text)

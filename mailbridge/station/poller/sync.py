@@ -91,11 +91,13 @@ class ImapPoller:
         conn, store = self.conn, self.store
         counts = Counts()
         cur = store.cursor(folder)
-        st = conn.status(folder)
-        # Without CONDSTORE a flag change shows in no counter: then always diff FLAGS.
-        if (conn.condstore and cur.uidvalidity == st.uidvalidity and cur.uidnext == st.uidnext
-                and cur.message_count == st.messages and cur.highestmodseq == st.highestmodseq):
-            return counts
+        if cur.uidvalidity:  # a folder never indexed has nothing to compare STATUS with
+            st = conn.status(folder)
+            # Without CONDSTORE a flag change shows in no counter: then always diff FLAGS.
+            if (conn.condstore and cur.uidvalidity == st.uidvalidity
+                    and cur.uidnext == st.uidnext and cur.message_count == st.messages
+                    and cur.highestmodseq == st.highestmodseq):
+                return counts
         sel = conn.examine(folder)
         rebinding = bool(cur.uidvalidity) and cur.uidvalidity != sel.uidvalidity
         if rebinding:
