@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailbridge.core.message import (
+    BOUNDARY,
     Envelope,
     Submission,
     build_message,
@@ -136,3 +137,18 @@ def test_helpers() -> None:
     token = new_reply_token()
     assert reply_token_of([f"<reply+{token}@Relay.Example.test>"], "relay.example.test") == token
     assert reply_token_of(["reply+x@other.test"], "relay.example.test") is None
+
+
+@pytest.mark.parametrize("text", [
+    "Có người lạ bán ma túy gần chợ.",
+    f"thử\n--{BOUNDARY}\nContent-Type: text/html\n\n<b>giả</b>\n--{BOUNDARY}--\nhết",
+    f"Where: --{BOUNDARY}--",
+])
+def test_a_tip_keeps_two_parts_whatever_its_text(text: str) -> None:
+    """The fixed boundary is used only when no part contains it: no forged parts."""
+    msg = _roundtrip(build_message(_submission(text=text), ENV))
+    assert (msg.get_boundary() == BOUNDARY) == (BOUNDARY not in text)
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert text in parts[0].get_content().replace("\r\n", "\n")
+    assert not msg.defects and not any(p.defects for p in parts)
