@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TypeVar
@@ -169,9 +170,9 @@ class ImapPoller:
         parsing: deque[tuple[list[int], Callable[[], list[Fetched]]]] = deque()
         done = 0
         with Parser(self.relay_address, workers) as parser, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool:
-            fetched_chunks = _in_order(pool, lambda c: self._fetch_chunk(c, big, rebinding),
-                                       chunks, ahead=FETCH_AHEAD)
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool, \
+                closing(_in_order(pool, lambda c: self._fetch_chunk(c, big, rebinding),
+                                  chunks, ahead=FETCH_AHEAD)) as fetched_chunks:
             for k, (chunk, fetched) in enumerate(zip(chunks, fetched_chunks, strict=True)):
                 parsing.append((chunk, parser.submit(fetched)))
                 while len(parsing) > parser.depth or (parsing and k + 1 == len(chunks)):
@@ -253,11 +254,12 @@ class ImapPoller:
 
 
 def _in_order(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Sequence[T], *,
-              ahead: int) -> Iterator[R]:
+              ahead: int) -> Generator[R, None, None]:
     """``fn(item)`` for each item, in order, run in *pool* up to *ahead* items early.
 
-    The fetch thread so streams chunk after chunk while earlier ones are parsed
-    and committed, and memory stays bounded by *ahead* chunks.
+    So the fetch thread streams chunk after chunk while earlier ones are parsed
+    and committed; memory stays bounded by *ahead* chunks. Closing it early (an
+    error downstream) cancels the fetches not yet started.
     """
     pending: deque[Future[R]] = deque()
     rest = iter(items)
