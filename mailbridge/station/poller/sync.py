@@ -169,19 +169,26 @@ class ImapPoller:
         workers = self.parser_processes if len(uids) >= self.parallel_from else 0
         parsing: deque[tuple[list[int], Callable[[], list[Fetched]]]] = deque()
         done = 0
+
+        def commit_oldest() -> None:
+            nonlocal done
+            chunk, parsed = parsing.popleft()
+            counts.add(self.store.add_batch(folder, uidvalidity, parsed(), chunk[-1],
+                                            rebinding=rebinding))
+            done += len(chunk)
+            if self.progress:
+                self.progress(folder, done, len(uids))
+
         with Parser(self.relay_address, workers) as parser, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool, \
                 closing(_in_order(pool, lambda c: self._fetch_chunk(c, big, rebinding),
                                   chunks, ahead=FETCH_AHEAD)) as fetched_chunks:
-            for k, (chunk, fetched) in enumerate(zip(chunks, fetched_chunks, strict=True)):
+            for chunk, fetched in zip(chunks, fetched_chunks, strict=True):
                 parsing.append((chunk, parser.submit(fetched)))
-                while len(parsing) > parser.depth or (parsing and k + 1 == len(chunks)):
-                    oldest, parsed = parsing.popleft()
-                    counts.add(self.store.add_batch(folder, uidvalidity, parsed(), oldest[-1],
-                                                    rebinding=rebinding))
-                    done += len(oldest)
-                    if self.progress:
-                        self.progress(folder, done, len(uids))
+                if len(parsing) > parser.depth:
+                    commit_oldest()
+            while parsing:
+                commit_oldest()
         return counts
 
     def _fetch_chunk(self, chunk: Sequence[int], big: set[int],
