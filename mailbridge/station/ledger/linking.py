@@ -373,9 +373,11 @@ class Batch:
         """Earlier messages that reply to *linked* ones, or carry their tip's ref."""
         found: dict[int, Row] = {}
         for part in chunks(sorted({m.message_id for m in linked})):
-            rows = self.s.execute(select(*_ROW_COLUMNS).join(
-                MessageRef, MessageRef.message_pk == Message.id).where(
-                MessageRef.target.in_(part), Message.tip_id.is_(None),
+            # A subquery, not a join: with a long IN list SQLite's planner chose to
+            # scan every unlinked message (a cost growing with the ledger).
+            replying = select(MessageRef.message_pk).where(MessageRef.target.in_(part))
+            rows = self.s.execute(select(*_ROW_COLUMNS).where(
+                Message.id.in_(replying), Message.tip_id.is_(None),
                 Message.kind.in_(LINKABLE)))
             found.update((r.id, r) for r in map(self._row, rows))
         for part in chunks(sorted({m.ref for m in linked if m.ref})):
