@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 
 import pytest
 from sqlalchemy import select
@@ -28,6 +29,7 @@ from tests.station.poller_helpers import (
     seed_maildir,
     tip,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.servers
 
@@ -269,3 +271,27 @@ def test_parsing_in_worker_processes_indexes_exactly_like_in_process(
         (5, 1, 1, 1, 1)
     assert quarantined[0][2].startswith(b"From: a@example.org")
     assert all(flags == "\\Flagged" for _f, _m, flags in snapshot["live"])
+
+
+def test_a_change_announced_by_idle_is_indexed_without_status(
+        mailstack: MailStack, address: str, ledger: Ledger) -> None:
+    """IDLE already said the folder changed: EXAMINE at once (STATUS would re-read it)."""
+    append(mailstack, address, [tip(new_ref())])
+    poller = ledger.poller(imap_settings(mailstack, address))
+    reports: list[sync.Counts] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=poller.run_forever, daemon=True, kwargs={
+        "stop": stop.is_set, "report": reports.append, "idle_renew": 60.0})
+    thread.start()
+    try:
+        wait_for(lambda: reports and "IDLE" in poller.conn.sent, "the poller in IDLE")
+        idling = len(poller.conn.sent)
+        append(mailstack, address, [tip(new_ref())])
+        wait_for(lambda: len(reports) == 2, "the poll after IDLE")
+        after_idle = [c.split()[0] for c in poller.conn.sent[idling:]]
+    finally:
+        stop.set()
+        append(mailstack, address, [plain("wake")])  # ends the current IDLE
+        thread.join(30)
+    assert reports[1].tips == 1
+    assert "EXAMINE" in after_idle and "STATUS" not in after_idle

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -79,20 +79,26 @@ class ImapPoller:
 
     # -- one poll -------------------------------------------------------------------
 
-    def poll(self) -> Counts:
-        """Bring every folder up to date; connects first if needed."""
+    def poll(self, changed: Collection[str] = ()) -> Counts:
+        """Bring every folder up to date; connects first if needed.
+
+        *changed*: folders IDLE already reported as changed (no STATUS for them).
+        """
         if self.conn.client is None:
             self.conn.connect()
         counts = Counts()
         for folder in self.folders:
-            counts.add(self.sync_folder(folder))
+            counts.add(self.sync_folder(folder, changed=folder in changed))
         return counts
 
-    def sync_folder(self, folder: str) -> Counts:
+    def sync_folder(self, folder: str, *, changed: bool = False) -> Counts:
         conn, store = self.conn, self.store
         counts = Counts()
         cur = store.cursor(folder)
-        if cur.uidvalidity:  # a folder never indexed has nothing to compare STATUS with
+        # STATUS tells whether anything moved. Not needed when IDLE just said so (and
+        # on the selected folder it makes Dovecot re-read a big Maildir: 0.1-0.2 s at
+        # 100k messages), nor before a first index, which has nothing to compare.
+        if cur.uidvalidity and not changed:
             st = conn.status(folder)
             # Without CONDSTORE a flag change shows in no counter: then always diff FLAGS.
             if (conn.condstore and cur.uidvalidity == st.uidvalidity
@@ -246,13 +252,15 @@ class ImapPoller:
                 report(self.poll())
                 backoff.reset()
                 while not stop():
+                    changed: set[str] = set()
                     if self.conn.idle_ok:
                         if self.conn.selected != self.folders[0]:
                             self.conn.examine(self.folders[0])
-                        self.conn.idle_wait(idle_renew)
+                        if self.conn.idle_wait(idle_renew):
+                            changed.add(self.folders[0])
                     else:
                         time.sleep(poll_interval)
-                    report(self.poll())
+                    report(self.poll(changed))
             except (PollError, LedgerError) as exc:
                 self.conn.close()
                 delay = backoff.next()
