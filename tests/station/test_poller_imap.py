@@ -295,3 +295,30 @@ def test_a_change_announced_by_idle_is_indexed_without_status(
         thread.join(30)
     assert reports[1].tips == 1
     assert "EXAMINE" in after_idle and "STATUS" not in after_idle
+
+
+def test_a_folder_idle_does_not_watch_is_checked_every_poll_interval(
+        mailstack: MailStack, address: str, ledger: Ledger) -> None:
+    """An officer's reply in the sent folder is linked without waiting for new mail."""
+    ref = new_ref()
+    append(mailstack, address, [tip(ref, message_id=f"<{ref}@relay.example.test>")])
+    append(mailstack, address, [plain("older")], folder="Sent")
+    poller = ledger.poller(imap_settings(mailstack, address, folders=("INBOX", "Sent")))
+    reports: list[sync.Counts] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=poller.run_forever, daemon=True, kwargs={
+        "stop": stop.is_set, "report": reports.append, "idle_renew": 600.0,
+        "poll_interval": 1.0})
+    thread.start()
+    try:
+        wait_for(lambda: reports and "IDLE" in poller.conn.sent, "the poller in IDLE")
+        append(mailstack, address, [plain(f"Re: [{ref}]", sender=address, headers={
+            "In-Reply-To": f"<{ref}@relay.example.test>"})], folder="Sent")
+        wait_for(lambda: any(r.replies for r in reports), "the reply in the ledger")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    with ledger.sessions() as s:
+        reply = s.scalars(select(Message).where(Message.kind == MessageKind.REPLY)).one()
+    assert reply.tip_id is not None

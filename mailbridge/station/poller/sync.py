@@ -244,9 +244,14 @@ class ImapPoller:
                     idle_renew: float = IDLE_RENEW, poll_interval: float = 60.0) -> None:
         """Poll, then IDLE on the first folder and poll again on every change or renewal.
 
-        Failures reconnect with backoff; nothing here spins on a dead socket.
+        IDLE sees one folder; with more configured (a sent folder for officers'
+        replies), the renewal comes every *poll_interval* so they are checked
+        that often (a STATUS each when nothing moved). Failures reconnect with
+        backoff; nothing here spins on a dead socket.
         """
         backoff = Backoff()
+        if len(self.folders) > 1:
+            idle_renew = min(idle_renew, poll_interval)
         while not stop():
             try:
                 report(self.poll())
