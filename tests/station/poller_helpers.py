@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import pwd
+import threading
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from mailbridge.config import (
 from mailbridge.core.message import Envelope, Submission, build_message
 from mailbridge.station.ledger.db import make_engine, session_factory, upgrade
 from mailbridge.station.ledger.models import Location, Message, Tip
-from mailbridge.station.ledger.store import LedgerStore
+from mailbridge.station.ledger.store import Counts, LedgerStore
 from mailbridge.station.poller.imap import ImapConnection
 from mailbridge.station.poller.sync import ImapPoller
 from tests.servers.mailstack import MailStack
@@ -154,3 +155,12 @@ class Ledger:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def run_in_thread(poller: ImapPoller, reports: list[Counts], stop: threading.Event,
+                  **kwargs: float) -> threading.Thread:
+    """``poller.run_forever`` in a daemon thread, reporting into *reports* until *stop*."""
+    thread = threading.Thread(target=poller.run_forever, daemon=True, kwargs={
+        "stop": stop.is_set, "report": reports.append, **kwargs})
+    thread.start()
+    return thread

@@ -33,6 +33,7 @@ from tests.station.poller_helpers import (
     imap_settings,
     new_ref,
     plain,
+    run_in_thread,
     seed_maildir,
     tip,
 )
@@ -161,14 +162,6 @@ def test_stalled_server_mid_fetch_times_out_and_reconnects(
     _assert_exactly_once(ledger, total)
 
 
-def _run_in_thread(poller: sync.ImapPoller, reports: list[Counts],
-                   stop: threading.Event) -> threading.Thread:
-    thread = threading.Thread(target=poller.run_forever, daemon=True, kwargs={
-        "stop": stop.is_set, "report": reports.append, "idle_renew": 2.0})
-    thread.start()
-    return thread
-
-
 @pytest.mark.parametrize("how", ["doveadm-kick", "access-token-expired"])
 def test_bye_during_idle_reconnects_without_spinning(
         mailstack: MailStack, address: str, ledger: Ledger, how: str) -> None:
@@ -185,7 +178,7 @@ def test_bye_during_idle_reconnects_without_spinning(
         poller.conn.connect = counting_connect  # type: ignore[method-assign]
         reports: list[Counts] = []
         stop = threading.Event()
-        thread = _run_in_thread(poller, reports, stop)
+        thread = run_in_thread(poller, reports, stop, idle_renew=2.0)
         wait_for(lambda: reports and "IDLE" in poller.conn.sent, "the poller in IDLE")
         if how == "doveadm-kick":
             mailstack.doveadm("kick", address)

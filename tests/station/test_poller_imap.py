@@ -26,6 +26,7 @@ from tests.station.poller_helpers import (
     imap_settings,
     new_ref,
     plain,
+    run_in_thread,
     seed_maildir,
     tip,
 )
@@ -280,9 +281,7 @@ def test_a_change_announced_by_idle_is_indexed_without_status(
     poller = ledger.poller(imap_settings(mailstack, address))
     reports: list[sync.Counts] = []
     stop = threading.Event()
-    thread = threading.Thread(target=poller.run_forever, daemon=True, kwargs={
-        "stop": stop.is_set, "report": reports.append, "idle_renew": 60.0})
-    thread.start()
+    thread = run_in_thread(poller, reports, stop, idle_renew=60.0)
     try:
         wait_for(lambda: reports and "IDLE" in poller.conn.sent, "the poller in IDLE")
         idling = len(poller.conn.sent)
@@ -306,10 +305,7 @@ def test_a_folder_idle_does_not_watch_is_checked_every_poll_interval(
     poller = ledger.poller(imap_settings(mailstack, address, folders=("INBOX", "Sent")))
     reports: list[sync.Counts] = []
     stop = threading.Event()
-    thread = threading.Thread(target=poller.run_forever, daemon=True, kwargs={
-        "stop": stop.is_set, "report": reports.append, "idle_renew": 600.0,
-        "poll_interval": 1.0})
-    thread.start()
+    thread = run_in_thread(poller, reports, stop, idle_renew=600.0, poll_interval=1.0)
     try:
         wait_for(lambda: reports and "IDLE" in poller.conn.sent, "the poller in IDLE")
         append(mailstack, address, [plain(f"Re: [{ref}]", sender=address, headers={
