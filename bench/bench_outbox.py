@@ -24,9 +24,9 @@ from aiosmtpd.controller import Controller
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mailbridge.relay.outbox import DeliveryWorker  # noqa: E402
-from mailbridge.relay.store import RelayStore  # noqa: E402
-from tests.relay.outbox_driver import (  # noqa: E402
+from mailbridge.relay.outbox import DeliveryWorker
+from mailbridge.relay.store import RelayStore
+from tests.relay.outbox_driver import (
     maildir_station,
     make_settings,
     smtp_station,

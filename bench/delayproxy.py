@@ -140,7 +140,7 @@ class DelayProxyProcess:
         self._proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> DelayProxyProcess:
-        self._proc = subprocess.Popen(  # noqa: S603 - this interpreter, this module
+        self._proc = subprocess.Popen(
             self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             cwd=Path(__file__).resolve().parents[1])
         assert self._proc.stdout is not None

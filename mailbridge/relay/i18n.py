@@ -4,9 +4,10 @@ Every string a tipster reads goes through gettext; the catalogs live in
 ``mailbridge/locale/{vi,hmn,en}/LC_MESSAGES/messages.po`` (compiled ``.mo``
 beside them), so a translator corrects a word without touching code.
 
-Babel has no ``hmn`` locale: the Hmong (RPA) catalog is loaded by path as a
-hand-made catalog, falls back to Vietnamese for any missing string, and uses
-Vietnamese conventions for numbers. Messages forwarded to a station are always
+Babel has no ``hmn`` locale: the Hmong (RPA) catalog states its own plural rule
+in its header (Babel keeps it through ``pybabel update`` and ``compile``), falls
+back to Vietnamese for any missing string, and uses Vietnamese conventions for
+numbers. Messages forwarded to a station are always
 labelled in Vietnamese (``MESSAGE_LANGUAGE``), whatever the tipster's language.
 """
 
@@ -14,15 +15,10 @@ from __future__ import annotations
 
 import functools
 import gettext as _gettext
-import io
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from babel import Locale
-from babel.messages.catalog import Catalog
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
 from babel.support import Translations
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -40,9 +36,6 @@ HTML_LANG = {"vi": "vi", "hmn": "hmn-Latn", "en": "en"}
 # Languages without a Babel locale borrow another's numbers and dates.
 _BABEL_LOCALE = {"hmn": "vi"}
 _FALLBACK = {"hmn": "vi"}
-# Plural rules of hand-made catalogs: Babel knows no such locale, and drops the
-# header from the compiled file (and `pybabel update` from the .po).
-HAND_MADE_PLURALS = {"hmn": "nplurals=1; plural=0;"}
 
 
 def N_(message: str) -> str:
@@ -116,59 +109,3 @@ def environment(lang: str) -> Environment:
     )
     env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
     return env
-
-
-class _HandMadeCatalog(Catalog):
-    """A catalog whose language Babel does not know: its plural rule comes from
-    ``HAND_MADE_PLURALS`` instead of being left out of the compiled file."""
-
-    @property
-    def mime_headers(self) -> list[tuple[str, str]]:
-        headers = list(super().mime_headers)
-        plural = HAND_MADE_PLURALS.get(str(self.locale_identifier))
-        if self.locale is None and plural:
-            headers = [(k, v) for k, v in headers if k != "Plural-Forms"]
-            headers.insert(-4, ("Plural-Forms", plural))
-        return headers
-
-
-def compile_po(po: bytes) -> bytes:
-    """Compile a ``.po`` catalog to ``.mo`` bytes, keeping a hand-made catalog's plural rule."""
-    catalog = read_po(io.BytesIO(po))
-    catalog.__class__ = _HandMadeCatalog
-    out = io.BytesIO()
-    write_mo(out, catalog)
-    return out.getvalue()
-
-
-def restore_plural_header(po: str, lang: str) -> str:
-    """Put back the ``Plural-Forms`` line that `pybabel update` drops from a hand-made .po."""
-    plural = HAND_MADE_PLURALS.get(lang)
-    header, sep, rest = po.partition("\n\n")
-    if not plural or "Plural-Forms:" in header:
-        return po
-    line = f'"Language: {lang}\\n"\n'
-    return header.replace(line, f'{line}"Plural-Forms: {plural}\\n"\n', 1) + sep + rest
-
-
-def compile_all(languages: tuple[str, ...] = tuple(LANGUAGE_NAMES)) -> list[Path]:
-    """Write every ``messages.mo`` from its ``messages.po``; returns the files written.
-
-    Use this rather than `pybabel compile`, which loses the Hmong plural rule.
-    """
-    written = []
-    for lang in languages:
-        source = catalog_path(lang, ".po")
-        text = source.read_text(encoding="utf-8")
-        fixed = restore_plural_header(text, lang)
-        if fixed != text:
-            source.write_text(fixed, encoding="utf-8")
-        target = catalog_path(lang)
-        target.write_bytes(compile_po(fixed.encode("utf-8")))
-        written.append(target)
-    return written
-
-
-if __name__ == "__main__":  # python -m mailbridge.relay.i18n: recompile after editing a .po
-    for path in compile_all():
-        sys.stdout.write(f"compiled {path}\n")

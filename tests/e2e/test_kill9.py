@@ -54,7 +54,7 @@ def test_every_acknowledged_tip_is_delivered_exactly_once_after_kill9(tmp_path: 
     for t in threads:
         t.start()
     wait_for(lambda: len(acknowledged) >= 10, "ten acknowledged tips", 60)
-    time.sleep(random.uniform(0.0, 0.5))  # noqa: S311 (a random moment, not a secret)
+    time.sleep(random.uniform(0.0, 0.5))
     relay.kill9()
     stop.set()
     for t in threads:

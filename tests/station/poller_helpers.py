@@ -143,13 +143,14 @@ class Ledger:
     def snapshot(self) -> dict[str, Any]:
         """The ledger's meaning, free of row ids and times: compare two indexings."""
         with self.sessions() as s:
-            tips = {t.ref: (s.get(Message, t.message_pk).message_id if t.message_pk else "",
+            message_id = {m.id: m.message_id for m in s.scalars(select(Message))}
+            tips = {t.ref: (message_id[t.message_pk] if t.message_pk else "",
                             t.category, t.placement, t.status)
                     for t in s.scalars(select(Tip))}
             ref_of = {t.id: t.ref for t in s.scalars(select(Tip))}
             messages = {m.message_id: (m.kind, ref_of.get(m.tip_id or 0, ""), m.raw_sha256)
                         for m in s.scalars(select(Message))}
-            live = sorted((loc.folder, s.get(Message, loc.message_pk).message_id, loc.flags)
+            live = sorted((loc.folder, message_id[loc.message_pk], loc.flags)
                           for loc in s.scalars(select(Location).where(Location.gone.is_(False))))
         return {"tips": tips, "messages": messages, "live": live}
 

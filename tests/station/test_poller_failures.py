@@ -58,7 +58,7 @@ def test_kill_9_mid_batch_loses_and_duplicates_nothing(
     """Scenario 1: SIGKILL just before / just after the 2nd batch commits."""
     total = 2 * sync.CHUNK + 50
     seed_maildir(mailstack, address, (tip(new_ref(), f"tin {i}") for i in range(total)))
-    proc = subprocess.run(  # noqa: S603
+    proc = subprocess.run(
         [sys.executable, "-m", "tests.station.killpoll", ledger.url,
          str(ledger.store.attachments_dir), address, str(mailstack.imap_port), mode, "2"],
         cwd=ROOT, capture_output=True, timeout=120, check=False)

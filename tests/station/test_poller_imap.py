@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from mailbridge.station.ledger.models import (
     Quarantine,
     Tip,
 )
+from mailbridge.station.ledger.store import Counts
 from mailbridge.station.poller import sync
 from tests.servers.mailstack import MailStack
 from tests.station.poller_helpers import (
@@ -254,7 +256,7 @@ def test_parsing_in_worker_processes_indexes_exactly_like_in_process(
     imap = imap_settings(mailstack, address)
     in_process = Ledger(ledger.url.replace("ledger.db", "in-process.db"),
                         ledger.store.attachments_dir, address)
-    results = []
+    results: list[Any] = []
     for led, parallel_from in ((ledger, 1), (in_process, 10**9)):
         poller = led.poller(imap)
         poller.parallel_from, poller.parser_processes = parallel_from, 2
@@ -279,7 +281,7 @@ def test_a_change_announced_by_idle_is_indexed_without_status(
     """IDLE already said the folder changed: EXAMINE at once (STATUS would re-read it)."""
     append(mailstack, address, [tip(new_ref())])
     poller = ledger.poller(imap_settings(mailstack, address))
-    reports: list[sync.Counts] = []
+    reports: list[Counts] = []
     stop = threading.Event()
     thread = run_in_thread(poller, reports, stop, idle_renew=60.0)
     try:
@@ -303,7 +305,7 @@ def test_a_folder_idle_does_not_watch_is_checked_every_poll_interval(
     append(mailstack, address, [tip(ref, message_id=f"<{ref}@relay.example.test>")])
     append(mailstack, address, [plain("older")], folder="Sent")
     poller = ledger.poller(imap_settings(mailstack, address, folders=("INBOX", "Sent")))
-    reports: list[sync.Counts] = []
+    reports: list[Counts] = []
     stop = threading.Event()
     thread = run_in_thread(poller, reports, stop, idle_renew=600.0, poll_interval=1.0)
     try:

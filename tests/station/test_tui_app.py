@@ -218,7 +218,8 @@ async def test_filters_and_search(ledger: tuple[Settings, sessionmaker[Session]]
         app.query_one("#f-station").value = app.query_one("#f-station").NULL  # type: ignore
         app.query_one("#f-category").value = "guns"  # type: ignore[attr-defined]
         await settle(app, pilot)
-        assert [tips.row(0).ref if tips.row(0) else None, tips.total] == ["NCS-0003", 1]
+        first = tips.row(0)
+        assert [first.ref if first else None, tips.total] == ["NCS-0003", 1]
         await pilot.press("x")  # reset
         await settle(app, pilot)
         assert tips.total == 7

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from mailbridge.errors import LedgerError
+from mailbridge.errors import LedgerError, WorkflowError
 from mailbridge.station.ledger import workflow
 from mailbridge.station.ledger.db import make_engine, session_factory, upgrade
 from mailbridge.station.ledger.models import (
@@ -100,13 +100,13 @@ def test_status_rules_refuse_and_write_nothing(sessions: Session) -> None:
     s = sessions
     tip = add_tip(s, 1)
     s.commit()
-    with pytest.raises(workflow.WorkflowError, match="cannot go from new to handled"):
+    with pytest.raises(WorkflowError, match="cannot go from new to handled"):
         workflow.set_status(s, tip.id, "handled", actor="Lan", reason="x")
-    with pytest.raises(workflow.WorkflowError, match="needs a reason"):
+    with pytest.raises(WorkflowError, match="needs a reason"):
         workflow.set_status(s, tip.id, "spam", actor="Lan", reason="  ")
-    with pytest.raises(workflow.WorkflowError, match="unknown status"):
+    with pytest.raises(WorkflowError, match="unknown status"):
         workflow.set_status(s, tip.id, "closed", actor="Lan")
-    with pytest.raises(workflow.WorkflowError, match="officers"):
+    with pytest.raises(WorkflowError, match="officers"):
         workflow.set_status(s, tip.id, "verifying", actor="")
     s.rollback()
     assert audits(s, tip.id) == []
@@ -138,11 +138,11 @@ def test_category_assign_note_are_audited(sessions: Session) -> None:
         ("Lan", "assign", "", "Bình", ""),
         ("Lan", "note", "", "Gọi trưởng bản hỏi thêm", ""),
     ]
-    with pytest.raises(workflow.WorkflowError, match="not an officer"):
+    with pytest.raises(WorkflowError, match="not an officer"):
         workflow.assign(s, tip.id, "Mallory", actor="Lan", officers={"Bình"})
-    with pytest.raises(workflow.WorkflowError, match="unknown category"):
+    with pytest.raises(WorkflowError, match="unknown category"):
         workflow.set_category(s, tip.id, "weather", actor="Lan", known={"other"})
-    with pytest.raises(workflow.WorkflowError, match="empty"):
+    with pytest.raises(WorkflowError, match="empty"):
         workflow.add_note(s, tip.id, " \x1b[0m ", actor="Lan")
 
 

@@ -274,7 +274,7 @@ def index_message(raw: bytes, *, relay_address: str, size: int | None = None,
     problems: list[str] = []
     try:
         msg = email.message_from_bytes(raw)
-    except Exception as exc:  # noqa: BLE001 - the parser must never stop a batch
+    except Exception as exc:
         return Indexed(synthetic_message_id(digest), digest, real_size, MessageKind.QUARANTINED,
                        problems=(f"unparseable: {type(exc).__name__}",))
     problems.extend(type(d).__name__ for d in msg.defects if isinstance(d, _SERIOUS_DEFECTS))

@@ -91,7 +91,7 @@ class TipList(ScrollView, can_focus=True):
             self.tip_id = tip_id
 
     def __init__(self, render_row: Callable[[TipRow], Sequence[str]], *,
-                 id: str | None = None) -> None:  # noqa: A002 - Textual's own keyword
+                 id: str | None = None) -> None:
         super().__init__(id=id)
         self.render_row = render_row
         self.total = 0
