@@ -2,60 +2,52 @@
 
 from __future__ import annotations
 
-import contextlib
-import smtplib
-import ssl
+import asyncio
 import sys
 from typing import TextIO
 
 from .config import ImapSettings, Settings, SmtpSettings
+from .errors import MailbridgeError
 
 
-def _tls_context(ca_file: object) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+def _problem(exc: Exception) -> str:
+    """``Type: text``; for our own errors the type of what they wrap (``LoginError``)."""
+    cause = exc.__cause__ if isinstance(exc, MailbridgeError) and exc.__cause__ else exc
+    return f"{type(cause).__name__}: {exc}"
 
 
-def check_smtp(smtp: SmtpSettings) -> str | None:
-    """Log in to an SMTP server the way delivery will; None when it works."""
+def check_smtp(smtp: SmtpSettings, *, local_hostname: str) -> str | None:
+    """Log in with delivery's own SMTP client (``relay.outbox.smtp_client``); None when
+    it works. Nothing is sent."""
+    import aiosmtplib
+
+    from .relay.outbox import smtp_client
+
+    async def login() -> None:
+        async with smtp_client(smtp, local_hostname=local_hostname):
+            pass
+
     try:
-        context = _tls_context(smtp.ca_file)
-        if smtp.tls == "tls":
-            client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout,
-                                                    context=context)
-        else:
-            client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
-        with client:
-            client.ehlo()
-            if smtp.tls == "starttls":
-                client.starttls(context=context)
-                client.ehlo()
-            if smtp.username:
-                client.login(smtp.username, smtp.password.reveal())
-    except (OSError, smtplib.SMTPException) as exc:
-        return f"{type(exc).__name__}: {exc}"
+        asyncio.run(login())
+    except (MailbridgeError, aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        return _problem(exc)
     return None
 
 
 def check_imap(imap: ImapSettings) -> str | None:
-    """Log in to an IMAP server the way the poller will; None when it works."""
-    from imapclient import IMAPClient
-    from imapclient.exceptions import IMAPClientError
+    """Log in and EXAMINE every folder with the poller's own connection; None when it
+    works."""
+    from .station.poller.imap import ImapConnection
 
+    conn = ImapConnection(imap)
     try:
-        context = _tls_context(imap.ca_file)
-        client = IMAPClient(imap.host, port=imap.port, ssl=imap.tls == "tls",
-                            ssl_context=context, timeout=imap.timeout)
-        try:
-            if imap.tls == "starttls":
-                client.starttls(context)
-            client.login(imap.username, imap.password.reveal())
-            for folder in imap.folders:
-                client.select_folder(folder, readonly=True)
-        finally:
-            with contextlib.suppress(OSError, IMAPClientError):
-                client.logout()
-    except (OSError, IMAPClientError) as exc:
-        return f"{type(exc).__name__}: {exc}"
+        conn.connect()
+        for folder in imap.folders:
+            conn.examine(folder)
+    except MailbridgeError as exc:
+        return _problem(exc)
+    finally:
+        conn.close()
     return None
 
 
@@ -76,7 +68,8 @@ def run_check(settings: Settings, *, connect: bool = False, out: TextIO = sys.st
         if not connect:
             continue
         if station.maildir is None and station.smtp is not None:
-            problem = check_smtp(station.smtp)
+            problem = check_smtp(station.smtp,
+                                 local_hostname=settings.relay.domain)
             failures += problem is not None
             print(f"  smtp: {problem or 'ok'}", file=out)
         if station.imap is not None:

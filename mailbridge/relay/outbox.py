@@ -218,12 +218,11 @@ def _reply(code: int, message: str) -> str:
     return one_line(f"{code} {message}", max_length=MAX_ERROR)
 
 
-async def deliver_smtp(smtp: SmtpSettings, sender: str, recipient: str, data: bytes, *,
-                       local_hostname: str) -> None:
-    """Send ``data`` to one recipient; 5xx raises PermanentDeliveryError, the rest
-    DeliveryError, with the server's code and text (never the message)."""
+def smtp_client(smtp: SmtpSettings, *, local_hostname: str) -> aiosmtplib.SMTP:
+    """The one SMTP client of delivery and ``mailbridge check --connect``: TLS mode, CA
+    file, timeout and login all come from here, so a passing check means delivery logs in.
+    ``async with`` connects, upgrades to TLS and logs in; leaving it says QUIT."""
     context: ssl.SSLContext | None = None
-    where = f"{smtp.host}:{smtp.port}"
     if smtp.tls != "none":
         try:
             context = ssl.create_default_context(
@@ -231,13 +230,22 @@ async def deliver_smtp(smtp: SmtpSettings, sender: str, recipient: str, data: by
         except (OSError, ssl.SSLError) as exc:
             raise DeliveryError(f"smtp.ca_file {smtp.ca_file} cannot be used ({exc}): fix "
                                 f"the path, then `mailbridge outbox retry`") from exc
+    return aiosmtplib.SMTP(
+        hostname=smtp.host, port=smtp.port, username=smtp.username or None,
+        password=smtp.password.reveal() if smtp.username else None,
+        local_hostname=local_hostname, timeout=smtp.timeout,
+        use_tls=smtp.tls == "tls", start_tls=smtp.tls == "starttls", tls_context=context)
+
+
+async def deliver_smtp(smtp: SmtpSettings, sender: str, recipient: str, data: bytes, *,
+                       local_hostname: str) -> None:
+    """Send ``data`` to one recipient; 5xx raises PermanentDeliveryError, the rest
+    DeliveryError, with the server's code and text (never the message)."""
+    where = f"{smtp.host}:{smtp.port}"
+    client = smtp_client(smtp, local_hostname=local_hostname)
     try:
-        await aiosmtplib.send(
-            data, sender=sender, recipients=[recipient], hostname=smtp.host, port=smtp.port,
-            username=smtp.username or None,
-            password=smtp.password.reveal() if smtp.username else None,
-            local_hostname=local_hostname, timeout=smtp.timeout,
-            use_tls=smtp.tls == "tls", start_tls=smtp.tls == "starttls", tls_context=context)
+        async with client:
+            await client.sendmail(sender, [recipient], data)
     except aiosmtplib.SMTPRecipientsRefused as exc:
         first = exc.recipients[0]
         raise _classify(first.code, first.message) from exc

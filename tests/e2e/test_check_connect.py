@@ -3,12 +3,18 @@ the poller will, and names what fails."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from mailbridge.checks import run_check
+from mailbridge.config import SmtpSettings, load_config
+from mailbridge.relay import outbox
+from mailbridge.station.poller.imap import ImapConnection
 from tests.e2e.support import ROOT, free_port, smtp_station, write_config
 from tests.servers.mailstack import MailStack
 
@@ -51,3 +57,26 @@ def test_connect_names_a_wrong_password(tmp_path: Path, mailstack: MailStack) ->
     assert any(line.startswith("  imap: LoginError") for line in lines), lines
     assert "wrong-password" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.servers
+def test_connect_uses_the_delivery_and_poller_connections(
+        tmp_path: Path, mailstack: MailStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a copy of them: a check that passes must mean delivery and the poller log in."""
+    used: list[str] = []
+    smtp_client, connect = outbox.smtp_client, ImapConnection.connect
+
+    def delivery_client(smtp: SmtpSettings, **kwargs: Any) -> Any:
+        used.append("smtp")
+        return smtp_client(smtp, **kwargs)
+
+    def poller_connect(self: ImapConnection) -> None:
+        used.append("imap")
+        connect(self)
+
+    monkeypatch.setattr(outbox, "smtp_client", delivery_client)
+    monkeypatch.setattr(ImapConnection, "connect", poller_connect)
+    out = io.StringIO()
+    settings = load_config(_config(tmp_path, mailstack, "secret"), env={})
+    assert run_check(settings, connect=True, out=out) == 0, out.getvalue()
+    assert used == ["smtp", "imap"]
