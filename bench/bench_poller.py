@@ -31,8 +31,8 @@ from imapclient import IMAPClient  # noqa: E402
 
 from bench.delayproxy import DelayProxyProcess  # noqa: E402
 from mailbridge.station.ledger.models import Tip  # noqa: E402
-from mailbridge.station.ledger.store import Counts  # noqa: E402
 from mailbridge.station.poller import sync  # noqa: E402
+from mailbridge.station.records import Counts  # noqa: E402
 from tests.servers.mailstack import MailStack  # noqa: E402
 from tests.station.poller_helpers import (  # noqa: E402
     PASSWORD,

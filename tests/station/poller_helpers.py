@@ -27,9 +27,10 @@ from mailbridge.config import (
 from mailbridge.core.message import Envelope, Submission, build_message
 from mailbridge.station.ledger.db import make_engine, session_factory, upgrade
 from mailbridge.station.ledger.models import Location, Message, Tip
-from mailbridge.station.ledger.store import Counts, LedgerStore
+from mailbridge.station.ledger.store import LedgerStore
 from mailbridge.station.poller.imap import ImapConnection
 from mailbridge.station.poller.sync import ImapPoller
+from mailbridge.station.records import Counts
 from tests.servers.mailstack import MailStack
 
 RELAY = "tips@relay.example.test"

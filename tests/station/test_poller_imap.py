@@ -14,12 +14,11 @@ from mailbridge.station.ledger.models import (
     Location,
     MailEvent,
     Message,
-    MessageKind,
     Quarantine,
     Tip,
 )
-from mailbridge.station.ledger.store import Counts
 from mailbridge.station.poller import sync
+from mailbridge.station.records import Counts, MessageKind
 from tests.servers.mailstack import MailStack
 from tests.station.poller_helpers import (
     PASSWORD,

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import strategies as hst
 
 from mailbridge.core.text import clean_text, first_words
-from mailbridge.station.ledger.models import MessageKind
 from mailbridge.station.poller.imap import folder_name, parse_uid_set, uid_set
 from mailbridge.station.poller.index import (
     decode_bytes,
@@ -18,6 +17,7 @@ from mailbridge.station.poller.index import (
     synthetic_message_id,
 )
 from mailbridge.station.poller.maildir import parse_name
+from mailbridge.station.records import MessageKind
 from tests.station.poller_helpers import RELAY, plain, tip
 
 VI = "Có người vượt biên ở chợ phiên"

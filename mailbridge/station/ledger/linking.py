@@ -17,25 +17,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from ..poller.index import Indexed
+from ..records import Counts, Fetched, Indexed, MessageKind
 from .models import (
     Base,
     Location,
     Message,
-    MessageKind,
     MessageRef,
     Status,
     Tip,
     utcnow,
 )
-
-if TYPE_CHECKING:
-    from .store import Counts, Fetched, LedgerStore
 
 IN_CHUNK = 500  # bound IN (...) lists: SQLite's variable limit, PostgreSQL plan size
 LINKABLE = (MessageKind.OTHER.value, MessageKind.TIP.value, MessageKind.FOLLOWUP.value,
@@ -56,6 +52,16 @@ def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
 def flag_text(flags: Iterable[str]) -> str:
     """Flags as stored: sorted, space-separated, without the session-only \\Recent."""
     return " ".join(sorted({f for f in flags if f and f.lower() != "\\recent"}))
+
+
+class Station(Protocol):
+    """What a batch needs of its ``LedgerStore``; typed here so linking never imports
+    the store, which imports linking."""
+
+    station: str
+    mailbox: str
+
+    def store_attachment(self, data: bytes, sha256: str) -> str: ...
 
 
 @dataclass(eq=False)
@@ -101,7 +107,7 @@ class TipRow:
 class Batch:
     """The rows and links of one ``add_batch`` call, inside its transaction."""
 
-    def __init__(self, store: LedgerStore, s: Session, folder: str, uidvalidity: int,
+    def __init__(self, store: Station, s: Session, folder: str, uidvalidity: int,
                  counts: Counts, rebinding: bool) -> None:
         self.store, self.s, self.folder, self.uidvalidity = store, s, folder, uidvalidity
         self.station = store.station

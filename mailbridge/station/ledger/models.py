@@ -39,18 +39,6 @@ class Base(DeclarativeBase):
     pass
 
 
-class MessageKind(enum.StrEnum):
-    """What an indexed message is. Only ``tip`` creates a Tip row."""
-
-    TIP = "tip"                # a forwarded tip from the relay
-    FOLLOWUP = "followup"      # more information from the same tipster, via the relay
-    REPLY = "reply"            # an officer's answer (sent folder or thread)
-    OTHER = "other"            # ordinary mail in the mailbox; never a tip
-    AUTO = "auto"              # auto-replies, bounces, DSNs, mailing lists
-    PLACEHOLDER = "placeholder"  # too big to fetch: only size and headers known
-    QUARANTINED = "quarantined"  # could not be parsed: raw bytes kept in ``quarantine``
-
-
 class Status(enum.StrEnum):
     NEW = "new"
     VERIFYING = "verifying"

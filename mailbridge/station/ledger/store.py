@@ -17,7 +17,6 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 from sqlalchemy import func, select, update
@@ -25,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ...errors import LedgerError
-from ..poller.index import Indexed
+from ..records import Counts, Cursor, Fetched
 from .linking import Batch
 from .linking import chunks as _chunks
 from .linking import flag_text as flag_text
@@ -38,55 +37,6 @@ from .models import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """One message seen at (folder, UIDVALIDITY, UID); ``indexed`` None = known content."""
-
-    uid: int
-    flags: tuple[str, ...]
-    message_id: str
-    indexed: Indexed | None = None
-    raw: bytes | None = None  # kept only when ``indexed.problems`` (quarantine)
-    modseq: int = 0
-
-
-@dataclass(frozen=True)
-class Cursor:
-    uidvalidity: int = 0
-    last_uid: int = 0
-    highestmodseq: int = 0
-    uidnext: int = 0
-    message_count: int = 0
-
-
-@dataclass
-class Counts:
-    """What one poll changed; printed as the one-line summary (counts only)."""
-
-    new: int = 0
-    tips: int = 0
-    followups: int = 0
-    replies: int = 0
-    other: int = 0
-    auto: int = 0
-    placeholders: int = 0
-    quarantined: int = 0
-    flags: int = 0
-    gone: int = 0
-    rebound: int = 0
-
-    def add(self, other: Counts) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    def changed(self) -> bool:
-        return any(getattr(self, f.name) for f in fields(self))
-
-    def line(self) -> str:
-        return " ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self)
-                        if getattr(self, f.name)) or "no changes"
 
 
 def flag_diff(old: str, new: str) -> str:

@@ -18,7 +18,7 @@ import email
 import hashlib
 import html
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from email import errors as email_errors
 from email.header import decode_header
@@ -28,7 +28,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from ...core.message import HEADER_LOOP, message_ids, parse_contract
 from ...core.receipts import is_ref
 from ...core.text import clean_text, first_words, one_line
-from ..ledger.models import MessageKind
+from ..records import Indexed, MessageKind, Part
 
 MAX_TEXT = 100_000
 MAX_REFS = 30
@@ -53,48 +53,6 @@ _SERIOUS_DEFECTS = (
     email_errors.MultipartInvariantViolationDefect,
     email_errors.NoBoundaryInMultipartDefect,
 )
-
-
-@dataclass(frozen=True)
-class Part:
-    """An attachment as found in the message (content-addressed by the store)."""
-
-    filename: str
-    content_type: str
-    data: bytes
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
-
-
-@dataclass(frozen=True)
-class Indexed:
-    """Everything the ledger keeps about one message, decided without I/O."""
-
-    message_id: str
-    raw_sha256: str
-    size: int
-    kind: MessageKind
-    subject: str = ""
-    text_body: str = ""
-    sender: str = ""
-    received_hour: datetime | None = None
-    in_reply_to: str = ""
-    references: tuple[str, ...] = ()
-    ref: str = ""               # contract ref (relay mail) or [REF] subject tag (other mail)
-    category: str = ""
-    placement: str = ""
-    contract_station: str = ""
-    tip_text: str = ""          # the tipster's own words (relay mail)
-    preview: str = ""           # of tip_text, for the tip row (relay mail)
-    attachments: tuple[Part, ...] = ()
-    problems: tuple[str, ...] = ()
-    warning: str = ""
-
-    @property
-    def is_relay(self) -> bool:
-        return self.kind in (MessageKind.TIP, MessageKind.FOLLOWUP)
 
 
 def preview(text: str, max_length: int = PREVIEW) -> str:

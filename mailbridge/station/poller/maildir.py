@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..ledger.store import Counts, Fetched, LedgerStore, flag_text
+from ..ledger.store import LedgerStore, flag_text
+from ..records import Counts, Fetched
 from .index import index_message
 
 UIDVALIDITY = 1

@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from ...config import Settings, Station
 from ...errors import ConfigError, LedgerError, MailbridgeError, PollError
 from ..ledger.db import make_engine, session_factory, upgrade
-from ..ledger.store import Counts, LedgerStore
+from ..ledger.store import LedgerStore
 from ..ledger.workflow import apply_signals
+from ..records import Counts
 from .imap import ImapConnection
 from .maildir import MaildirPoller
 from .sync import ImapPoller

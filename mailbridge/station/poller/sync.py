@@ -30,7 +30,8 @@ from typing import TypeVar
 
 from ...core.message import message_ids
 from ...errors import LedgerError, PollError
-from ..ledger.store import Counts, Cursor, Fetched, LedgerStore
+from ..ledger.store import LedgerStore
+from ..records import Counts, Cursor, Fetched
 from .imap import FolderInfo, ImapConnection, folder_name
 from .index import decode_header_value
 from .worker import Parser, RawMessage, worker_count

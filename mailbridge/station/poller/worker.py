@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
-from ..ledger.store import Fetched
+from ..records import Fetched
 from .index import index_message
 
 log = logging.getLogger(__name__)
