@@ -14,13 +14,14 @@ variable, resolved here.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from dotenv import dotenv_values
 
@@ -198,6 +199,14 @@ class _Reader:
     def error(self, name: str, message: str) -> None:
         self.ctx.error(f"{self.key(name)} {message}")
 
+    @overload
+    def get(self, name: str, kind: type[T], default: T, *, required: bool = ...,
+            hint: str = ...) -> T: ...
+
+    @overload
+    def get(self, name: str, kind: type[T], default: None = ..., *, required: bool = ...,
+            hint: str = ...) -> T | None: ...
+
     def get(self, name: str, kind: type[T], default: T | None = None, *,
             required: bool = False, hint: str = "") -> T | None:
         self.used.add(name)
@@ -215,8 +224,25 @@ class _Reader:
 
     def text(self, name: str, default: str = "", *, required: bool = False,
              hint: str = "") -> str:
-        value = self.get(name, str, default, required=required, hint=hint)
-        return value if value is not None else default
+        return self.get(name, str, default, required=required, hint=hint)
+
+    def integer(self, name: str, default: int, least: int, most: int | None = None) -> int:
+        """An integer from *least* (to *most*). Not ``get(...) or default``: an explicit
+        0 is a value, kept when in range and refused when not, never silently replaced."""
+        value = self.get(name, int, default)
+        if value < least or (most is not None and value > most):
+            span = f"at least {least}" if most is None else f"{least}-{most}"
+            self.error(name, f"must be {span}, got {value}")
+            return default
+        return value
+
+    def seconds(self, name: str, default: float) -> float:
+        """A timeout: more than 0 and at most an hour (0, inf and nan are mistakes)."""
+        value = self.get(name, float, default)
+        if not (math.isfinite(value) and 0 < value <= 3600):
+            self.error(name, f"must be more than 0 and at most 3600 seconds, got {value}")
+            return default
+        return value
 
     def port(self, name: str, default: int) -> int:
         self.used.add(name)
@@ -255,7 +281,11 @@ class _Reader:
 
     def path(self, name: str) -> Path | None:
         value = self.text(name)
-        return self.ctx.resolve(value) if value else None
+        if value:
+            return self.ctx.resolve(value)
+        if self.data.get(name) == "":
+            self.error(name, "is empty: name a file or folder, or remove the key")
+        return None
 
     def table(self, name: str) -> _Reader | None:
         value = self.get(name, dict)
@@ -263,7 +293,7 @@ class _Reader:
 
     def tables(self, name: str) -> Iterator[_Reader]:
         value = self.get(name, list, [])
-        for i, item in enumerate(value or []):
+        for i, item in enumerate(value):
             if isinstance(item, dict):
                 ident = item.get("id")
                 label = ident if isinstance(ident, str) and ident else f"[{i}]"
@@ -370,7 +400,7 @@ def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
     if address and not _EMAIL.match(address):
         r.error("address", f"must be an e-mail address, got {address!r}")
     domain = r.text("domain", address.partition("@")[2])
-    if domain and not _DOMAIN.match(domain):
+    if (domain or "domain" in r.data) and not _DOMAIN.match(domain):
         r.error("domain", f"must be a domain name, got {domain!r}")
     secret = r.secret("secret_env")
     if "secret_env" not in r.data:
@@ -379,16 +409,17 @@ def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
                               "print(secrets.token_urlsafe(32))')")
     elif secret and len(secret.reveal()) < 32:
         r.error("secret_env", f"${r.data['secret_env']} must hold at least 32 characters")
-    languages = tuple(r.get("languages", list, list(LANGUAGES)) or LANGUAGES)
+    languages = tuple(r.get("languages", list, list(LANGUAGES)))
+    if not languages:
+        r.error("languages", f"is empty: list at least one of {', '.join(LANGUAGES)}")
+        languages = LANGUAGES
     for lang in languages:
         if lang not in LANGUAGES:
             r.error("languages", f"has {lang!r}: choose among {', '.join(LANGUAGES)}")
     default_language = r.text("default_language", "vi")
     if default_language not in languages:
         r.error("default_language", f"{default_language!r} is not in relay.languages")
-    rate = r.get("rate_limit_per_hour", int, 30) or 30
-    if rate < 1:
-        r.error("rate_limit_per_hour", f"must be at least 1, got {rate}")
+    rate = r.integer("rate_limit_per_hour", 30, 1)
     listen_port = r.port("listen_port", 8080)
     listen_host = r.text("listen_host", "127.0.0.1")
     settings = RelaySettings(
@@ -402,8 +433,8 @@ def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
         default_language=default_language,
         languages=languages,
         rate_limit_per_hour=rate,
-        retry_days=r.get("retry_days", int, 5) or 5,
-        max_text_chars=r.get("max_text_chars", int, 5000) or 5000,
+        retry_days=r.integer("retry_days", 5, 1),
+        max_text_chars=r.integer("max_text_chars", 5000, 1),
         trusted_proxies=_addresses(r, "trusted_proxies"),
     )
     r.finish()
@@ -411,7 +442,7 @@ def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
 
 
 def _addresses(r: _Reader, name: str) -> tuple[str, ...]:
-    values = r.get(name, list, []) or []
+    values = r.get(name, list, [])
     good: list[str] = []
     for value in values:
         try:
@@ -429,7 +460,7 @@ def _smtp(r: _Reader) -> SmtpSettings:
         tls=tls,
         username=r.text("username"),
         password=r.secret("password_env"),
-        timeout=r.get("timeout", float, 30.0) or 30.0,
+        timeout=r.seconds("timeout", 30.0),
         ca_file=r.path("ca_file"),
     )
     if settings.username and "password_env" not in r.data:
@@ -441,9 +472,9 @@ def _smtp(r: _Reader) -> SmtpSettings:
 
 def _imap(r: _Reader) -> ImapSettings:
     tls = r.tls("tls", "tls")
-    folders = r.get("folders", list, ["INBOX"]) or ["INBOX"]
-    if not all(isinstance(f, str) and f for f in folders):
-        r.error("folders", f"must be a list of folder names, got {folders!r}")
+    folders = r.get("folders", list, ["INBOX"])
+    if not folders or not all(isinstance(f, str) and f for f in folders):
+        r.error("folders", f'must list one folder name or more, e.g. ["INBOX"], got {folders!r}')
         folders = ["INBOX"]
     settings = ImapSettings(
         host=r.text("host", required=True, hint=" (the station's IMAP server)"),
@@ -452,7 +483,7 @@ def _imap(r: _Reader) -> ImapSettings:
         username=r.text("username", required=True, hint=" (the mailbox login)"),
         password=r.secret("password_env"),
         folders=tuple(folders),
-        timeout=r.get("timeout", float, 60.0) or 60.0,
+        timeout=r.seconds("timeout", 60.0),
         ca_file=r.path("ca_file"),
     )
     if "password_env" not in r.data:
@@ -490,13 +521,11 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None) -> Station | None:
     if maildir is None and smtp is None and default_smtp is None:
         r.error("smtp", "is missing: give this station an [stations.smtp] table, a top-level "
                         "[smtp] default, or a maildir path")
-    officers = r.get("officers", dict, {}) or {}
+    officers = r.get("officers", dict, {})
     if not all(isinstance(v, str) for v in officers.values()):
         r.error("officers", "must map OS account names to officer names (strings)")
         officers = {}
-    delay = r.get("delivery_delay_minutes", int, 0) or 0
-    if not 0 <= delay <= 120:
-        r.error("delivery_delay_minutes", f"must be 0-120, got {delay}")
+    delay = r.integer("delivery_delay_minutes", 0, 0, 120)
     station = Station(
         id=sid,
         name=r.text("name", sid),
@@ -520,7 +549,7 @@ def _ledger(r: _Reader | None, ctx: _Context) -> LedgerSettings:
     settings = LedgerSettings(
         database=ctx.database(r.text("database", "sqlite:///ledger.db")),
         attachments_dir=r.path("attachments_dir") or ctx.resolve("attachments"),
-        max_message_bytes=r.get("max_message_bytes", int, 25 * 1024 * 1024) or 1,
+        max_message_bytes=r.integer("max_message_bytes", 25 * 1024 * 1024, 1),
         folder_status=_str_map(r, "folder_status"),
         flag_status=_str_map(r, "flag_status"),
     )
@@ -529,7 +558,7 @@ def _ledger(r: _Reader | None, ctx: _Context) -> LedgerSettings:
 
 
 def _str_map(r: _Reader, name: str) -> dict[str, str]:
-    value = r.get(name, dict, {}) or {}
+    value = r.get(name, dict, {})
     if not all(isinstance(v, str) for v in value.values()):
         r.error(name, "must map names to status names (strings)")
         return {}
@@ -545,7 +574,7 @@ def _categories(top: _Reader, ctx: _Context) -> tuple[Category, ...]:
         cid = c.text("id", required=True).lower()
         if cid and not is_slug(cid):
             c.error("id", f"must be short lower-case ASCII letters, digits or '-', got {cid!r}")
-        labels = c.get("labels", dict, {}) or {}
+        labels = c.get("labels", dict, {})
         if cid not in BUILTIN_LABELS and not labels:
             c.error("labels", f'is missing for custom category {cid!r}: add labels = '
                               f'{{ vi = "...", en = "..." }}')

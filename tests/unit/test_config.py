@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,6 +96,64 @@ def test_each_mistake_is_one_line_naming_key_and_fix(
     lines = str(info.value).splitlines()
     assert any(expected in line for line in lines), lines
     assert all(str(path) in line for line in lines)
+
+
+IMAP = '[stations.imap]\nhost = "h"\nusername = "u"\npassword_env = "MB_SECRET"\n'
+SMTP = '[stations.smtp]\nhost = "h"\n'
+LEDGER = "[ledger]\n"
+STATION = 'id = "ncs"'
+
+
+@pytest.mark.parametrize(("added", "expected"), [
+    (("[relay]", "rate_limit_per_hour = 0"), "relay.rate_limit_per_hour must be at least 1, got 0"),
+    (("[relay]", "retry_days = 0"), "relay.retry_days must be at least 1, got 0"),
+    (("[relay]", "retry_days = -1"), "relay.retry_days must be at least 1, got -1"),
+    (("[relay]", "max_text_chars = 0"), "relay.max_text_chars must be at least 1, got 0"),
+    (("[relay]", "languages = []"), "relay.languages is empty: list at least one of vi, hmn"),
+    (("[relay]", 'domain = ""'), "relay.domain must be a domain name, got ''"),
+    ((LEDGER, "max_message_bytes = 0"), "ledger.max_message_bytes must be at least 1, got 0"),
+    ((LEDGER, 'attachments_dir = ""'), "ledger.attachments_dir is empty: name a file or"),
+    ((SMTP, "timeout = 0"), "stations.ncs.smtp.timeout must be more than 0 and at most 3600"),
+    ((SMTP, "timeout = inf"), "stations.ncs.smtp.timeout must be more than 0 and at most 3600"),
+    ((IMAP, "timeout = 0.0"), "stations.ncs.imap.timeout must be more than 0 and at most 3600"),
+    ((IMAP, "folders = []"), "stations.ncs.imap.folders must list one folder name or more"),
+    ((SMTP, 'ca_file = ""'), "stations.ncs.smtp.ca_file is empty"),
+    ((STATION, "delivery_delay_minutes = 121"),
+     "stations.ncs.delivery_delay_minutes must be 0-120, got 121"),
+])
+def test_an_explicit_out_of_range_value_is_one_error_not_the_default(
+        tmp_path: Path, added: tuple[str, str], expected: str) -> None:
+    """``x or default`` once turned an explicit 0 (or [] or "") into the default, silently."""
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, _with(*added)), env={"MB_SECRET": SECRET})
+    lines = str(info.value).splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+
+
+@pytest.mark.parametrize(("added", "read", "expected"), [
+    (("[relay]", "retry_days = 1"), lambda s: s.relay.retry_days, 1),
+    (("[relay]", "rate_limit_per_hour = 1"), lambda s: s.relay.rate_limit_per_hour, 1),
+    (("[relay]", 'languages = ["en"]\ndefault_language = "en"'), lambda s: s.relay.languages,
+     ("en",)),
+    ((LEDGER, "max_message_bytes = 1"), lambda s: s.ledger.max_message_bytes, 1),
+    ((STATION, "delivery_delay_minutes = 0"),
+     lambda s: s.stations["ncs"].delivery_delay_minutes, 0),
+    ((SMTP, "timeout = 0.5"), lambda s: s.stations["ncs"].smtp.timeout, 0.5),
+    ((IMAP, 'folders = ["Sent"]'), lambda s: s.stations["ncs"].imap.folders, ("Sent",)),
+])
+def test_an_explicit_value_in_range_is_kept(tmp_path: Path, added: tuple[str, str],
+                                            read: Callable[[Any], object],
+                                            expected: object) -> None:
+    settings = load_config(_write(tmp_path, _with(*added)), env={"MB_SECRET": SECRET})
+    assert read(settings) == expected
+
+
+def _with(where: str, line: str) -> str:
+    """GOOD with *line* added under ``[relay]``, in the station, or in a table appended
+    after it (*where* is then that table's header and first keys)."""
+    if where in ("[relay]", STATION):
+        return GOOD.replace(where, f"{where}\n{line}", 1)
+    return f"{GOOD}\n{where}{line}\n"
 
 
 def test_all_mistakes_are_reported_together(tmp_path: Path) -> None:
