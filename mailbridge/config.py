@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from dotenv import dotenv_values
 
+from .core.message import RelayIdentity, parse_public_key, signing_key
 from .core.text import is_slug
 from .errors import ConfigError
 
@@ -154,6 +155,10 @@ class RelaySettings:
     retry_days: int = 5
     max_text_chars: int = 5000
     trusted_proxies: tuple[str, ...] = ()
+    # Client connections (see relay/connections.py): a cap, and deadlines in seconds.
+    max_connections: int = 1000
+    header_timeout_seconds: float = 15.0
+    body_timeout_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,8 @@ class LedgerSettings:
     max_message_bytes: int = 25 * 1024 * 1024
     folder_status: Mapping[str, str] = field(default_factory=dict)
     flag_status: Mapping[str, str] = field(default_factory=dict)
+    # The relay's public keys (base64 in the file): only mail they verify is a tip.
+    relay_public_keys: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,6 +186,14 @@ class Settings:
 
     def category(self, category_id: str) -> Category | None:
         return next((c for c in self.categories if c.id == category_id), None)
+
+    def relay_identity(self) -> RelayIdentity:
+        """The relay as the station side checks it: ``ledger.relay_public_keys``, or,
+        when both roles share this config, the key derived from the relay's secret."""
+        keys = self.ledger.relay_public_keys
+        if not keys and self.relay.secret:
+            keys = (bytes(signing_key(self.relay.secret.reveal()).verify_key),)
+        return RelayIdentity(self.relay.address, keys)
 
 
 T = TypeVar("T")
@@ -436,6 +451,9 @@ def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
         retry_days=r.integer("retry_days", 5, 1),
         max_text_chars=r.integer("max_text_chars", 5000, 1),
         trusted_proxies=_addresses(r, "trusted_proxies"),
+        max_connections=int(_at_least(r, "max_connections", 1000, 1)),
+        header_timeout_seconds=_at_least(r, "header_timeout_seconds", 15.0, 1.0),
+        body_timeout_seconds=_at_least(r, "body_timeout_seconds", 60.0, 1.0),
     )
     r.finish()
     return settings
@@ -552,9 +570,30 @@ def _ledger(r: _Reader | None, ctx: _Context) -> LedgerSettings:
         max_message_bytes=r.integer("max_message_bytes", 25 * 1024 * 1024, 1),
         folder_status=_str_map(r, "folder_status"),
         flag_status=_str_map(r, "flag_status"),
+        relay_public_keys=_public_keys(r, "relay_public_keys"),
     )
     r.finish()
     return settings
+
+
+def _public_keys(r: _Reader, name: str) -> tuple[bytes, ...]:
+    keys = []
+    for i, text in enumerate(r.get(name, list, []) or []):
+        try:
+            keys.append(parse_public_key(str(text)))
+        except ValueError as exc:
+            r.error(f"{name}[{i}]", f"{exc}: copy the key that `mailbridge check` prints on "
+                                    "the relay")
+    return tuple(keys)
+
+
+def _at_least(r: _Reader, name: str, default: float, minimum: float) -> float:
+    kind = int if isinstance(default, int) else float
+    value = r.get(name, kind, default)
+    if value is None or value < minimum:
+        r.error(name, f"must be at least {minimum:g}, got {value!r}")
+        return default
+    return value
 
 
 def _str_map(r: _Reader, name: str) -> dict[str, str]:

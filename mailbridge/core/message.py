@@ -1,33 +1,64 @@
-"""The forwarded-message contract: Submission -> EmailMessage, and parsing it back.
+"""The forwarded-message contract: Submission -> signed bytes, and checking it back.
 
 The builder and the parser of every ``X-Mailbridge-*`` header live in this one
 file so the relay and the station side cannot drift apart. The message is
 built from an allow-list of fields: nothing of the incoming request (address,
 headers, cookies, exact time) is ever copied into it.
+
+Tamper-proof in two ways:
+
+- No tipster text can become a header line. Every value is folded to one line and
+  loses the ``=?`` that starts an RFC 2047 encoded word (the email package would
+  decode one, CRLF included, and write it back out as real header lines), and
+  ``compose`` parses its own bytes back and refuses them unless the header set is
+  exactly the one it meant to write.
+- The relay signs what the station side files a tip by (``X-Mailbridge-Signature``,
+  Ed25519): ref, station, category, placement, Message-ID, In-Reply-To, References
+  and a digest of every body part. The station side holds only the public key, so
+  mail that merely looks like the relay's is never filed as a tip.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import html
+import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.header import Header
 from email.headerregistry import Address
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.policy import SMTP
 from email.policy import default as default_policy
 from email.utils import format_datetime
 from typing import Protocol
 
-from .receipts import is_ref
+from nacl.exceptions import BadSignatureError, CryptoError
+from nacl.signing import SigningKey, VerifyKey
+
+from .receipts import derive_key, is_ref
 from .text import clean_text, first_words, is_slug, one_line
 
 HEADER_REF = "X-Mailbridge-Ref"
 HEADER_STATION = "X-Mailbridge-Station"
 HEADER_CATEGORY = "X-Mailbridge-Category"
 HEADER_PLACEMENT = "X-Mailbridge-Placement"
+HEADER_SIGNATURE = "X-Mailbridge-Signature"
 HEADER_LOOP = "X-Loop"
 LOOP_VALUE = "mailbridge"
+# Headers that make a message a tip: each may appear at most once, or it is forged.
+CONTRACT_HEADERS = (HEADER_REF, HEADER_STATION, HEADER_CATEGORY, HEADER_PLACEMENT,
+                    HEADER_SIGNATURE)
+SIGNED_HEADERS = ("Message-ID", "In-Reply-To", "References")
+# What the email package adds to the top of a message besides the builder's headers.
+MIME_HEADERS = ("MIME-Version", "Content-Type")
+SIGNATURE_VERSION = "1"
+_SIGNING_PURPOSE = "contract-ed25519"
 
 MAX_TEXT = 10_000
 MAX_WHERE = 500
@@ -90,6 +121,46 @@ def _identity(text: str) -> str:
     return text
 
 
+def header_safe(value: str, *, max_length: int | None = None) -> str:
+    """*value* as one header line no decoder can turn into more: no line break of any
+    kind and no ``=?`` (the start of an encoded word), whatever the Python patch level."""
+    return one_line(value, max_length=max_length).replace("=?", "= ?")
+
+
+def _encoded(name: str, value: str) -> str:
+    """*value* as RFC 2047 encoded words, folded by ``email.header.Header``.
+
+    The policy's own folder (CPython 3.11) drops the space where it splits a
+    non-ASCII run into two encoded words ("lạ mang" reads back "lạmang" in every
+    mail client); ``Header`` encodes each space inside a word.
+    """
+    return Header(value, "utf-8", header_name=name).encode(linesep="\n")
+
+
+def _headers(sub: Submission, env: Envelope, subject: str, now: datetime | None
+             ) -> list[tuple[str, str]]:
+    """Every top-level header the builder writes, in order, as the text it means."""
+    to = Address(display_name=header_safe(sub.station_name, max_length=80),
+                 addr_spec=header_safe(sub.mailbox))
+    headers = [
+        ("From", str(Address(display_name="mailbridge", addr_spec=header_safe(env.relay_address)))),
+        ("To", str(to)),
+        ("Reply-To", header_safe(f"reply+{env.reply_token}@{env.relay_domain}")),
+        ("Subject", subject),
+        ("Date", format_datetime(now or datetime.now(UTC))),
+        ("Message-ID", header_safe(env.message_id or new_message_id(env.relay_domain))),
+    ]
+    if env.references:
+        refs = [header_safe(r) for r in env.references]
+        headers += [("In-Reply-To", refs[-1]), ("References", " ".join(refs))]
+    headers += [(HEADER_REF, header_safe(sub.ref)), (HEADER_STATION, header_safe(sub.station_id)),
+                (HEADER_CATEGORY, header_safe(sub.category_id))]
+    if sub.placement_id:
+        headers.append((HEADER_PLACEMENT, header_safe(sub.placement_id)))
+    headers.append((HEADER_LOOP, LOOP_VALUE))
+    return headers
+
+
 def build_message(
     sub: Submission,
     env: Envelope,
@@ -97,37 +168,35 @@ def build_message(
     gettext: Callable[[str], str] = _identity,
     now: datetime | None = None,
 ) -> EmailMessage:
-    """Build the message that lands in the station mailbox.
+    """Build the message that lands in the station mailbox (unsigned: see ``compose``).
 
-    Every value goes through text hygiene; headers are one line, so a field
-    cannot inject CRLF; the HTML part escapes everything.
+    Every value goes through text hygiene; header values are ``header_safe``, so
+    a field cannot inject a header; the HTML part escapes everything.
     """
+    return _build(sub, env, gettext, now)[0]
+
+
+def _build(sub: Submission, env: Envelope, gettext: Callable[[str], str],
+           now: datetime | None) -> tuple[EmailMessage, list[tuple[str, str]]]:
     _ = gettext
     text = clean_text(sub.text, max_length=MAX_TEXT)
     where = clean_text(sub.where_when, max_length=MAX_WHERE)
-    category = one_line(sub.category_label, max_length=80)
+    category = header_safe(sub.category_label, max_length=80)
     placement = one_line(sub.placement_label, max_length=120)
-    ref = one_line(sub.ref)
+    ref = header_safe(sub.ref)
     hour = hour_of(sub.received_hour)
 
-    msg = EmailMessage(policy=default_policy)
-    msg["From"] = Address(display_name="mailbridge", addr_spec=env.relay_address)
-    msg["To"] = Address(display_name=one_line(sub.station_name, max_length=80),
-                        addr_spec=sub.mailbox)
-    msg["Reply-To"] = f"reply+{env.reply_token}@{env.relay_domain}"
     preview = first_words(text, max_length=60) or _("(no text)")
-    msg["Subject"] = f"[{ref}] {category} — {preview}"
-    msg["Date"] = format_datetime(now or datetime.now(UTC))
-    msg["Message-ID"] = env.message_id or new_message_id(env.relay_domain)
-    if env.references:
-        msg["In-Reply-To"] = env.references[-1]
-        msg["References"] = " ".join(env.references)
-    msg[HEADER_REF] = ref
-    msg[HEADER_STATION] = sub.station_id
-    msg[HEADER_CATEGORY] = sub.category_id
-    if sub.placement_id:
-        msg[HEADER_PLACEMENT] = sub.placement_id
-    msg[HEADER_LOOP] = LOOP_VALUE
+    headers = _headers(sub, env, header_safe(f"[{ref}] {category} — {preview}"), now)
+    msg = EmailMessage(policy=default_policy)
+    name_to = header_safe(sub.station_name, max_length=80)
+    for name, value in headers:
+        if name == "Subject" and not value.isascii():
+            msg.set_raw(name, _encoded(name, value))  # stored folded: written as it is
+        elif name == "To" and not name_to.isascii():
+            msg.set_raw(name, f"{_encoded(name, name_to)}\n <{header_safe(sub.mailbox)}>")
+        else:
+            msg[name] = value
 
     rows: list[tuple[str, str]] = [
         (_("Reference"), ref),
@@ -156,8 +225,127 @@ def build_message(
         msg.set_boundary(BOUNDARY)
     for att in sub.attachments:
         maintype, _slash, subtype = att.content_type.partition("/")
-        msg.add_attachment(att.data, maintype=maintype, subtype=subtype, filename=att.filename)
-    return msg
+        msg.add_attachment(att.data, maintype=maintype, subtype=subtype,
+                           filename=header_safe(att.filename, max_length=80))
+    return msg, headers
+
+
+class ContractError(ValueError):
+    """The relay's own message did not come out as built: it is never stored or sent."""
+
+
+@dataclass(frozen=True)
+class Composed:
+    """A signed tip, ready for the outbox: its bytes and its Message-ID."""
+
+    data: bytes
+    message_id: str
+
+
+def signing_key(secret: str) -> SigningKey:
+    """The relay's Ed25519 key, derived from the installation secret (nothing to back up)."""
+    return SigningKey(derive_key(secret, _SIGNING_PURPOSE))
+
+
+def public_key_text(key: SigningKey | VerifyKey) -> str:
+    """The public half as the station side's config writes it (base64, 44 characters)."""
+    verify = key.verify_key if isinstance(key, SigningKey) else key
+    return base64.b64encode(bytes(verify)).decode("ascii")
+
+
+def parse_public_key(text: str) -> bytes:
+    """A ``public_key_text`` back to its raw bytes; ValueError naming what is wrong."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except binascii.Error as exc:
+        raise ValueError("is not base64") from exc
+    if len(raw) != 32:
+        raise ValueError(f"holds {len(raw)} bytes, an Ed25519 public key has 32")
+    return raw
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def body_digest(msg: Message) -> str:
+    """A digest of every leaf part (type, file name, decoded content), base64url.
+
+    Decoded, so a server that re-encodes a part (8bit to quoted-printable, LF to
+    CRLF) does not break it; anything that changes what a reader sees does.
+    """
+    digest = hashlib.sha256()
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        try:
+            payload = part.get_payload(decode=True)
+        except (ValueError, LookupError, AssertionError):
+            payload = b"\xff undecodable"
+        data = payload if isinstance(payload, bytes) else b""
+        if part.get_content_maintype() == "text":
+            data = data.replace(b"\r\n", b"\n").rstrip(b"\n")
+        label = f"{part.get_content_type()}\0{part.get_filename() or ''}\0{len(data)}\0"
+        digest.update(label.encode("utf-8", "surrogateescape"))
+        digest.update(data)
+    return _b64(digest.digest())
+
+
+def _signed_bytes(values: Mapping[str, str], body: str) -> bytes:
+    fields = [f"mailbridge-contract-v{SIGNATURE_VERSION}"]
+    fields += [values.get(name.lower(), "") for name in CONTRACT_HEADERS[:4] + SIGNED_HEADERS]
+    fields.append(body)
+    return "\n".join(fields).encode("utf-8")
+
+
+def _signature_header(values: Mapping[str, str], body: str, key: SigningKey) -> str:
+    signature = _b64(key.sign(_signed_bytes(values, body)).signature)
+    # Split like DKIM's b= tag so no token is longer than a folded header line.
+    return (f"v={SIGNATURE_VERSION}; k={_key_id(key.verify_key)}; b={body}; "
+            f"s={signature[:43]} {signature[43:]}")
+
+
+def _key_id(key: VerifyKey | bytes) -> str:
+    return _b64(hashlib.sha256(bytes(key)).digest()[:6])
+
+
+def compose(
+    sub: Submission,
+    env: Envelope,
+    key: SigningKey,
+    *,
+    gettext: Callable[[str], str] = _identity,
+    now: datetime | None = None,
+) -> Composed:
+    """Build, sign and serialise a tip, then parse the bytes back and check them.
+
+    Raises ``ContractError`` unless the parsed header set is exactly the one
+    written, with the intended values, and the signature verifies.
+    """
+    msg, headers = _build(sub, env, gettext, now)
+    values = {name.lower(): value for name, value in headers}
+    signature = _signature_header(values, body_digest(msg), key)
+    msg[HEADER_SIGNATURE] = signature
+    headers.append((HEADER_SIGNATURE, signature))
+    data = msg.as_bytes(policy=SMTP)
+    parsed = BytesParser(policy=default_policy).parsebytes(data)
+    written = [(k.lower(), " ".join(str(v).split())) for k, v in parsed.items()
+               if k not in MIME_HEADERS]
+    meant = [(k.lower(), " ".join(v.split())) for k, v in headers]
+    if written != meant or [k for k in parsed if k in MIME_HEADERS] != list(MIME_HEADERS):
+        raise ContractError("the message's headers did not come out as written")
+    checked = verify_contract(_header_lists(parsed), body_digest(parsed),
+                              [bytes(key.verify_key)])
+    if checked.problem:
+        raise ContractError(f"the message does not verify: {checked.problem}")
+    return Composed(data, values["message-id"])
+
+
+def _header_lists(msg: Message) -> dict[str, list[str]]:
+    lists: dict[str, list[str]] = {}
+    for name, value in msg.items():
+        lists.setdefault(name.lower(), []).append(str(value))
+    return lists
 
 
 @dataclass(frozen=True)
@@ -172,39 +360,95 @@ class ContractHeaders:
     references: tuple[str, ...]
 
 
-class Headers(Protocol):
-    """A message (``email.message.Message``) or a dict of its headers by lower-case name."""
+@dataclass(frozen=True)
+class Checked:
+    """The verdict on a message's contract: authentic headers, or why not.
 
-    def get(self, name: str, /) -> object: ...
-
-
-def _header(msg: Headers, name: str) -> str:
-    value = msg.get(name.lower())
-    return one_line(str(value)) if value is not None else ""
-
-
-def parse_contract(msg: Headers) -> ContractHeaders | None:
-    """Read the ``X-Mailbridge-*`` headers back; None if this is not a relay message.
-
-    Values are checked against the same shapes the builder produces, so a
-    hand-written look-alike with odd values is not mistaken for a tip.
+    ``present`` is False for ordinary mail (no contract header at all); then
+    ``problem`` is empty. ``malformed`` marks headers of the wrong shape (a
+    broken relay or a hand-made look-alike), as opposed to a bad signature.
     """
-    ref = _header(msg, HEADER_REF)
-    station = _header(msg, HEADER_STATION)
-    category = _header(msg, HEADER_CATEGORY)
-    placement = _header(msg, HEADER_PLACEMENT)
-    if not (is_ref(ref) and is_slug(station) and is_slug(category)):
-        return None
-    if placement and not is_slug(placement):
-        return None
-    return ContractHeaders(
-        ref=ref,
-        station_id=station,
-        category_id=category,
-        placement_id=placement,
-        message_id=_header(msg, "Message-ID"),
-        references=message_ids(_header(msg, "References") + " " + _header(msg, "In-Reply-To")),
-    )
+
+    present: bool
+    contract: ContractHeaders | None = None
+    problem: str = ""
+    malformed: bool = False
+
+
+class Headers(Protocol):
+    """A message's headers by lower-case name, every occurrence in order."""
+
+    def get(self, name: str, /) -> list[str] | None: ...
+
+
+_TAG = re.compile(r"\s*([a-z]+)\s*=\s*([^;]*);?")
+
+
+def _signature_tags(value: str) -> dict[str, str]:
+    return {m.group(1): "".join(m.group(2).split()) for m in _TAG.finditer(value)}
+
+
+@dataclass(frozen=True)
+class RelayIdentity:
+    """What the station side knows of the relay: its address and its public keys
+    (raw 32-byte Ed25519 keys, several while a key is being replaced)."""
+
+    address: str
+    public_keys: tuple[bytes, ...]
+
+
+def verify_contract(headers: Headers, body: str | None, keys: Sequence[bytes]) -> Checked:
+    """Check the ``X-Mailbridge-*`` headers and their signature against *keys*.
+
+    *body* is ``body_digest`` of the message, or None when only its header was
+    fetched (then the signature still proves the headers, not the body). Ids
+    match case-insensitively, as the design promises; any contract header that
+    appears twice makes the message forged.
+    """
+    lists = {name.lower(): headers.get(name.lower()) or [] for name in
+             CONTRACT_HEADERS + SIGNED_HEADERS}
+    if not any(lists[name.lower()] for name in CONTRACT_HEADERS):
+        return Checked(present=False)
+    twice = [name for name in CONTRACT_HEADERS + SIGNED_HEADERS if len(lists[name.lower()]) > 1]
+    if twice:
+        return Checked(True, problem=f"{twice[0]} appears more than once")
+    values = {name: one_line(found[0]) if found else "" for name, found in lists.items()}
+    ref = values[HEADER_REF.lower()].upper()
+    station = values[HEADER_STATION.lower()].lower()
+    category = values[HEADER_CATEGORY.lower()].lower()
+    placement = values[HEADER_PLACEMENT.lower()].lower()
+    for name, value, ok in ((HEADER_REF, ref, is_ref(ref)), (HEADER_STATION, station,
+                            is_slug(station)), (HEADER_CATEGORY, category, is_slug(category)),
+                            (HEADER_PLACEMENT, placement, not placement or is_slug(placement))):
+        if not ok:
+            return Checked(True, problem=f"{name} is malformed: {value[:40]!r}", malformed=True)
+    tags = _signature_tags(values[HEADER_SIGNATURE.lower()])
+    if not tags:
+        return Checked(True, problem="it is not signed by the relay")
+    problem = _signature_problem(tags, values, body, keys)
+    if problem:
+        return Checked(True, problem=problem)
+    return Checked(True, ContractHeaders(
+        ref=ref, station_id=station, category_id=category, placement_id=placement,
+        message_id=values["message-id"],
+        references=message_ids(values["references"] + " " + values["in-reply-to"])))
+
+
+def _signature_problem(tags: Mapping[str, str], values: Mapping[str, str], body: str | None,
+                       keys: Sequence[bytes]) -> str:
+    if tags.get("v") != SIGNATURE_VERSION:
+        return f"signature version {tags.get('v', '')[:8]!r} is unknown"
+    key = next((VerifyKey(k) for k in keys if _key_id(k) == tags.get("k")), None)
+    if key is None:
+        return "it is signed by a key this station does not trust (ledger.relay_public_keys)"
+    if body is not None and tags.get("b") != body:
+        return "its body was changed after the relay signed it"
+    try:
+        signature = base64.urlsafe_b64decode(tags.get("s", "") + "==")
+        key.verify(_signed_bytes(values, tags.get("b", "")), signature)
+    except (binascii.Error, ValueError, BadSignatureError, CryptoError):
+        return "its signature does not match its headers"
+    return ""
 
 
 def message_ids(value: str) -> tuple[str, ...]:

@@ -28,9 +28,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +58,10 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..config import Station
-from ..core.message import hour_of
+from ..core.message import Composed, hour_of
 from ..core.receipts import format_ref
 from ..errors import ConfigError, StoreError
+from ..fsmodes import FILE_MODE, private_file
 
 QUEUED, SENDING, DELIVERED, DEAD, DROPPED = "queued", "sending", "delivered", "dead", "dropped"
 STATES = (QUEUED, SENDING, DELIVERED, DEAD, DROPPED)
@@ -213,6 +211,7 @@ class RelayStore:
         self.safe_url = self.url.render_as_string(hide_password=True)
         # hide_parameters: a failing INSERT must not put the tip into an exception text.
         if self.url.get_backend_name() == "sqlite":
+            self._make_private(self.url.database)
             self.engine = create_engine(self.url, hide_parameters=True)
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -225,6 +224,22 @@ class RelayStore:
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    def _make_private(self, database: str | None) -> None:
+        """The file holds tips: 0600 before SQLite creates it (its -wal and -shm files
+        take the database file's mode), and leftovers of an older version narrowed."""
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return
+        path = Path(database)
+        try:
+            private_file(path)
+            for suffix in ("-wal", "-shm", "-journal"):
+                side = path.with_name(path.name + suffix)
+                if side.exists():
+                    side.chmod(FILE_MODE)
+        except OSError as exc:
+            raise StoreError(f"relay database {path}: cannot create it 0600 ({exc.strerror}): "
+                             f"check that its folder is the relay user's own") from exc
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -271,15 +286,16 @@ class RelayStore:
 
     # -- intake --------------------------------------------------------------------
 
-    def accept(self, station: Station, build: Callable[[str], EmailMessage], *,
+    def accept(self, station: Station, build: Callable[[str, datetime], Composed], *,
                receipt_hash: str, reply_token: str, delay_minutes: int = 0) -> Accepted:
         """Allocate the station's next ref, build the message and store it, in ONE
         transaction committed before returning. Show the receipt only afterwards.
 
-        With ``delay_minutes`` the first attempt is at a random moment within
-        that many minutes, and the message's Date becomes that moment, so no
-        header pins the minute of submission. If ``build`` raises, nothing is
-        stored and the ref number is not used.
+        ``build(ref, date)`` composes the signed message. With ``delay_minutes``
+        the first attempt is at a random moment within that many minutes, and
+        the message's Date is that moment, so no header pins the minute of
+        submission. If ``build`` raises, nothing is stored and the ref number is
+        not used.
         """
         now = self.clock()
         hour = _hour(now)
@@ -289,11 +305,9 @@ class RelayStore:
         with self._write("storing a tip") as conn:
             number = _next_number(conn, station.id)
             ref = format_ref(station.ref_prefix, number)
-            message = build(ref)
-            if delay_minutes > 0:  # a Date of *now* would undo the delay: use the send time
-                del message["Date"]
-                message["Date"] = format_datetime(due.replace(tzinfo=UTC))
-            data = message.as_bytes(policy=SMTP)
+            # A Date of *now* would undo a delay: the message carries its send time.
+            composed = build(ref, due.replace(tzinfo=UTC) if delay_minutes > 0 else now)
+            data = composed.data
             outbox_id = conn.execute(insert(outbox).values(
                 station_id=station.id, ref=ref, state=QUEUED, attempts=0,
                 next_attempt_at=due, last_error="", message=data, created_hour=hour,
@@ -301,7 +315,7 @@ class RelayStore:
             ).returning(outbox.c.id)).scalar_one()
             conn.execute(insert(tips).values(
                 station_id=station.id, ref=ref, reply_token=reply_token,
-                receipt_hash=receipt_hash, message_id=str(message.get("Message-ID", "")),
+                receipt_hash=receipt_hash, message_id=composed.message_id,
                 created_hour=hour,
             ))
         return Accepted(ref=ref, outbox_id=int(outbox_id))

@@ -26,7 +26,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +35,22 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Category, Placement, Settings, Station
-from ..core.message import MAX_WHERE, Envelope, Submission, build_message, hour_of
+from ..core.message import (
+    MAX_WHERE,
+    Composed,
+    ContractError,
+    Envelope,
+    Submission,
+    compose,
+    hour_of,
+    signing_key,
+)
 from ..core.receipts import (
     ReceiptHasher,
     derive_key,
@@ -52,12 +60,12 @@ from ..core.receipts import (
 )
 from ..core.text import clean_text, is_slug
 from ..errors import MailbridgeError
+from ..labels import category_label
 from .i18n import (
     HTML_LANG,
     LANGUAGE_NAMES,
     MESSAGE_LANGUAGE,
     N_,
-    category_label,
     environment,
     format_number,
     gettext_for,
@@ -194,6 +202,7 @@ class WebForm:
                                    settings.relay.rate_limit_per_hour,
                                    trusted_proxies=settings.relay.trusted_proxies)
         self.hasher = ReceiptHasher(derive_key(secret, "receipt"))
+        self.signer = signing_key(secret)
         # A URL-encoded UTF-8 character takes at most 9 bytes (%XX%XX%XX).
         self.max_body = (self.relay.max_text_chars + MAX_WHERE) * 9 + 4096
 
@@ -246,7 +255,7 @@ class WebForm:
 
     async def station_form(self, request: Request) -> Response:
         station, placement = self._resolve(request.path_params)
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):  # HEAD: the same headers, no body, no body read
             lang = self.language(request.query_params.get("lang"))
             return self.form(lang, station, placement, switch=True)
         return await self.submit(request, station, placement)
@@ -267,6 +276,9 @@ class WebForm:
                      placement: Placement | None) -> Response:
         try:
             fields = await self._read_form(request)
+        except ClientDisconnect:  # nobody is left to answer; nothing about them is logged
+            log.info("a client went away before its form arrived")
+            return Response(status_code=400)
         except _Refused as refused:
             lang = self.language(request.query_params.get("lang"))
             if refused.status == 413:
@@ -302,6 +314,11 @@ class WebForm:
             code = new_receipt_code()
             accepted = await run_in_threadpool(
                 self._accept, station, placement, category, form, code)
+        except ContractError:  # by construction never; if it happens, nothing was stored
+            log.error("a tip for station %s was refused: its message did not check out",
+                      station.id)
+            return again(422, _("Your tip was NOT sent: some characters in it cannot be sent "
+                                "safely. Please change the text and send it again."))
         except Exception as exc:  # the tipster must learn it was not sent, whatever failed
             log.error("a tip for station %s was not accepted: %s", station.id, _describe(exc))
             return again(503, _("Your tip was NOT sent. Please try again in a few minutes."))
@@ -322,7 +339,7 @@ class WebForm:
         envelope = Envelope(self.relay.address, self.relay.domain, token)
         hour = hour_of(datetime.now(UTC))
 
-        def build(ref: str) -> EmailMessage:
+        def build(ref: str, date: datetime) -> Composed:
             submission = Submission(
                 station_id=station.id, station_name=station.name, mailbox=station.mailbox,
                 ref=ref, category_id=category.id,
@@ -330,7 +347,8 @@ class WebForm:
                 text=form.text, placement_id=placement.id if placement else "",
                 placement_label=placement.label if placement else "",
                 where_when=form.where, received_hour=hour)
-            return build_message(submission, envelope, gettext=gettext_for(MESSAGE_LANGUAGE))
+            return compose(submission, envelope, self.signer,
+                           gettext=gettext_for(MESSAGE_LANGUAGE), now=date)
 
         return self.store.accept(station, build, receipt_hash=self.hasher.hash(code),
                                  reply_token=token,
@@ -395,6 +413,27 @@ def _describe(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, MailbridgeError) else type(exc).__name__
 
 
+def _slash_redirect(router: Router) -> ASGIApp:
+    """``/s/ncs/`` redirects to ``/s/ncs``, as a path: Starlette's own redirect names
+    ``http://`` and whatever Host the client sent, so anyone could aim it elsewhere."""
+    not_found = router.default
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        target = path.rstrip("/")
+        if scope["type"] == "http" and target != path and target.startswith("/") \
+                and not target.startswith("//"):
+            trimmed = {**scope, "path": target}
+            if any(route.matches(trimmed)[0] is not Match.NONE for route in router.routes):
+                query = scope["query_string"].decode("latin-1")
+                location = f"{target}?{query}" if query else target
+                await RedirectResponse(location, status_code=307)(scope, receive, send)
+                return
+        await not_found(scope, receive, send)
+
+    return app
+
+
 def create_app(settings: Settings, store: RelayStore, *,
                on_accepted: Callable[[], None] = lambda: None) -> Starlette:
     """The relay's public web app: chooser, form, receipt, health check."""
@@ -417,5 +456,7 @@ def create_app(settings: Settings, store: RelayStore, *,
                     Middleware(GZipMiddleware, minimum_size=512, compresslevel=6)],
         exception_handlers={HTTPException: web.http_error, Exception: web.crash},
     )
+    app.router.redirect_slashes = False
+    app.router.default = _slash_redirect(app.router)
     app.state.web = web
     return app

@@ -100,6 +100,7 @@ class Counts:
     followups: int = 0
     replies: int = 0
     other: int = 0
+    forged: int = 0
     auto: int = 0
     placeholders: int = 0
     quarantined: int = 0

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
-from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
 
@@ -29,13 +28,14 @@ from mailbridge.config import (
     Station,
     TlsMode,
 )
-from mailbridge.core.message import HEADER_REF, Envelope, Submission, build_message
+from mailbridge.core.message import HEADER_REF, Composed, Envelope, Submission, compose, signing_key
 from mailbridge.core.receipts import new_reply_token
 from mailbridge.relay.outbox import DeliveryWorker
 from mailbridge.relay.store import Accepted, RelayStore
 
 RELAY_ADDRESS = "tips@relay.example.org"
 RELAY_DOMAIN = "relay.example.org"
+RELAY_KEY = signing_key("s" * 40)  # make_settings' secret
 
 
 def make_settings(database: str, *stations: Station, retry_days: int = 5) -> Settings:
@@ -61,12 +61,12 @@ def maildir_station(sid: str, maildir: Path) -> Station:
                    mailbox=f"{sid}@station.example.test", maildir=maildir)
 
 
-def builder(station: Station, text: str, token: str) -> Callable[[str], EmailMessage]:
-    def build(ref: str) -> EmailMessage:
+def builder(station: Station, text: str, token: str) -> Callable[[str, datetime], Composed]:
+    def build(ref: str, date: datetime) -> Composed:
         sub = Submission(station_id=station.id, station_name=station.name,
                          mailbox=station.mailbox, ref=ref, category_id="drugs",
                          category_label="Drugs", text=text)
-        return build_message(sub, Envelope(RELAY_ADDRESS, RELAY_DOMAIN, token))
+        return compose(sub, Envelope(RELAY_ADDRESS, RELAY_DOMAIN, token), RELAY_KEY, now=date)
     return build
 
 

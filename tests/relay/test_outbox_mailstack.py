@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -14,11 +15,18 @@ from typing import Any
 
 import pytest
 
-from mailbridge.core.message import Envelope, Submission, build_message
+from mailbridge.core.message import Composed, Envelope, Submission, compose
 from mailbridge.core.receipts import new_reply_token
 from mailbridge.relay.outbox import DeliveryWorker
 from mailbridge.relay.store import DEAD, DELIVERED, RelayStore
-from tests.relay.outbox_driver import RELAY_ADDRESS, RELAY_DOMAIN, make_settings, smtp_station
+from tests.relay.outbox_driver import (
+    RELAY_ADDRESS,
+    RELAY_DOMAIN,
+    RELAY_KEY,
+    builder,
+    make_settings,
+    smtp_station,
+)
 
 pytestmark = pytest.mark.servers
 
@@ -60,14 +68,15 @@ def test_starttls_auth_delivery_reads_back_over_imap(mailstack: Any, store: Rela
     built: list[EmailMessage] = []
     text = f"Xe tải chở hàng qua đường mòn lúc nửa đêm {secrets.token_hex(4)}"
 
-    def build(ref: str) -> EmailMessage:
+    def build(ref: str, date: datetime) -> Composed:
         sub = Submission(station_id="ncs", station_name="Đồn Biên phòng Nậm Cắn",
                          mailbox=MAILBOX, ref=ref, category_id="smuggling",
                          category_label="Buôn lậu", text=text, placement_id="cho",
                          placement_label="Chợ phiên")
-        built.append(build_message(sub, Envelope(RELAY_ADDRESS, RELAY_DOMAIN,
-                                                 new_reply_token())))
-        return built[-1]
+        composed = compose(sub, Envelope(RELAY_ADDRESS, RELAY_DOMAIN, new_reply_token()),
+                           RELAY_KEY, now=date)
+        built.append(message_from_bytes(composed.data, policy=default_policy))
+        return composed
 
     postfix_log = Path(mailstack.root) / "log" / "postfix.log"
     logins_before = postfix_log.read_text(errors="replace").count(f"sasl_username={MAILBOX}")
@@ -94,7 +103,7 @@ def test_unknown_mailbox_is_dead_with_the_server_reply(mailstack: Any,
     station = smtp_station("ncs", mailstack.smtp_port, mailbox="nobody@example.test",
                            tls="starttls", username=MAILBOX, password="secret",
                            ca_file=Path(mailstack.ca_file), timeout=15)
-    accepted = store.accept(station, lambda ref: _tiny(ref), receipt_hash="e" * 64,
+    accepted = store.accept(station, builder(station, "x", "e" * 32), receipt_hash="e" * 64,
                             reply_token=new_reply_token())
     worker = DeliveryWorker(make_settings(str(store.url), station), store)
     assert asyncio.run(worker.deliver_due()) == 0
@@ -107,7 +116,7 @@ def test_unknown_mailbox_is_dead_with_the_server_reply(mailstack: Any,
 def test_untrusted_certificate_is_retried(mailstack: Any, store: RelayStore) -> None:
     station = smtp_station("ncs", mailstack.smtp_port, mailbox=MAILBOX, tls="starttls",
                            username=MAILBOX, password="secret", timeout=15)  # no ca_file
-    store.accept(station, lambda ref: _tiny(ref), receipt_hash="f" * 64,
+    store.accept(station, builder(station, "x", "f" * 32), receipt_hash="f" * 64,
                  reply_token=new_reply_token())
     worker = DeliveryWorker(make_settings(str(store.url), station), store)
     assert asyncio.run(worker.deliver_due()) == 0
@@ -116,11 +125,3 @@ def test_untrusted_certificate_is_retried(mailstack: Any, store: RelayStore) -> 
     assert "CERTIFICATE_VERIFY_FAILED" in row.last_error
 
 
-def _tiny(ref: str) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = RELAY_ADDRESS
-    msg["To"] = MAILBOX
-    msg["Subject"] = f"[{ref}] test"
-    msg["Message-ID"] = f"<{secrets.token_hex(8)}@{RELAY_DOMAIN}>"
-    msg.set_content("x")
-    return msg

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email import message_from_bytes
-from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from mailbridge.core.message import Composed
 from mailbridge.errors import ConfigError, StoreError
 from mailbridge.relay.store import (
     DEAD,
@@ -135,7 +135,7 @@ def test_delay_puts_the_first_attempt_inside_the_window(store: RelayStore,
 
 
 def test_failed_build_stores_nothing_and_keeps_the_number(store: RelayStore) -> None:
-    def broken(ref: str) -> EmailMessage:
+    def broken(ref: str, date: datetime) -> Composed:
         raise ValueError("cannot build")
 
     with pytest.raises(ValueError, match="cannot build"):

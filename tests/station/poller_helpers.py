@@ -24,7 +24,7 @@ from mailbridge.config import (
     Settings,
     Station,
 )
-from mailbridge.core.message import Envelope, Submission, build_message
+from mailbridge.core.message import Envelope, RelayIdentity, Submission, compose, signing_key
 from mailbridge.station.ledger.db import make_engine, session_factory, upgrade
 from mailbridge.station.ledger.models import Location, Message, Tip
 from mailbridge.station.ledger.store import LedgerStore
@@ -36,19 +36,22 @@ from tests.servers.mailstack import MailStack
 RELAY = "tips@relay.example.test"
 RELAY_DOMAIN = "relay.example.test"
 PASSWORD = "secret"
+RELAY_SECRET = "s" * 40  # settings()' relay secret: its key signs tip()
+RELAY_KEY = signing_key(RELAY_SECRET)
+RELAY_ID = RelayIdentity(RELAY, (bytes(RELAY_KEY.verify_key),))
 _numbers = itertools.count(1)
 
 
 def tip(ref: str, text: str = "Có người vượt biên ở chợ phiên.", *,
         references: tuple[str, ...] = (), category: str = "border",
         station: str = "ncs", message_id: str = "") -> bytes:
-    """A forwarded tip exactly as the relay builds it."""
+    """A forwarded tip exactly as the relay builds and signs it."""
     sub = Submission(station_id=station, station_name="Đồn Biên phòng", mailbox="x@example.test",
                      ref=ref, category_id=category, category_label="Vượt biên", text=text,
                      placement_id="cho-phien", placement_label="Chợ phiên",
                      received_hour=datetime(2026, 11, 2, 9, tzinfo=UTC))
     env = Envelope(RELAY, RELAY_DOMAIN, "a" * 32, message_id=message_id, references=references)
-    return bytes(build_message(sub, env))
+    return compose(sub, env, RELAY_KEY).data
 
 
 def plain(subject: str, body: str = "hello\n", *, sender: str = "someone@example.org",
@@ -109,7 +112,7 @@ def imap_settings(stack: MailStack, address: str, *, folders: tuple[str, ...] = 
 
 def settings(ledger_url: str, attachments: Path, stations: dict[str, Station]) -> Settings:
     relay = RelaySettings(address=RELAY, domain=RELAY_DOMAIN, database="sqlite://",
-                          secret=Secret("s" * 40))
+                          secret=Secret(RELAY_SECRET))
     return Settings(path=attachments / "mailbridge.toml", relay=relay,
                     ledger=LedgerSettings(database=ledger_url, attachments_dir=attachments,
                                           max_message_bytes=2 * 1024 * 1024),
@@ -127,7 +130,7 @@ class Ledger:
         self.store = LedgerStore(self.sessions, "ncs", address, attachments)
 
     def poller(self, imap: ImapSettings, *, max_bytes: int = 2 * 1024 * 1024) -> ImapPoller:
-        return ImapPoller(ImapConnection(imap), self.store, relay_address=RELAY,
+        return ImapPoller(ImapConnection(imap), self.store, relay=RELAY_ID,
                           max_message_bytes=max_bytes)
 
     def poll(self, imap: ImapSettings, **kwargs: Any) -> Any:

@@ -16,7 +16,7 @@ from mailbridge.config import Station
 from mailbridge.station.ledger.models import Audit, Location, MailEvent, Message, Tip
 from mailbridge.station.poller.maildir import MaildirPoller
 from mailbridge.station.poller.run import poll
-from tests.station.poller_helpers import RELAY, Ledger, new_ref, plain, settings, tip
+from tests.station.poller_helpers import RELAY_ID, Ledger, new_ref, plain, settings, tip
 
 
 def _maildir(tmp_path: Path) -> tuple[mailbox.Maildir, Path]:
@@ -31,7 +31,7 @@ def test_maildir_index_flags_moves_and_deletes(tmp_path: Path) -> None:
             box.add(tip(ref, "thêm", references=("<m1@relay.example.test>",))),
             box.add(plain("hello")), box.add(plain("bye"))]
     ledger = Ledger(f"sqlite:///{tmp_path}/l.db", tmp_path / "att", "station@example.test")
-    poller = MaildirPoller(root, ledger.store, relay_address=RELAY, max_message_bytes=10**6)
+    poller = MaildirPoller(root, ledger.store, relay=RELAY_ID, max_message_bytes=10**6)
     counts = poller.poll()
     assert (counts.new, counts.tips, counts.followups, counts.other) == (4, 1, 1, 2)
     assert not poller.poll().changed()  # idempotent

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from mailbridge.station.poller.worker import Chunk, Parser, parse_all
-from tests.station.poller_helpers import RELAY, new_ref, plain, tip
+from tests.station.poller_helpers import RELAY_ID, new_ref, plain, tip
 
 POISON = (b"From: a@example.org\r\nSubject: poison\r\nMessage-ID: <p@example.org>\r\n"
           b"Content-Type: text/plain; charset=bogus\r\n\r\n" + "Có hàng lậu".encode() + b"\r\n")
@@ -22,18 +22,18 @@ def chunks() -> list[Chunk]:
 
 def test_chunks_spread_over_workers_come_back_as_parsed_here() -> None:
     work = chunks()
-    with Parser(RELAY, 2) as parser:
+    with Parser(RELAY_ID, 2) as parser:
         assert parser.depth == 2
         pending = [parser.submit(c) for c in work]  # all in flight before any is read
         got = [result() for result in pending]
-    assert got == [parse_all(c, RELAY) for c in work]
+    assert got == [parse_all(c, RELAY_ID) for c in work]
     assert got[1][0].indexed is not None and got[1][0].indexed.problems  # poison is flagged
     assert got[1][0].raw == POISON  # and keeps its bytes for the quarantine
 
 
 def test_a_dead_worker_hands_its_chunks_back(caplog: pytest.LogCaptureFixture) -> None:
     work = chunks()
-    with Parser(RELAY, 2) as parser:
+    with Parser(RELAY_ID, 2) as parser:
         proc = parser.workers[0].proc
         assert proc is not None
         proc.kill()
@@ -41,12 +41,12 @@ def test_a_dead_worker_hands_its_chunks_back(caplog: pytest.LogCaptureFixture) -
         with caplog.at_level(logging.WARNING):
             got = [parser.submit(c)() for c in work]
         assert parser.workers[0].proc is None and parser.workers[1].proc is not None
-    assert got == [parse_all(c, RELAY) for c in work]
+    assert got == [parse_all(c, RELAY_ID) for c in work]
     assert "parser process stopped" in caplog.text
 
 
 def test_no_workers_parses_in_process() -> None:
     work = chunks()
-    with Parser(RELAY, 0) as parser:
+    with Parser(RELAY_ID, 0) as parser:
         assert parser.depth == 1
-        assert [parser.submit(c)() for c in work] == [parse_all(c, RELAY) for c in work]
+        assert [parser.submit(c)() for c in work] == [parse_all(c, RELAY_ID) for c in work]

@@ -8,18 +8,26 @@ from email.message import EmailMessage
 from email.policy import default as default_policy
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailbridge.core import message as contract_module
 from mailbridge.core.message import (
     BOUNDARY,
+    Checked,
+    ContractError,
     Envelope,
     Submission,
+    body_digest,
     build_message,
+    compose,
     hour_of,
     message_ids,
-    parse_contract,
+    parse_public_key,
+    public_key_text,
     reply_token_of,
+    signing_key,
+    verify_contract,
 )
 from mailbridge.core.receipts import new_reply_token
 
@@ -36,6 +44,28 @@ def _submission(**changes: object) -> Submission:
 
 
 ENV = Envelope("tips@relay.example.test", "relay.example.test", new_reply_token())
+KEY = signing_key("unit-test-secret-" + "k" * 32)
+KEYS = (bytes(KEY.verify_key),)
+ALLOWED = ["from", "to", "reply-to", "subject", "date", "message-id", "x-mailbridge-ref",
+           "x-mailbridge-station", "x-mailbridge-category", "x-mailbridge-placement", "x-loop",
+           "x-mailbridge-signature", "content-type", "mime-version"]
+
+
+def _lists(msg: EmailMessage) -> dict[str, list[str]]:
+    lists: dict[str, list[str]] = {}
+    for name, value in msg.items():
+        lists.setdefault(name.lower(), []).append(str(value))
+    return lists
+
+
+def _check(data: bytes, keys: tuple[bytes, ...] = KEYS) -> Checked:
+    msg = email.message_from_bytes(data, policy=default_policy)
+    assert isinstance(msg, EmailMessage)
+    return verify_contract(_lists(msg), body_digest(msg), keys)
+
+
+def _signed(**changes: object) -> bytes:
+    return compose(_submission(**changes), ENV, KEY).data
 
 
 def _roundtrip(msg: EmailMessage) -> EmailMessage:
@@ -56,7 +86,8 @@ def test_headers_follow_the_contract() -> None:
     assert msg["X-Mailbridge-Station"] == "ncs"
     assert msg["X-Mailbridge-Category"] == "drugs"
     assert msg["X-Mailbridge-Placement"] == "cho"
-    contract = parse_contract(msg)
+    assert msg["X-Mailbridge-Signature"] is None  # build_message alone does not sign
+    contract = _check(compose(_submission(), ENV, KEY).data).contract
     assert contract is not None
     assert (contract.ref, contract.station_id, contract.category_id, contract.placement_id) == (
         "NCS-0042", "ncs", "drugs", "cho")
@@ -79,13 +110,13 @@ def test_message_ids_are_random() -> None:
 
 
 def test_follow_up_threads_with_references() -> None:
-    first = build_message(_submission(), ENV)
+    first = compose(_submission(), ENV, KEY)
     env = Envelope(ENV.relay_address, ENV.relay_domain, ENV.reply_token,
-                   references=(first["Message-ID"],))
-    second = _roundtrip(build_message(_submission(text="Thêm thông tin"), env))
-    assert second["In-Reply-To"] == first["Message-ID"]
-    contract = parse_contract(second)
-    assert contract is not None and contract.references == (first["Message-ID"],)
+                   references=(first.message_id,))
+    second = compose(_submission(text="Thêm thông tin"), env, KEY).data
+    assert email.message_from_bytes(second)["In-Reply-To"] == first.message_id
+    contract = _check(second).contract
+    assert contract is not None and contract.references == (first.message_id,)
 
 
 hostile = st.lists(st.sampled_from(
@@ -95,18 +126,128 @@ hostile = st.lists(st.sampled_from(
 
 @given(hostile, hostile, hostile)
 def test_fields_cannot_inject_headers_markup_or_escapes(text: str, where: str, label: str) -> None:
-    msg = build_message(_submission(text=text, where_when=where, placement_label=label,
-                                    station_name=label), ENV)
-    raw = msg.as_bytes(policy=default_policy.clone(linesep="\r\n"))
+    raw = _signed(text=text, where_when=where, placement_label=label, station_name=label)
     assert b"\x1b" not in raw and b"\x00" not in raw
-    parsed = _roundtrip(msg)
+    parsed = email.message_from_bytes(raw, policy=default_policy)
+    assert isinstance(parsed, EmailMessage)
     assert parsed["Bcc"] is None
-    assert set(parsed.keys()) <= {
-        "From", "To", "Reply-To", "Subject", "Date", "Message-ID", "X-Mailbridge-Ref",
-        "X-Mailbridge-Station", "X-Mailbridge-Category", "X-Mailbridge-Placement", "X-Loop",
-        "MIME-Version", "Content-Type"}
+    assert set(k.lower() for k in parsed) <= set(ALLOWED)
     html = parsed.get_body(("html",))
     assert html is not None and "<script>" not in html.get_content()
+
+
+# Encoded words (whole, split by spaces or folds, in every case and encoding), every
+# line break Python or a mail client knows, folding whitespace, and header look-alikes.
+_ENCODED = [
+    "=?utf-8?q?=0D=0ABcc=3A_victim=40evil.test?=", "=?UTF-8?B?DQpCY2M6IHhAZXZpbC50ZXN0?=",
+    "=?utf-8?q?=0AX-Mailbridge-Ref=3A_NCS-0001?=", "=?iso-8859-1?q?=0D=0AReply-To=3A_a=40b?=",
+    "=?utf-8?q?", "?=", "=?", "=", "?", "q?", "B?", "=0D=0A", "\r\n", "\n", "\r", "\x85",
+    "\u2028", "\u2029", "\x0b", "\x0c", "\t", " ", "  ", "\r\n ", "\n\t",
+    "Bcc: x@evil.test", "Message-ID: <forged@relay.example.test>", "X-Mailbridge-Category: other",
+    "In-Reply-To: <victim@relay.example.test>", "ma túy", "đường mòn", ":", ";", "<", ">",
+]
+header_hostile = st.lists(st.sampled_from(_ENCODED), max_size=12).map("".join)
+
+
+@settings(deadline=None)
+@given(header_hostile, header_hostile)
+def test_encoded_words_and_line_breaks_never_become_header_lines(text: str, name: str) -> None:
+    """Whatever the tipster says, the tip goes out with exactly the allow-listed headers.
+    A hostile station name (the admin's) may instead be refused, never injected."""
+    try:
+        raw = _signed(text=text, station_name=name or "x", placement_label=name)
+    except ContractError:
+        raw = _signed(text=text)
+    parsed = email.message_from_bytes(raw, policy=default_policy)
+    names = [k.lower() for k in parsed]
+    assert sorted(names) == sorted(set(names)) and set(names) <= set(ALLOWED)
+    assert names.count("x-mailbridge-ref") == 1 and parsed["X-Mailbridge-Ref"] == "NCS-0042"
+    assert parsed["X-Mailbridge-Category"] == "drugs"
+    assert "=?" not in str(parsed["Subject"])
+    checked = _check(raw)
+    assert checked.contract is not None and checked.contract.ref == "NCS-0042", checked
+
+
+def test_the_parse_back_check_refuses_what_the_email_package_would_inject(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given a header value with an encoded CRLF (as if neutralising had a gap), this
+    Python writes it out as a real header line: the check after building must catch it,
+    and nothing is returned to store."""
+    evil = "[NCS-0042] =?utf-8?q?=0D=0ABcc=3A_victim=40evil.test?= het"
+    real_headers = contract_module._headers
+
+    def leaky(*args: object) -> list[tuple[str, str]]:
+        return [(n, evil if n == "Subject" else v) for n, v in real_headers(*args)]  # type: ignore[arg-type]
+
+    monkeypatch.setattr(contract_module, "_headers", leaky)
+    injected = email.message_from_bytes(build_message(_submission(), ENV).as_bytes())
+    if injected["Bcc"] is None:
+        pytest.skip("this Python's email package no longer re-emits decoded line breaks")
+    with pytest.raises(ContractError, match="did not come out as written"):
+        compose(_submission(), ENV, KEY)
+
+
+def _tampered(raw: bytes, old: bytes, new: bytes) -> bytes:
+    assert old in raw
+    return raw.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(("old", "new", "problem"), [
+    (b"X-Mailbridge-Ref: NCS-0042", b"X-Mailbridge-Ref: NCS-0043", "does not match"),
+    (b"X-Mailbridge-Category: drugs", b"X-Mailbridge-Category: other", "does not match"),
+    (b"X-Mailbridge-Placement: cho", b"X-Mailbridge-Placement: truong", "does not match"),
+    (b"X-Mailbridge-Station: ncs", b"X-Mailbridge-Station: mlt", "does not match"),
+    (b"Message-ID: <", b"Message-ID: <x", "does not match"),
+    (b"X-Loop:", b"In-Reply-To: <victim@relay.example.test>\r\nX-Loop:", "does not match"),
+    (b"X-Mailbridge-Ref: NCS-0042", b"X-Mailbridge-Ref: NCS-0042\r\nX-Mailbridge-Ref: NCS-0001",
+     "appears more than once"),
+    (b"X-Mailbridge-Signature: v=1", b"X-Mailbridge-Signature: v=2", "version"),
+    (b"X-Mailbridge-Station: ncs", b"X-Mailbridge-Station: n c s", "malformed"),
+])
+def test_a_changed_contract_header_is_caught(old: bytes, new: bytes, problem: str) -> None:
+    checked = _check(_tampered(_signed(), old, new))
+    assert checked.present and checked.contract is None
+    assert problem in checked.problem
+
+
+def test_a_changed_body_a_foreign_key_or_no_signature_is_caught() -> None:
+    raw = _signed(text="Có người lạ bán ma túy gần chợ.")
+    msg = email.message_from_bytes(raw, policy=default_policy)
+    assert isinstance(msg, EmailMessage)
+    plain = msg.get_body(("plain",))
+    assert plain is not None
+    plain.set_content(plain.get_content().replace("gần chợ", "ở trường"), charset="utf-8")
+    assert "body was changed" in verify_contract(_lists(msg), body_digest(msg), KEYS).problem
+    other = (bytes(signing_key("another-secret-" + "z" * 32).verify_key),)
+    assert "does not trust" in _check(raw, other).problem
+    unsigned = build_message(_submission(), ENV).as_bytes()
+    assert "not signed" in _check(unsigned).problem
+
+
+def test_signature_survives_reencoding_and_header_only_checks() -> None:
+    """Servers turn 8bit into quoted-printable and LF into CRLF; a header-only fetch
+    (a message over the size limit) still proves the headers."""
+    raw = _signed(text="Xe tải chở hàng qua đường mòn\nlúc nửa đêm")
+    msg = email.message_from_bytes(raw, policy=default_policy)
+    assert isinstance(msg, EmailMessage)
+    for part in msg.walk():
+        if not part.is_multipart():
+            part.set_content(part.get_content(), subtype=part.get_content_subtype(),
+                             charset="utf-8", cte="quoted-printable")
+    assert _check(msg.as_bytes(policy=default_policy.clone(linesep="\r\n"))).contract
+    header = raw.partition(b"\r\n\r\n")[0]
+    parsed = email.message_from_bytes(header, policy=default_policy)
+    assert isinstance(parsed, EmailMessage)
+    assert verify_contract(_lists(parsed), None, KEYS).contract is not None
+
+
+def test_ids_match_case_insensitively_and_public_keys_round_trip() -> None:
+    checked = _check(_signed(station_id="NCS", placement_id="Cho"))
+    assert checked.contract is not None
+    assert (checked.contract.station_id, checked.contract.placement_id) == ("ncs", "cho")
+    assert parse_public_key(public_key_text(KEY)) == KEYS[0]
+    with pytest.raises(ValueError, match="32"):
+        parse_public_key("AAAA")
 
 
 def test_text_is_nfc() -> None:
@@ -127,7 +268,8 @@ def test_look_alikes_are_not_contract_messages(headers: dict[str, str]) -> None:
     msg = EmailMessage()
     for key, value in headers.items():
         msg[key] = value
-    assert parse_contract(msg) is None
+    checked = verify_contract(_lists(msg), body_digest(msg), KEYS)
+    assert checked.contract is None and checked.present == bool(headers)
 
 
 def test_helpers() -> None:

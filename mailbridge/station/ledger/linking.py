@@ -265,7 +265,8 @@ class Batch:
             queue = [m for m in backfilled if m.tip_id is not None]
         for msg in fresh:
             name = {MessageKind.TIP: "tips", MessageKind.FOLLOWUP: "followups",
-                    MessageKind.REPLY: "replies", MessageKind.OTHER: "other"}.get(
+                    MessageKind.REPLY: "replies", MessageKind.OTHER: "other",
+                    MessageKind.FORGED: "forged"}.get(
                 MessageKind(msg.kind))
             if name:
                 setattr(self.counts, name, getattr(self.counts, name) + 1)

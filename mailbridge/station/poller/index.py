@@ -25,7 +25,13 @@ from email.header import decode_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
-from ...core.message import HEADER_LOOP, message_ids, parse_contract
+from ...core.message import (
+    HEADER_LOOP,
+    RelayIdentity,
+    body_digest,
+    message_ids,
+    verify_contract,
+)
 from ...core.receipts import is_ref
 from ...core.text import clean_text, first_words, one_line
 from ..records import Indexed, MessageKind, Part
@@ -110,13 +116,21 @@ def decode_header_value(value: object) -> tuple[str, str]:
     except (ValueError, LookupError, email_errors.HeaderParseError):
         chunks = [(text, None)]
     out: list[str] = []
+    last_encoded = False
     for chunk, charset in chunks:
+        encoded = charset not in (None, "us-ascii")
         if isinstance(chunk, str):
             # Raw 8-bit header bytes arrive as surrogate escapes.
             chunk = chunk.encode("utf-8", "surrogateescape")
             charset = charset or "utf-8"
         decoded, problem = decode_bytes(chunk, charset)
+        # decode_header drops the folding space between an encoded and a plain
+        # word; RFC 2047 keeps it (as email.header.Header.__str__ does).
+        if out and encoded != last_encoded and decoded and not (
+                out[-1][-1:].isspace() or decoded[0].isspace()):
+            out.append(" ")
         out.append(decoded)
+        last_encoded = encoded
         if problem:
             problems.append(problem)
     return one_line("".join(out)), "; ".join(problems)
@@ -219,13 +233,19 @@ def _tip_text(body: str) -> str:
     return rest.partition("\n-- \n")[0].strip() or body
 
 
-def index_message(raw: bytes, *, relay_address: str, size: int | None = None,
+def index_message(raw: bytes, *, relay: RelayIdentity, size: int | None = None,
                   headers_only: bool = False) -> Indexed:
     """Map one raw message to what the ledger keeps. Never raises on bad mail.
 
+    Only mail whose contract verifies against the relay's public keys is a tip or a
+    follow-up. Contract headers of the wrong shape are quarantined with the
+    reason; a missing or bad signature, or mail from the relay's address with
+    no contract at all, is ``forged`` and never joins a thread.
+
     With ``headers_only`` (the message is over the size limit and only its
     header was fetched) the body is left empty and the message is a placeholder
-    unless it is a relay tip, which still gets its row.
+    unless it is a relay tip, which still gets its row (its signature then
+    proves the headers only).
     """
     digest = hashlib.sha256(raw).hexdigest()
     real_size = len(raw) if size is None else size
@@ -235,11 +255,14 @@ def index_message(raw: bytes, *, relay_address: str, size: int | None = None,
     except Exception as exc:
         return Indexed(synthetic_message_id(digest), digest, real_size, MessageKind.QUARANTINED,
                        problems=(f"unparseable: {type(exc).__name__}",))
-    problems.extend(type(d).__name__ for d in msg.defects if isinstance(d, _SERIOUS_DEFECTS))
+    if not headers_only:  # a header without its body always lacks the MIME parts
+        problems.extend(type(d).__name__ for d in msg.defects
+                        if isinstance(d, _SERIOUS_DEFECTS))
 
-    raw_headers: dict[str, str] = {}
+    header_lists: dict[str, list[str]] = {}
     for key, value in msg.raw_items():
-        raw_headers.setdefault(key.lower(), str(value))
+        header_lists.setdefault(key.lower(), []).append(str(value))
+    raw_headers = {key: values[0] for key, values in header_lists.items()}
 
     def header(name: str) -> str:
         value, problem = decode_header_value(raw_headers.get(name.lower()))
@@ -257,8 +280,12 @@ def index_message(raw: bytes, *, relay_address: str, size: int | None = None,
     in_reply_to = next((i for i in message_ids(header("In-Reply-To")) if len(i) <= 500), "")
     references = tuple(i for i in message_ids(header("References") + " " + in_reply_to)
                        if len(i) <= 500)[-MAX_REFS:]
-    contract = parse_contract(raw_headers)
-    is_relay = contract is not None and sender == relay_address.strip().lower()
+    checked = verify_contract(header_lists, None if headers_only else body_digest(msg),
+                              relay.public_keys)
+    from_relay = sender == relay.address.strip().lower()
+    contract = checked.contract if from_relay else None
+    if checked.malformed:
+        problems.append(f"contract header: {checked.problem}")
     text, attachments = ("", ()) if headers_only else _body(msg, problems)
     base = Indexed(
         message_id=message_id, raw_sha256=digest, size=real_size, kind=MessageKind.OTHER,
@@ -266,9 +293,15 @@ def index_message(raw: bytes, *, relay_address: str, size: int | None = None,
         received_hour=_received_hour(header("Date")), in_reply_to=in_reply_to,
         references=references, attachments=attachments, problems=tuple(problems),
     )
-    if _is_auto(msg, raw_headers, sender, is_relay):
+    # Before the auto-reply rules: a forgery copies our loop header too.
+    if checked.malformed:
+        return replace(base, kind=MessageKind.QUARANTINED)
+    if checked.problem or (not checked.present and from_relay):
+        why = checked.problem or "it has the relay's address but no contract headers"
+        return replace(base, kind=MessageKind.FORGED, warning=f"not from the relay: {why}")
+    if _is_auto(msg, raw_headers, sender, contract is not None):
         return replace(base, kind=MessageKind.AUTO)
-    if is_relay and contract is not None:
+    if contract is not None:
         tip_text = _tip_text(text)
         return replace(
             base, kind=MessageKind.FOLLOWUP if references else MessageKind.TIP,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...core.message import RelayIdentity
 from ..ledger.store import LedgerStore, flag_text
 from ..records import Counts, Fetched
 from .index import index_message
@@ -59,11 +60,11 @@ def _header(path: Path) -> bytes:
 class MaildirPoller:
     """Indexes a Maildir (and its Maildir++ sub-folders) into the ledger."""
 
-    def __init__(self, root: Path, store: LedgerStore, *, relay_address: str,
+    def __init__(self, root: Path, store: LedgerStore, *, relay: RelayIdentity,
                  max_message_bytes: int) -> None:
         self.root = root
         self.store = store
-        self.relay_address = relay_address
+        self.relay = relay
         self.max_bytes = max_message_bytes
 
     def folders(self) -> list[tuple[str, Path]]:
@@ -124,11 +125,11 @@ class MaildirPoller:
             size = f.path.stat().st_size
             if size > self.max_bytes:
                 raw = _header(f.path)
-                ind = index_message(raw, relay_address=self.relay_address, size=size,
+                ind = index_message(raw, relay=self.relay, size=size,
                                     headers_only=True)
             else:
                 raw = f.path.read_bytes()
-                ind = index_message(raw, relay_address=self.relay_address)
+                ind = index_message(raw, relay=self.relay)
         except FileNotFoundError:
             return None  # moved new/ -> cur/ meanwhile: the next poll sees it there
         return Fetched(uid, f.flags, ind.message_id, ind, raw if ind.problems else None)

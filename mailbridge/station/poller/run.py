@@ -75,14 +75,14 @@ class StationPoller:
         self.folder_status = settings.ledger.folder_status
         self.flag_status = settings.ledger.flag_status
         progress = ProgressBar(console, station.id)
-        relay, max_bytes = settings.relay.address, settings.ledger.max_message_bytes
+        relay, max_bytes = settings.relay_identity(), settings.ledger.max_message_bytes
         self.imap: ImapPoller | None = None
         self.maildir: MaildirPoller | None = None
         if station.imap is not None:
-            self.imap = ImapPoller(ImapConnection(station.imap), store, relay_address=relay,
+            self.imap = ImapPoller(ImapConnection(station.imap), store, relay=relay,
                                    max_message_bytes=max_bytes, progress=progress)
         elif station.maildir is not None:
-            self.maildir = MaildirPoller(station.maildir, store, relay_address=relay,
+            self.maildir = MaildirPoller(station.maildir, store, relay=relay,
                                          max_message_bytes=max_bytes)
         self.progress = progress
         self.error: MailbridgeError | None = None

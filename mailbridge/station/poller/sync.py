@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TypeVar
 
-from ...core.message import message_ids
+from ...core.message import RelayIdentity, message_ids
 from ...errors import LedgerError, PollError
 from ..ledger.store import LedgerStore
 from ..records import Counts, Cursor, Fetched
@@ -67,11 +67,11 @@ class Backoff:
 class ImapPoller:
     """Indexes the configured folders of one station mailbox into the ledger."""
 
-    def __init__(self, conn: ImapConnection, store: LedgerStore, *, relay_address: str,
+    def __init__(self, conn: ImapConnection, store: LedgerStore, *, relay: RelayIdentity,
                  max_message_bytes: int, progress: Progress | None = None) -> None:
         self.conn = conn
         self.store = store
-        self.relay_address = relay_address
+        self.relay = relay
         self.max_bytes = max_message_bytes
         self.folders = [folder_name(f) for f in conn.settings.folders]
         self.progress = progress
@@ -186,7 +186,7 @@ class ImapPoller:
             if self.progress:
                 self.progress(folder, done, len(uids))
 
-        with Parser(self.relay_address, workers) as parser, \
+        with Parser(self.relay, workers) as parser, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool, \
                 closing(_in_order(pool, lambda c: self._fetch_chunk(c, big, rebinding),
                                   chunks, ahead=FETCH_AHEAD)) as fetched_chunks:

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
+from ...core.message import RelayIdentity
 from ..records import Fetched
 from .index import index_message
 
@@ -35,14 +36,14 @@ MAX_WORKERS = 4
 NICE = 5
 
 
-def parse_all(fetched: Chunk, relay_address: str) -> list[Fetched]:
+def parse_all(fetched: Chunk, relay: RelayIdentity) -> list[Fetched]:
     """Index the raw messages of one chunk; already-known ones pass through. By UID."""
     items = [f for f in fetched if isinstance(f, Fetched)]
     for f in fetched:
         if isinstance(f, Fetched):
             continue
         uid, flags, modseq, raw, size, headers_only = f
-        ind = index_message(raw, relay_address=relay_address, size=size,
+        ind = index_message(raw, relay=relay, size=size,
                             headers_only=headers_only)
         items.append(Fetched(uid, flags, ind.message_id, ind, raw if ind.problems else None,
                              modseq))
@@ -67,8 +68,8 @@ class Parser:
     chunks are parsed here: a slower index, never a lost message.
     """
 
-    def __init__(self, relay_address: str, workers: int) -> None:
-        self.relay = relay_address
+    def __init__(self, relay: RelayIdentity, workers: int) -> None:
+        self.relay = relay
         self.workers: list[_Worker] = []
         for _ in range(workers):
             try:
@@ -113,7 +114,7 @@ class _Worker:
             env=_child_env())
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse-io")
 
-    def round_trip(self, fetched: Chunk, relay: str) -> list[Fetched] | None:
+    def round_trip(self, fetched: Chunk, relay: RelayIdentity) -> list[Fetched] | None:
         proc = self.proc
         if proc is None or proc.stdin is None or proc.stdout is None:
             return None
