@@ -7,6 +7,7 @@ import sys
 from typing import TextIO
 
 from .config import ImapSettings, Settings, SmtpSettings
+from .core.message import public_key_text, signing_key
 from .errors import MailbridgeError
 
 
@@ -51,6 +52,21 @@ def check_imap(imap: ImapSettings) -> str | None:
     return None
 
 
+def print_keys(settings: Settings, out: TextIO) -> None:
+    """The relay's public key, and how the station side comes to trust it."""
+    if settings.relay.secret:
+        key = public_key_text(signing_key(settings.relay.secret.reveal()))
+        print(f"relay signing key: {key}", file=out)
+        print(f'  on each station-side box: [ledger] relay_public_keys = ["{key}"]', file=out)
+    trusted = settings.ledger.relay_public_keys
+    if trusted:
+        print(f"ledger: trusts {len(trusted)} relay key(s): only mail they sign is a tip",
+              file=out)
+    elif not settings.relay.secret:
+        print("ledger: trusts no relay key: every tip will be indexed as forged; copy the key "
+              "`mailbridge check` prints on the relay into ledger.relay_public_keys", file=out)
+
+
 def run_check(settings: Settings, *, connect: bool = False, out: TextIO = sys.stdout) -> int:
     """Print what the configuration says; with ``connect``, log in to every server."""
     failures = 0
@@ -76,6 +92,7 @@ def run_check(settings: Settings, *, connect: bool = False, out: TextIO = sys.st
             problem = check_imap(station.imap)
             failures += problem is not None
             print(f"  imap: {problem or 'ok'}", file=out)
+    print_keys(settings, out)
     print(f"config {settings.path}: ok, {len(settings.stations)} stations, "
           f"{len(settings.categories)} categories", file=out)
     return 3 if failures else 0

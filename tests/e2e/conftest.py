@@ -14,6 +14,7 @@ import pytest
 
 from mailbridge.config import load_config
 from tests.e2e.support import HOTLINE_STATION, relay_in_thread, relay_toml
+from tests.servers.mailstack import MISSING_HINT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -32,7 +33,7 @@ def browser() -> Iterator[object]:
     the main thread while it is open, and later tests that call asyncio.run() would fail.
     """
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+        pytest.exit(f"{CHROMIUM} is missing: {MISSING_HINT}", returncode=3)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -1,7 +1,8 @@
 """pytest fixtures for the real servers; load with pytest_plugins = ["tests.servers.fixtures"].
 
-Missing server binaries are installed (apt-get), never skipped: a green run must mean
-the real thing ran. If installing is impossible the fixture fails with the reason.
+Server binaries come from scripts/system-packages (which `make test` runs); they are
+never skipped: a green run must mean the real thing ran. A missing or broken server
+ends the run with one line saying what to do.
 
 The server directories live in /tmp, not under pytest's basetemp: pytest chmods
 /tmp/pytest-of-USER back to 0700 whenever another session starts, which would lock
@@ -14,6 +15,7 @@ from __future__ import annotations
 import itertools
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,14 +42,24 @@ def _server_root(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
 def _run_server(
     request: pytest.FixtureRequest, server: Server, setup: Callable[[Server], None]
 ) -> Iterator[Server]:
-    """Install (or fail clearly), start, yield, stop; keep the files if a test failed."""
+    """Check, start, yield, stop; keep the files if a test failed.
+
+    A server that is missing or does not start ends the whole run with one line
+    (every test that needs it would fail the same way).
+    """
+    name = type(server).__name__
     try:
         server.install()
-    except (RuntimeError, OSError) as exc:
-        pytest.fail(f"cannot install {type(server).__name__}'s packages: {exc}", pytrace=False)
+    except RuntimeError as exc:
+        pytest.exit(f"{name}: {exc}", returncode=3)
     try:
         setup(server)
         server.start()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        server.stop()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        pytest.exit(f"{name} did not start: {first} (its logs: {server.root}/log)", returncode=3)
+    try:
         yield server
     finally:
         server.stop()

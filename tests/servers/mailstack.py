@@ -35,7 +35,6 @@ from typing import Any
 from imapclient import IMAPClient
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-APT_PACKAGES = ("dovecot-imapd", "dovecot-lmtpd", "postfix", "swaks")
 REQUIRED_BINARIES = (
     "/usr/sbin/dovecot",
     "/usr/bin/doveadm",
@@ -44,7 +43,6 @@ REQUIRED_BINARIES = (
     "/usr/sbin/postfix",
     "/usr/lib/postfix/sbin/master",
 )
-POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 DOVECOT_DH = Path("/usr/share/dovecot/dh.pem")
 SHORT_ROOT_LIMIT = 60  # longer DIRs overflow the 107-byte unix socket path limit
 DEFAULT_DOMAINS = ("example.test",)
@@ -78,39 +76,7 @@ def tail(path: Path, limit: int = 4000) -> str:
         return ""
 
 
-def apt_install(packages: Iterable[str], debconf: str = "") -> None:
-    """Install Debian packages without starting their system daemons.
-
-    A temporary /usr/sbin/policy-rc.d (exit 101) stops the postinst scripts from
-    starting a system Dovecot/PostgreSQL; an existing one is left alone.
-    """
-    if os.geteuid() != 0:
-        raise RuntimeError(f"cannot apt-get install {' '.join(packages)}: not running as root")
-    if shutil.which("apt-get", path=SYSTEM_PATH) is None:
-        raise RuntimeError(f"cannot install {' '.join(packages)}: apt-get not found (Debian only)")
-    created_policy = False
-    if not POLICY_RC_D.exists():
-        POLICY_RC_D.write_text("#!/bin/sh\nexit 101\n")
-        POLICY_RC_D.chmod(0o755)
-        created_policy = True
-    try:
-        if debconf:
-            run_cmd(["debconf-set-selections"], input=debconf)
-        cmd = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q", *packages]
-        env_cmd = ["env", "DEBIAN_FRONTEND=noninteractive", *cmd]
-        first = run_cmd(env_cmd, check=False, capture_output=True)
-        if first.returncode != 0:  # stale or missing package lists
-            run_cmd(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "update", "-q"],
-                 check=False, capture_output=True)
-            second = run_cmd(env_cmd, check=False, capture_output=True)
-            if second.returncode != 0:
-                raise RuntimeError(
-                    f"apt-get install {' '.join(packages)} failed:\n"
-                    f"{second.stdout[-3000:]}\n{second.stderr[-3000:]}"
-                )
-    finally:
-        if created_policy:
-            POLICY_RC_D.unlink(missing_ok=True)
+MISSING_HINT = "run `make test` (as root it installs them) or `sudo bash scripts/system-packages`"
 
 
 def make_traversable(path: Path, users: Iterable[str]) -> None:
@@ -408,13 +374,11 @@ class MailStack:
 
     @staticmethod
     def install() -> None:
-        """apt-get install Postfix and Dovecot unless their binaries already exist."""
-        if all(Path(b).exists() for b in REQUIRED_BINARIES):
-            return
-        apt_install(APT_PACKAGES, "postfix postfix/main_mailer_type select No configuration\n")
+        """Check that Postfix and Dovecot are installed (scripts/system-packages installs them)."""
         missing = [b for b in REQUIRED_BINARIES if not Path(b).exists()]
         if missing:
-            raise RuntimeError(f"still missing after apt-get install: {', '.join(missing)}")
+            raise RuntimeError(f"Postfix/Dovecot are not installed ({missing[0]} is missing): "
+                               f"{MISSING_HINT}")
 
     # -- users ----------------------------------------------------------------------
 

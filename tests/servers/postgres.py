@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from tests.servers.mailstack import apt_install, free_ports, make_traversable, run_cmd, tail
+from tests.servers.mailstack import MISSING_HINT, free_ports, make_traversable, run_cmd, tail
 
 DB_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 SOCKET_DIR_LIMIT = 80  # + "/.s.PGSQL.NNNNN" must stay under the 107-byte socket limit
@@ -56,11 +56,9 @@ class PostgresServer:
 
     @staticmethod
     def install() -> None:
-        """apt-get install postgresql unless a server is already installed."""
+        """Check that a PostgreSQL server is installed (scripts/system-packages installs it)."""
         if find_bindir() is None:
-            apt_install(["postgresql"])
-        if find_bindir() is None:
-            raise RuntimeError("PostgreSQL server binaries still missing after apt-get install")
+            raise RuntimeError(f"PostgreSQL is not installed: {MISSING_HINT}")
 
     @property
     def bindir(self) -> Path:

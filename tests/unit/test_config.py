@@ -200,3 +200,29 @@ def test_example_env_lists_every_variable_the_example_names() -> None:
 
     named = set(re.findall(r'^\s*\w+_env\s*=\s*"(\w+)"', example, re.M))
     assert named and all(f"{name}=" in env_file for name in named)
+
+
+def test_relay_public_keys_are_read_and_check_prints_the_key_to_copy(tmp_path: Path) -> None:
+    import io
+
+    from mailbridge.checks import run_check
+    from mailbridge.core.message import public_key_text, signing_key
+
+    key = public_key_text(signing_key(SECRET))
+    settings = load_config(_write(tmp_path, GOOD), env={"MB_SECRET": SECRET})
+    assert settings.relay_identity().public_keys == (signing_key(SECRET).verify_key.encode(),)
+    out = io.StringIO()
+    assert run_check(settings, out=out) == 0
+    assert f'relay_public_keys = ["{key}"]' in out.getvalue()
+
+    station_side = GOOD + f'\n[ledger]\nrelay_public_keys = ["{key}"]\n'
+    other = load_config(_write(tmp_path, station_side), env={"MB_SECRET": "o" * 40})
+    assert other.relay_identity().public_keys == (signing_key(SECRET).verify_key.encode(),)
+
+    bad = GOOD + '\n[ledger]\nrelay_public_keys = ["not a key", "AAAA"]\n'
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, bad), env={"MB_SECRET": SECRET})
+    lines = str(err.value).splitlines()
+    assert any(line.startswith("ledger.relay_public_keys[0] is not base64: copy the key")
+               for line in lines), lines
+    assert any("ledger.relay_public_keys[1] holds 3 bytes" in line for line in lines), lines
