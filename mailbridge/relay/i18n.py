@@ -2,7 +2,9 @@
 
 Every string a tipster reads goes through gettext; the catalogs live in
 ``mailbridge/locale/{vi,hmn,en}/LC_MESSAGES/messages.po`` (compiled ``.mo``
-beside them), so a translator corrects a word without touching code.
+beside them), so a translator corrects a word without touching code. They are
+loaded by ``mailbridge/labels.py``, which the station side shares for category
+labels.
 
 Babel has no ``hmn`` locale: the Hmong (RPA) catalog states its own plural rule
 in its header (Babel keeps it through ``pybabel update`` and ``compile``), falls
@@ -14,20 +16,16 @@ labelled in Vietnamese (``MESSAGE_LANGUAGE``), whatever the tipster's language.
 from __future__ import annotations
 
 import functools
-import gettext as _gettext
 from collections.abc import Callable
 from pathlib import Path
 
 from babel import Locale
 from babel.numbers import format_decimal
-from babel.support import Translations
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ..config import BUILTIN_LABELS, Category
+from ..labels import translations
 
-LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-DOMAIN = "messages"
 MESSAGE_LANGUAGE = "vi"
 # Each language is named in itself on the switch, so a reader finds their own.
 LANGUAGE_NAMES = {"vi": "Tiếng Việt", "hmn": "Hmoob", "en": "English"}
@@ -35,7 +33,6 @@ LANGUAGE_NAMES = {"vi": "Tiếng Việt", "hmn": "Hmoob", "en": "English"}
 HTML_LANG = {"vi": "vi", "hmn": "hmn-Latn", "en": "en"}
 # Languages without a Babel locale borrow another's numbers and dates.
 _BABEL_LOCALE = {"hmn": "vi"}
-_FALLBACK = {"hmn": "vi"}
 
 
 def N_(message: str) -> str:
@@ -57,23 +54,6 @@ BUILTIN_LABEL_MSGIDS = (
 )
 
 
-def catalog_path(lang: str, suffix: str = ".mo") -> Path:
-    return LOCALE_DIR / lang / "LC_MESSAGES" / (DOMAIN + suffix)
-
-
-@functools.cache
-def translations(lang: str) -> _gettext.NullTranslations:
-    """The compiled catalog of *lang*, with its fallback; identity if there is none."""
-    path = catalog_path(lang)
-    if not path.is_file():
-        return _gettext.NullTranslations()
-    with path.open("rb") as fp:
-        result = Translations(fp=fp, domain=DOMAIN)
-    if lang in _FALLBACK:
-        result.add_fallback(translations(_FALLBACK[lang]))
-    return result
-
-
 def gettext_for(lang: str) -> Callable[[str], str]:
     return translations(lang).gettext
 
@@ -85,15 +65,6 @@ def babel_locale(lang: str) -> Locale:
 
 def format_number(number: int, lang: str) -> str:
     return format_decimal(number, locale=babel_locale(lang))
-
-
-def category_label(category: Category, lang: str) -> str:
-    """The configured label for *lang*, else the catalog's label of a built-in id."""
-    if lang in category.labels:
-        return category.labels[lang]
-    if category.id in BUILTIN_LABELS:
-        return translations(lang).gettext(BUILTIN_LABELS[category.id])
-    return next(iter(category.labels.values()), category.id)
 
 
 @functools.cache

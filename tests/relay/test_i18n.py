@@ -14,14 +14,8 @@ from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po, write_po
 
 from mailbridge.config import BUILTIN_LABELS, Category
-from mailbridge.relay.i18n import (
-    LANGUAGE_NAMES,
-    babel_locale,
-    catalog_path,
-    category_label,
-    format_number,
-    gettext_for,
-)
+from mailbridge.labels import catalog_path, category_label
+from mailbridge.relay.i18n import LANGUAGE_NAMES, babel_locale, format_number, gettext_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGE_LABELS = ("Reference", "Category", "Poster", "Where / when", "Received (hour, UTC)",

@@ -1,15 +1,17 @@
 """Every word officers read in ``mailbridge ledger`` and ``mailbridge report``.
 
 Officers read Vietnamese. The words live here, in one module, so a gettext
-catalog can replace them later without touching the screens. Category labels
-come from the config first (``[[categories]] labels.vi``).
+catalog can replace them later without touching the screens. Category labels are
+the form's own (``mailbridge/labels.py``: ``[[categories]] labels.vi``, else the
+Vietnamese catalog), so officers read the very words the tipster chose.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ...config import BUILTIN_LABELS, Settings
+from ...config import Category, Settings
+from ...labels import category_label as _label
 
 STATUS: Mapping[str, str] = {
     "new": "Mới",
@@ -18,16 +20,6 @@ STATUS: Mapping[str, str] = {
     "not_of_value": "Không có giá trị",
     "spam": "Tin rác",
     "handled": "Đã xử lý",
-}
-CATEGORY_VI: Mapping[str, str] = {
-    "drugs": "Ma túy",
-    "smuggling": "Buôn lậu",
-    "border": "Xuất nhập cảnh trái phép",
-    "residence": "Cư trú trái phép",
-    "theft": "Trộm cắp tài sản",
-    "guns": "Vũ khí tự chế",
-    "trafficking": "Mua bán người",
-    "other": "Khác",
 }
 KIND: Mapping[str, str] = {
     "tip": "Tin báo",
@@ -151,11 +143,10 @@ def reason_label(reason: str) -> str:
 
 
 def category_label(settings: Settings | None, category_id: str) -> str:
-    """The Vietnamese label: config first, then the built-in words, then the id."""
+    """The Vietnamese label the form shows; a category no longer configured keeps its
+    built-in label, or its id."""
     category = settings.category(category_id) if settings is not None else None
-    if category is not None and category.labels.get("vi"):
-        return category.labels["vi"]
-    return CATEGORY_VI.get(category_id) or BUILTIN_LABELS.get(category_id) or category_id
+    return _label(category or Category(category_id, category_id), "vi")
 
 
 def placement_label(settings: Settings | None, station_id: str, placement_id: str) -> str:

@@ -1,0 +1,50 @@
+"""Category labels from the gettext catalogs: one source for the form and the officers.
+
+The public form (relay) and the ledger's screens and report (station) must name a
+category with the very same words, so both look it up here: the config's own label
+for the language if there is one, else the catalog's translation of the built-in
+English label (``mailbridge/locale/{vi,hmn,en}/LC_MESSAGES/messages.po``, compiled
+``.mo`` beside them). It sits above both roles, which never import each other.
+"""
+
+from __future__ import annotations
+
+import functools
+import gettext as _gettext
+from pathlib import Path
+
+from babel.support import Translations
+
+from .config import BUILTIN_LABELS, Category
+
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+DOMAIN = "messages"
+# Babel has no ``hmn`` locale: the Hmong catalog falls back to Vietnamese for any
+# missing string.
+_FALLBACK = {"hmn": "vi"}
+
+
+def catalog_path(lang: str, suffix: str = ".mo") -> Path:
+    return LOCALE_DIR / lang / "LC_MESSAGES" / (DOMAIN + suffix)
+
+
+@functools.cache
+def translations(lang: str) -> _gettext.NullTranslations:
+    """The compiled catalog of *lang*, with its fallback; identity if there is none."""
+    path = catalog_path(lang)
+    if not path.is_file():
+        return _gettext.NullTranslations()
+    with path.open("rb") as fp:
+        result = Translations(fp=fp, domain=DOMAIN)
+    if lang in _FALLBACK:
+        result.add_fallback(translations(_FALLBACK[lang]))
+    return result
+
+
+def category_label(category: Category, lang: str) -> str:
+    """The configured label for *lang*, else the catalog's label of a built-in id."""
+    if lang in category.labels:
+        return category.labels[lang]
+    if category.id in BUILTIN_LABELS:
+        return translations(lang).gettext(BUILTIN_LABELS[category.id])
+    return next(iter(category.labels.values()), category.id)
