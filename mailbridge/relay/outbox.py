@@ -38,6 +38,7 @@ import aiosmtplib
 from ..config import Settings, SmtpSettings, Station
 from ..core.text import one_line
 from ..errors import DeliveryError, PermanentDeliveryError, StoreError
+from ..fsmodes import open_private, private_dir
 from .store import DEAD, Claimed, RelayStore
 
 log = logging.getLogger(__name__)
@@ -287,17 +288,18 @@ def deliver_maildir(root: Path, outbox_id: int, data: bytes) -> Path:
     """Write into ``root/new`` the Maildir way (tmp/, fsync, rename, fsync dir).
 
     Idempotent: if this row's file is already in new/ or cur/, nothing is written.
-    Lines end in LF, as local Maildir readers expect.
+    Lines end in LF, as local Maildir readers expect. Files are 0600 and the folders
+    made here 0700, whatever the umask.
     """
     name = maildir_name(outbox_id, data)
     try:
         for sub in ("tmp", "new", "cur"):
-            (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(root / sub)
         existing = find_delivered(root, name)
         if existing is not None:
             return existing
         tmp, final = root / "tmp" / name, root / "new" / name
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
         with os.fdopen(fd, "wb") as out:
             out.write(data.replace(b"\r\n", b"\n"))
             out.flush()
