@@ -13,6 +13,9 @@ What is kept, and why it is enough:
 - ``relay_tips``: ref, station, reply token, receipt hash (never the code),
   Message-ID (for threading follow-ups), hour of submission.
 - ``relay_counters``: the last reference number per station.
+- ``relay_form_tokens``: an HMAC of each form token used, with the hour after
+  which it can no longer be valid; purged then. A restart does not make a
+  used token valid again.
 
 Never an address, a user agent, a header of the request or a finer time.
 
@@ -45,6 +48,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -106,6 +110,12 @@ tips = Table(
     Column("message_id", String(255), nullable=False),
     Column("created_hour", DateTime, nullable=False),
     UniqueConstraint("station_id", "ref", name="uq_relay_tips_ref"),
+)
+form_tokens = Table(
+    "relay_form_tokens", metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("expires_hour", DateTime, nullable=False),
+    Index("ix_relay_form_tokens_expires", "expires_hour"),
 )
 
 
@@ -320,6 +330,18 @@ class RelayStore:
             ))
         return Accepted(ref=ref, outbox_id=int(outbox_id))
 
+    def use_form_token(self, digest: str, valid_until: datetime) -> bool:
+        """Record a form token as used: True the first time, False ever after while it
+        is valid. Kept to the hour after ``valid_until``; expired records are purged."""
+        now = self.clock()
+        insert_once = (_insert_for(self.engine.dialect.name)(form_tokens)
+                       .values(digest=digest, expires_hour=_hour(valid_until) + timedelta(hours=1))
+                       .on_conflict_do_nothing(index_elements=[form_tokens.c.digest])
+                       .returning(form_tokens.c.digest))  # psycopg's rowcount said 1 for a skip
+        with self._write("recording a used form token") as conn:
+            conn.execute(delete(form_tokens).where(form_tokens.c.expires_hour <= _naive(now)))
+            return conn.execute(insert_once).first() is not None
+
     def tip_by_receipt(self, receipt_hash: str) -> TipRecord | None:
         return self._tip(tips.c.receipt_hash == receipt_hash)
 
@@ -491,10 +513,14 @@ def _outbox_row(r: AnyRow) -> OutboxRow:
     )
 
 
+def _insert_for(dialect: str) -> Any:
+    """The INSERT that knows ON CONFLICT, for this database."""
+    return sqlite_insert if dialect == "sqlite" else pg_insert
+
+
 def _next_number(conn: Connection, station_id: str) -> int:
     """Atomic per-station counter (an upsert), so concurrent accepts never share a ref."""
-    dialect_insert: Any = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
-    stmt = (dialect_insert(counters).values(station_id=station_id, last_number=1)
+    stmt = (_insert_for(conn.dialect.name)(counters).values(station_id=station_id, last_number=1)
             .on_conflict_do_update(index_elements=[counters.c.station_id],
                                    set_={"last_number": counters.c.last_number + 1})
             .returning(counters.c.last_number))

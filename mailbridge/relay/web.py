@@ -22,7 +22,6 @@ import logging
 import secrets
 import time
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,7 +58,7 @@ from ..core.receipts import (
     new_reply_token,
 )
 from ..core.text import clean_text, is_slug
-from ..errors import MailbridgeError
+from ..errors import MailbridgeError, StoreError
 from ..labels import category_label
 from .i18n import (
     HTML_LANG,
@@ -95,18 +94,20 @@ class FormTokens:
     """Signed, short-lived form tokens, each accepted once (replays refused while valid).
 
     A token is ``period.nonce.mac``: the period is the issue time in coarse
-    steps (10 minutes), so nothing finer is ever held. Used nonces stay in
-    memory until their token expires; the set is bounded by ``max_used``.
+    steps (10 minutes), so nothing finer is ever held. A used token is handed
+    to ``remember`` (``RelayStore.use_form_token``) as an HMAC of the token with
+    the moment it stops being valid; kept in the database, it stays used
+    across a restart. ``remember`` answers False for a token seen before.
     """
 
-    def __init__(self, key: bytes, *, lifetime: int = 7200, step: int = 600,
-                 max_used: int = 200_000, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, key: bytes, remember: Callable[[str, datetime], bool], *,
+                 lifetime: int = 7200, step: int = 600,
+                 clock: Callable[[], float] = time.time) -> None:
         self._key = key
+        self._remember = remember
         self._periods = lifetime // step
         self._step = step
-        self._max_used = max_used
         self._clock = clock
-        self._used: OrderedDict[str, int] = OrderedDict()
 
     def _period(self) -> int:
         return int(self._clock() // self._step)
@@ -121,7 +122,8 @@ class FormTokens:
         return f"{period}.{nonce}.{self._mac(period, nonce, station_id)}"
 
     def consume(self, token: str, station_id: str) -> bool:
-        """True once for a genuine, unexpired token of this station; then False."""
+        """True once for a genuine, unexpired token of this station; then False.
+        Blocking: ``remember`` writes to the database."""
         period_text, _, rest = token.partition(".")
         nonce, _, mac = rest.partition(".")
         if not (period_text.isascii() and period_text.isdigit() and len(period_text) < 12):
@@ -131,20 +133,9 @@ class FormTokens:
             return False
         if not hmac.compare_digest(mac, self._mac(period, nonce, station_id)):
             return False
-        self._forget_expired(now)
-        if nonce in self._used:
-            return False
-        self._used[nonce] = period + self._periods
-        if len(self._used) > self._max_used:
-            self._used.popitem(last=False)
-        return True
-
-    def _forget_expired(self, now: int) -> None:
-        while self._used:
-            nonce, expires = next(iter(self._used.items()))
-            if expires >= now:
-                return
-            del self._used[nonce]
+        used = hmac.new(self._key, f"used.{token}".encode(), hashlib.sha256).hexdigest()
+        valid_until = datetime.fromtimestamp((period + self._periods + 1) * self._step, UTC)
+        return self._remember(used, valid_until)
 
 
 @dataclass(frozen=True)
@@ -197,7 +188,7 @@ class WebForm:
         self.store = store
         self.on_accepted = on_accepted
         secret = settings.relay.secret.reveal()
-        self.tokens = FormTokens(derive_key(secret, "form"))
+        self.tokens = FormTokens(derive_key(secret, "form"), store.use_form_token)
         self.limiter = RateLimiter(derive_key(secret, "ratelimit"),
                                    settings.relay.rate_limit_per_hour,
                                    trusted_proxies=settings.relay.trusted_proxies)
@@ -296,7 +287,15 @@ class WebForm:
         def again(status: int, error: str) -> Response:
             return self.form(lang, station, placement, status=status, error=error, form=form)
 
-        if not self.tokens.consume(fields.get("t", ""), station.id):
+        def not_sent(exc: Exception) -> Response:
+            log.error("a tip for station %s was not accepted: %s", station.id, _describe(exc))
+            return again(503, _("Your tip was NOT sent. Please try again in a few minutes."))
+
+        try:
+            fresh = await run_in_threadpool(self.tokens.consume, fields.get("t", ""), station.id)
+        except StoreError as exc:
+            return not_sent(exc)
+        if not fresh:
             return again(400, _("This form has expired or was already sent. If you saw a "
                                 "receipt code, your tip has arrived. If not, send it again."))
         category = self.settings.category(form.category) if form.category else None
@@ -320,8 +319,7 @@ class WebForm:
             return again(422, _("Your tip was NOT sent: some characters in it cannot be sent "
                                 "safely. Please change the text and send it again."))
         except Exception as exc:  # the tipster must learn it was not sent, whatever failed
-            log.error("a tip for station %s was not accepted: %s", station.id, _describe(exc))
-            return again(503, _("Your tip was NOT sent. Please try again in a few minutes."))
+            return not_sent(exc)
         try:
             self.on_accepted()
         except Exception as exc:  # committed already: delivery will pick it up anyway

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
@@ -22,6 +22,7 @@ from mailbridge.relay.store import (
     SENDING,
     RelayStore,
     database_url,
+    form_tokens,
     outbox,
     tips,
 )
@@ -290,3 +291,37 @@ def test_sqlite_file_and_wal_hold_no_trace_after_delivery(tmp_path: Path) -> Non
         assert {r.state for r in reopened.list_outbox()} == {DELIVERED}
     finally:
         reopened.close()
+
+
+def test_a_used_form_token_stays_used_across_a_restart(url: str, clock: FakeClock) -> None:
+    valid_until = clock.now + timedelta(hours=2)
+    first = RelayStore(url, clock=clock)
+    first.upgrade()
+    try:
+        assert first.use_form_token("a" * 64, valid_until) is True
+        assert first.use_form_token("a" * 64, valid_until) is False
+    finally:
+        first.close()
+    restarted = RelayStore(url, clock=clock)
+    try:
+        assert restarted.use_form_token("a" * 64, valid_until) is False
+        assert restarted.use_form_token("b" * 64, valid_until) is True
+    finally:
+        restarted.close()
+
+
+def test_used_form_tokens_are_kept_to_the_hour_and_purged_after(
+        store: RelayStore, clock: FakeClock) -> None:
+    valid_until = clock.now + timedelta(hours=2)
+    store.use_form_token("a" * 64, valid_until)
+    with store.engine.connect() as conn:
+        [(digest, expires)] = conn.execute(select(form_tokens)).all()
+    assert digest == "a" * 64
+    assert expires.minute == expires.second == expires.microsecond == 0  # nothing finer
+    assert expires.replace(tzinfo=UTC) > valid_until
+    clock.now = expires.replace(tzinfo=UTC) - timedelta(seconds=1)
+    assert store.use_form_token("a" * 64, valid_until) is False  # still kept
+    clock.now = expires.replace(tzinfo=UTC)
+    store.use_form_token("b" * 64, clock.now + timedelta(hours=2))
+    with store.engine.connect() as conn:
+        assert [r.digest for r in conn.execute(select(form_tokens))] == ["b" * 64]

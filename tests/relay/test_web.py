@@ -8,10 +8,12 @@ import email
 import email.policy
 import gzip
 import hashlib
+import logging
 import re
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -27,8 +29,9 @@ from starlette.applications import Starlette
 from mailbridge.config import Settings, load_config
 from mailbridge.core.receipts import ReceiptHasher, derive_key, parse_receipt
 from mailbridge.relay.store import RelayStore
-from mailbridge.relay.web import create_app
+from mailbridge.relay.web import FORM_TYPE, SECURITY_HEADERS, create_app
 from tests.e2e.support import HOTLINE_STATION, relay_toml
+from tests.waiting import wait_for
 
 SECRET = "web-test-secret-" + "s" * 32
 CONFIG = relay_toml(HOTLINE_STATION + """
@@ -245,9 +248,13 @@ def test_submit_shows_receipt_once_and_commits_one_row(relay: Relay,
     record = relay.store.tip_by_receipt(hasher.hash(digits))
     assert record is not None and record.ref == ref.group(1) and record.station_id == "ncs"
     # Nothing the tipster typed or received is in a URL: no redirect, no link carries it.
-    assert "location" not in reply.headers
-    assert digits not in str(reply.url) and code.group(1) not in re.findall(r'href="([^"]*)"',
-                                                                            reply.text)
+    assert "location" not in reply.headers and reply.history == []
+    assert str(reply.url) == relay.base + FORM
+    urls = re.findall(r'(?:href|action|src)="([^"]*)"', reply.text)
+    assert "/s/ncs/cho" in urls  # the "send another tip" link: the pattern finds URLs
+    secrets_in_page = (digits, code.group(1), ref.group(1), "suối", "t%E1%BB%91i")
+    assert not [u for u in urls if any(s in urllib.parse.unquote(u) or s in u
+                                       for s in secrets_in_page)]
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("mailbridge")]
     assert f"accepted tip {ref.group(1)} for station ncs" in lines  # DEBUG only
     assert not any(ref.group(1) in r.getMessage() for r in caplog.records
@@ -390,3 +397,100 @@ def test_store_failure_says_not_sent_and_keeps_the_text(tmp_path: Path) -> None:
         assert store.list_outbox() == []
     finally:
         store.close()
+
+
+# -- methods, redirects, disconnects, restarts ---------------------------------------
+
+
+@pytest.mark.parametrize("path", [FORM, "/s/ncs"])
+def test_head_answers_as_get_does_and_sends_nothing(relay: Relay, path: str) -> None:
+    before = relay.rows()
+    with relay.client() as client:
+        get = client.get(path)
+        head = client.head(path)
+        fields = fresh_fields(client, path)
+        with_body = client.request("HEAD", path, content=urllib.parse.urlencode(fields),
+                                   headers={"content-type": FORM_TYPE})
+        assert relay.rows() == before  # a HEAD with a form in it sent no tip
+        post = client.post(path, data=fields)
+    for reply in (head, with_body):
+        assert reply.status_code == 200 and reply.content == b""
+        assert reply.headers["content-type"] == get.headers["content-type"]
+        for name, value in SECURITY_HEADERS.items():
+            assert reply.headers[name] == value
+    assert post.status_code == 200 and CODE.search(post.text)  # the HEAD used no token
+    assert relay.rows() == before + 1
+
+
+def raw_get(relay: Relay, target: str, host: str) -> tuple[int, dict[str, str]]:
+    """GET *target* exactly as written (httpx would normalise it), with a forged Host."""
+    address, port = relay.base.removeprefix("http://").split(":")
+    with socket.create_connection((address, int(port)), timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n"
+                     f"Connection: close\r\n\r\n".encode())
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head = reply.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    pairs = (line.split(": ", 1) for line in head[1:])
+    return int(head[0].split()[1]), {name.lower(): value for name, value in pairs}
+
+
+@pytest.mark.parametrize(("path", "location"), [
+    ("/s/ncs/", "/s/ncs"),
+    ("/s/ncs/?lang=en", "/s/ncs?lang=en"),
+    ("/S/NCS/CHO/", "/S/NCS/CHO"),
+    ("/healthz//", "/healthz"),
+])
+def test_trailing_slash_redirects_to_a_path_not_to_the_host_sent(
+        relay: Relay, path: str, location: str) -> None:
+    status, headers = raw_get(relay, path, "evil.example")
+    assert status == 307
+    assert headers["location"] == location
+    assert client_get(relay, location).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["//evil.example/", "///s/ncs/", "//evil.example//"])
+def test_no_redirect_off_the_site(relay: Relay, path: str) -> None:
+    status, headers = raw_get(relay, path, "evil.example")
+    assert status == 404 and "location" not in headers
+
+
+def test_a_client_gone_mid_post_is_one_quiet_line(relay: Relay,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    before = relay.rows()
+    with relay.client() as client:
+        fields = urllib.parse.urlencode(fresh_fields(client, text="nửa chừng thì mất sóng"))
+    host, port = relay.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST {FORM} HTTP/1.1\r\nHost: relay\r\nContent-Type: {FORM_TYPE}\r\n"
+                     f"Content-Length: {len(fields)}\r\n\r\n".encode() + fields[:20].encode())
+    server_side = ("mailbridge.relay.web", "uvicorn.error")
+    wait_for(lambda: any(r.name in server_side for r in caplog.records),
+             "the relay to notice the client left")
+    lines = [r for r in caplog.records if r.name.startswith(("mailbridge", "uvicorn"))]
+    assert [(r.levelname, r.getMessage()) for r in lines if r.name in server_side] == [
+        ("INFO", "a client went away before its form arrived")]
+    assert not any(r.exc_info or r.levelno >= logging.WARNING for r in lines)
+    assert relay.rows() == before
+
+
+def test_a_used_form_token_stays_used_after_a_restart(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    replies = []
+    fields: dict[str, str] = {}
+    for _ in range(2):  # the same database, a fresh process state each time
+        store = RelayStore(settings.relay.database)
+        store.upgrade()
+        try:
+            with running(create_app(settings, store)) as base, \
+                    httpx.Client(base_url=base, timeout=30) as client:
+                fields = fields or fresh_fields(client)
+                replies.append(client.post(FORM, data=fields))
+            rows = len(store.list_outbox())
+        finally:
+            store.close()
+    assert replies[0].status_code == 200
+    assert replies[1].status_code == 400 and "đã hết hạn hoặc đã được gửi" in replies[1].text
+    assert rows == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from mailbridge.relay.web import FormTokens
@@ -22,9 +24,21 @@ def clock() -> Clock:
     return Clock()
 
 
+class Used(dict[str, datetime]):
+    """What RelayStore.use_form_token keeps, in memory: digest -> valid until."""
+
+    def __call__(self, digest: str, valid_until: datetime) -> bool:
+        return self.setdefault(digest, valid_until) is valid_until
+
+
 @pytest.fixture
-def tokens(clock: Clock) -> FormTokens:
-    return FormTokens(KEY, lifetime=7200, step=600, clock=clock)
+def used() -> Used:
+    return Used()
+
+
+@pytest.fixture
+def tokens(clock: Clock, used: Used) -> FormTokens:
+    return FormTokens(KEY, used, lifetime=7200, step=600, clock=clock)
 
 
 def test_a_token_is_accepted_once(tokens: FormTokens) -> None:
@@ -42,7 +56,7 @@ def test_issue_time_is_coarse(tokens: FormTokens, clock: Clock) -> None:
 def test_token_is_bound_to_its_station_and_key(tokens: FormTokens, clock: Clock) -> None:
     token = tokens.issue("ncs")
     assert tokens.consume(token, "pvs") is False
-    assert FormTokens(b"x" * 32, clock=clock).consume(token, "ncs") is False
+    assert FormTokens(b"x" * 32, Used(), clock=clock).consume(token, "ncs") is False
     assert tokens.consume(token, "ncs") is True  # the failed tries did not use it up
 
 
@@ -69,16 +83,15 @@ def test_tampered_tokens_are_refused(tokens: FormTokens, mangle: object) -> None
     assert tokens.consume(mangle(tokens.issue("ncs")), "ncs") is False
 
 
-def test_memory_of_used_tokens_is_bounded(clock: Clock) -> None:
-    small = FormTokens(KEY, max_used=3, clock=clock)
-    issued = [small.issue("ncs") for _ in range(5)]
-    assert all(small.consume(t, "ncs") for t in issued)
-    assert len(small._used) == 3
-    assert small.consume(issued[-1], "ncs") is False
-
-
-def test_used_tokens_are_forgotten_once_expired(tokens: FormTokens, clock: Clock) -> None:
-    tokens.consume(tokens.issue("ncs"), "ncs")
-    clock.now += 3 * 7200
-    tokens.consume(tokens.issue("ncs"), "ncs")
-    assert len(tokens._used) == 1
+def test_a_used_token_is_kept_as_a_digest_until_it_expires(
+        tokens: FormTokens, clock: Clock, used: Used) -> None:
+    issued_at = clock.now
+    token = tokens.issue("ncs")
+    assert tokens.consume(token, "ncs") is True
+    [(digest, valid_until)] = used.items()
+    nonce = token.split(".")[1]
+    assert len(digest) == 64 and nonce not in digest and token not in digest
+    # test_token_expires: valid 7200 s after issue, expired 600 s later
+    assert issued_at + 7200 < valid_until.timestamp() <= issued_at + 7800
+    assert valid_until.tzinfo is UTC
+    assert tokens.consume(tokens.issue("ncs"), "ncs") is True and len(used) == 2
