@@ -4,9 +4,12 @@ Delivery is *at least once*. A row is claimed (``sending``, with a lease)
 before the attempt and marked ``delivered`` after it; a crash in between
 leaves it ``sending``, and it is sent again on restart (SQLite) or when its
 lease ends (PostgreSQL), with the very same bytes, hence the same Message-ID.
-Maildir delivery is idempotent by file name; over SMTP the station's poller
-indexes by Message-ID, so the rare second copy is one tip, not two. The
-other choice, at most once, could lose an acknowledged tip.
+A timeout or a lost connection after the final ``.`` of DATA is the same
+doubt without a crash: the server may have queued the tip, so it is retried
+like any other failure. Maildir delivery is idempotent by file name; over
+SMTP the mailbox may hold two copies, and the station's poller indexes by
+Message-ID, so they are one tip, not two (``tests/relay/test_outbox_after_data.py``).
+The other choice, at most once, could lose an acknowledged tip.
 
 Failures: 4xx replies, refused connections, timeouts and TLS errors are
 retried with exponential backoff (30 s doubling, capped at 1 h, with jitter)
@@ -86,6 +89,7 @@ class DeliveryWorker:
         # one WAL checkpoint for many rows instead of one per tip. A lone tip goes at once.
         self.settle = settle
         self._last_busy = -1e9
+        self._purge_pending = False  # a reader elsewhere kept the WAL: purge at the next pass
         timeouts = [s.smtp.timeout for s in settings.stations.values() if s.smtp]
         # The lease must outlast one attempt, or a second relay could send it too.
         self.lease = lease or timedelta(seconds=max([600.0, *(4 * t for t in timeouts)]))
@@ -114,6 +118,8 @@ class DeliveryWorker:
                     if count:
                         log.info("outbox: %d interrupted deliveries queued again", count)
                 await self.deliver_due()
+                if self._purge_pending:  # at least once a max_idle until a reader lets go
+                    await self._purge()
                 due = await asyncio.to_thread(self.store.next_due)
                 wait = self.max_idle if due is None else (due - self.clock()).total_seconds()
             except StoreError as exc:
@@ -145,8 +151,11 @@ class DeliveryWorker:
             self._last_busy = time.monotonic()
         slots = asyncio.Semaphore(self.concurrency)  # per pass: tests run passes in new loops
         results = await asyncio.gather(*(self._attempt(c, slots) for c in claims))
-        await asyncio.to_thread(self.store.purge_freed)
+        await self._purge()
         return sum(results)
+
+    async def _purge(self) -> None:
+        self._purge_pending = not await asyncio.to_thread(self.store.purge_freed)
 
     async def _attempt(self, claim: Claimed, slots: asyncio.Semaphore) -> bool:
         async with slots:

@@ -485,17 +485,32 @@ class RelayStore:
         with self._read("reading the schedule") as conn:
             return _aware(conn.execute(query).scalar_one())
 
-    def purge_freed(self) -> None:
+    def purge_freed(self) -> bool:
         """SQLite: fold the WAL into the database and truncate it, so erased bodies
         (already zeroed there by secure_delete) leave no copy in old WAL frames.
+        False when a reader elsewhere still needs the frames: try again later.
 
-        PostgreSQL keeps old row versions until (auto)vacuum reuses the space.
+        Never in an accept's way: a TRUNCATE checkpoint holds the write lock while
+        it waits for readers (a backup or `sqlite3` shell held accepts up to
+        busy_timeout). So a PASSIVE checkpoint, which takes no write lock, goes
+        first; TRUNCATE follows only when it copied every frame, with busy_timeout
+        0 so it gives up at once rather than wait, queued behind this process's
+        writers. PostgreSQL keeps old row versions until (auto)vacuum reuses them.
         """
         if not self.is_sqlite:
-            return
+            return True
         with self._errors("checkpointing the WAL"), self.engine.connect() as conn:
-            conn.connection.driver_connection.execute(  # type: ignore[union-attr]
-                "PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            raw: Any = conn.connection.driver_connection
+            busy, frames, copied = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy or copied < frames:
+                return False
+            with self._local_writer:
+                raw.execute("PRAGMA busy_timeout=0")
+                try:
+                    busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            return not busy
 
 
 _ADMIN_COLUMNS = (outbox.c.id, outbox.c.station_id, outbox.c.ref, outbox.c.state,

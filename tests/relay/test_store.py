@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -325,3 +326,42 @@ def test_used_form_tokens_are_kept_to_the_hour_and_purged_after(
     store.use_form_token("b" * 64, clock.now + timedelta(hours=2))
     with store.engine.connect() as conn:
         assert [r.digest for r in conn.execute(select(form_tokens))] == ["b" * 64]
+
+
+def test_a_reader_elsewhere_never_holds_up_an_accept(tmp_path: Path) -> None:
+    """A backup or a `sqlite3` shell in a read transaction: the purge's checkpoint
+    must not take the write lock (a TRUNCATE held it while it waited, stalling accepts)."""
+    path = tmp_path / "relay.db"
+    store = RelayStore(f"sqlite:///{path}")
+    store.upgrade()
+    reader = sqlite3.connect(path, isolation_level=None)
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)  # never waits for a lock
+    try:
+        submit(store, NCS, "delivered before the reader came")
+        for claim in store.claim_due(10, LEASE):
+            store.mark_delivered(claim)
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM relay_outbox").fetchone() == (1,)
+        submit(store, NCS, "accepted while the reader reads")  # past the reader's snapshot
+        purged: list[bool] = []
+        purge = threading.Thread(target=lambda: purged.append(store.purge_freed()))
+        purge.start()
+        write_lock_taken = 0
+        while purge.is_alive():  # a writer elsewhere, trying for the lock all along
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                write_lock_taken += 1
+        purge.join()
+        accepted = [submit(store, NCS, f"tip {i}").ref for i in range(3)]
+        assert write_lock_taken == 0
+        assert purged == [False]  # the reader still needs the WAL: tried again later
+        assert accepted == ["NCS-0003", "NCS-0004", "NCS-0005"]
+        reader.execute("COMMIT")
+        assert store.purge_freed() is True
+        assert path.with_name("relay.db-wal").stat().st_size == 0
+    finally:
+        reader.close()
+        probe.close()
+        store.close()
