@@ -159,11 +159,12 @@ class ImapConnection:
         client, self.client = self.client, None
         if client is None:
             return
-        try:
+        # Logging out of a dead connection is best effort, and then leaves its socket
+        # open (the server already hung up): shut it down in any case.
+        with contextlib.suppress(Exception):
             client.logout()
-        except Exception:  # logging out of a dead connection is best effort
-            with contextlib.suppress(Exception):
-                client.shutdown()
+        with contextlib.suppress(Exception):
+            client.shutdown()
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self.client is None:

@@ -253,6 +253,13 @@ class ImapPoller:
         backoff = Backoff()
         if len(self.folders) > 1:
             idle_renew = min(idle_renew, poll_interval)
+        try:
+            self._run(stop, report, idle_renew, poll_interval, backoff)
+        finally:
+            self.conn.close()  # a stopped poller leaves no connection (nor its socket) behind
+
+    def _run(self, stop: Callable[[], bool], report: Callable[[Counts], None],
+             idle_renew: float, poll_interval: float, backoff: Backoff) -> None:
         while not stop():
             try:
                 report(self.poll())
