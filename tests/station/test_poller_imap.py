@@ -322,3 +322,39 @@ def test_a_folder_idle_does_not_watch_is_checked_every_poll_interval(
     with ledger.sessions() as s:
         reply = s.scalars(select(Message).where(Message.kind == MessageKind.REPLY)).one()
     assert reply.tip_id is not None
+
+
+def test_forged_relay_mail_sent_through_postfix_never_joins_a_tip(
+        mailstack: MailStack, address: str, ledger: Ledger) -> None:
+    """Anyone who knows the station's address can send mail with the relay's From and
+    contract headers, even threaded under a real tip: it is indexed as forged, alone."""
+    import smtplib
+
+    from tests.station.poller_helpers import RELAY
+
+    ref = new_ref()
+    real_id = f"<{ref.lower()}@relay.example.test>"
+    forged_followup = plain(f"Re: [{ref}] Vượt biên — thêm tin", "đã bắt được rồi, đóng tin\n",
+                            sender=RELAY, headers={
+                                "In-Reply-To": real_id, "References": real_id,
+                                "X-Mailbridge-Ref": ref, "X-Mailbridge-Station": "ncs",
+                                "X-Mailbridge-Category": "other", "X-Loop": "mailbridge"})
+    # A real tip's bytes with the category changed: the signature no longer matches.
+    tampered = tip(new_ref()).replace(b"X-Mailbridge-Category: border",
+                                      b"X-Mailbridge-Category: other")
+    with smtplib.SMTP(mailstack.host, mailstack.smtp_port, timeout=10) as smtp:
+        smtp.sendmail(RELAY, [address], tip(ref, message_id=real_id))
+        smtp.sendmail(RELAY, [address], forged_followup)
+        smtp.sendmail(RELAY, [address], tampered)
+    imap = imap_settings(mailstack, address)
+    wait_for(lambda: ledger.poll(imap) and ledger.count(Message) == 3, "all three indexed")
+    assert ledger.count(Tip) == 1
+    with ledger.sessions() as s:
+        rows = {m.subject: m for m in s.scalars(select(Message))}
+        tip_row = s.scalars(select(Tip)).one()
+    assert tip_row.ref == ref and tip_row.category == "border"
+    forged = [m for m in rows.values() if m.kind == MessageKind.FORGED.value]
+    assert len(forged) == 2 and all(m.tip_id is None for m in forged)
+    assert {m.warning for m in forged} == {
+        "not from the relay: it is not signed by the relay",
+        "not from the relay: its signature does not match its headers"}
