@@ -451,9 +451,9 @@ def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
         retry_days=r.integer("retry_days", 5, 1),
         max_text_chars=r.integer("max_text_chars", 5000, 1),
         trusted_proxies=_addresses(r, "trusted_proxies"),
-        max_connections=int(_at_least(r, "max_connections", 1000, 1)),
-        header_timeout_seconds=_at_least(r, "header_timeout_seconds", 15.0, 1.0),
-        body_timeout_seconds=_at_least(r, "body_timeout_seconds", 60.0, 1.0),
+        max_connections=r.integer("max_connections", 1000, 1),
+        header_timeout_seconds=r.seconds("header_timeout_seconds", 15.0),
+        body_timeout_seconds=r.seconds("body_timeout_seconds", 60.0),
     )
     r.finish()
     return settings
@@ -585,15 +585,6 @@ def _public_keys(r: _Reader, name: str) -> tuple[bytes, ...]:
             r.error(f"{name}[{i}]", f"{exc}: copy the key that `mailbridge check` prints on "
                                     "the relay")
     return tuple(keys)
-
-
-def _at_least(r: _Reader, name: str, default: float, minimum: float) -> float:
-    kind = int if isinstance(default, int) else float
-    value = r.get(name, kind, default)
-    if value is None or value < minimum:
-        r.error(name, f"must be at least {minimum:g}, got {value!r}")
-        return default
-    return value
 
 
 def _str_map(r: _Reader, name: str) -> dict[str, str]:

@@ -3,7 +3,10 @@
 uvicorn runs with everything that could identify a tipster switched off: no
 access log, no ``Server``/``Date`` headers, no proxy headers (the client
 address is read only by the rate limiter), and a log format without any
-address field. The relay database is upgraded at start. SIGTERM or SIGINT
+address field. Connections are capped and given deadlines (``connections.py``);
+lines a client can trigger appear once a minute at most (``OncePerInterval``).
+A busy port is a ``RuntimeFailure`` (exit 3, so systemd restarts), not a
+configuration error. The relay database is upgraded at start. SIGTERM or SIGINT
 stops accepting connections, lets open requests finish and the delivery
 worker end its pass; a second signal stops at once.
 """
@@ -12,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import logging.config
 import signal
 import socket
+import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,7 +29,8 @@ from typing import Any
 import uvicorn
 
 from ..config import Settings
-from ..errors import ConfigError
+from ..errors import ConfigError, RuntimeFailure
+from .connections import BACKLOG, HEAD_BYTES, Limits, fit_open_file_limit, protocol_for
 from .outbox import DeliveryWorker
 from .store import RelayStore
 from .web import create_app
@@ -46,14 +53,56 @@ class TracebackWithoutText(logging.Filter):
         return True
 
 
+# Loggers that clients can make speak: a bad request, a dropped connection, a failed accept.
+CLIENT_LOGGERS = ("asyncio", "uvicorn", "mailbridge.relay.connections", "mailbridge.relay.web")
+
+
+class OncePerInterval(logging.Filter):
+    """At most one line per kind (logger + first line of the message template) per
+    interval from ``CLIENT_LOGGERS``; the next line shown counts those held back.
+
+    A flood of bad requests or dropped connections must cost the journal one
+    line a minute, not one per event (46 MB in 20 s before this).
+    """
+
+    def __init__(self, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self._kinds: dict[tuple[str, str], tuple[float, int]] = {}  # last shown, held back
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not any(record.name == n or record.name.startswith(n + ".")
+                   for n in CLIENT_LOGGERS):
+            return True
+        kind = (record.name, str(record.msg).partition("\n")[0][:200])
+        now = self.clock()
+        with self._lock:
+            shown, held = self._kinds.get(kind, (-self.interval, 0))
+            if now - shown < self.interval:
+                self._kinds[kind] = (shown, held + 1)
+                return False
+            if len(self._kinds) > 1000:  # kinds are few; forget the stale ones
+                self._kinds = {k: v for k, v in self._kinds.items()
+                               if now - v[0] < self.interval}
+            self._kinds[kind] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} [and {held} more like it since the last one]"
+        return True
+
+
 # No formatter here knows a client address; uvicorn's access logger is silenced.
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
-    "filters": {"no_exception_text": {"()": TracebackWithoutText}},
+    "filters": {"no_exception_text": {"()": TracebackWithoutText},
+                "once_per_minute": {"()": OncePerInterval}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
-                            "filters": ["no_exception_text"], "stream": "ext://sys.stderr"}},
+                            "filters": ["once_per_minute", "no_exception_text"],
+                            "stream": "ext://sys.stderr"}},
     "root": {"handlers": ["stderr"], "level": "INFO"},
     "loggers": {
         "uvicorn": {"level": "INFO"},
@@ -81,13 +130,18 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(256)
+        sock.listen(BACKLOG)
         return sock
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRINUSE:  # the other process may go away: systemd retries
+            raise RuntimeFailure(
+                f"cannot listen on {host}:{port} (relay.listen_host, relay.listen_port): the "
+                f"port is in use; stop the process that holds it, or choose another "
+                f"relay.listen_port") from exc
         raise ConfigError(
-            f"cannot listen on {host}:{port} ({exc.strerror}): choose a free relay.listen_port "
-            f"or relay.listen_host, or stop the process that uses it") from exc
+            f"cannot listen on {host}:{port} ({exc.strerror}): choose a relay.listen_host "
+            f"this machine has and a relay.listen_port this user may bind") from exc
 
 
 async def run_relay(settings: Settings, *, ready: Callable[[int], None] | None = None,
@@ -103,10 +157,14 @@ async def run_relay(settings: Settings, *, ready: Callable[[int], None] | None =
         await asyncio.to_thread(store.upgrade)
         worker = DeliveryWorker(settings, store)
         app = create_app(settings, store, on_accepted=worker.wake)
+        relay = settings.relay
+        limits = Limits(fit_open_file_limit(relay.max_connections),
+                        relay.header_timeout_seconds, relay.body_timeout_seconds)
         config = uvicorn.Config(
             app, access_log=False, server_header=False, date_header=False,
             proxy_headers=False, forwarded_allow_ips="", log_config=None, lifespan="off",
-            ws="none", timeout_graceful_shutdown=10)
+            ws="none", timeout_graceful_shutdown=10, http=protocol_for(limits),
+            backlog=BACKLOG, h11_max_incomplete_event_size=HEAD_BYTES)
         server = _Server(config)
         sock = _bind(settings.relay.listen_host, settings.relay.listen_port)
         if handle_signals:

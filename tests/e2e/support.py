@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -128,9 +129,10 @@ class Receipt:
 class RelayProcess:
     """``mailbridge serve`` as its own process, its output kept in files under the folder."""
 
-    def __init__(self, config: Path, port: int) -> None:
+    def __init__(self, config: Path, port: int, *, open_files: int | None = None) -> None:
         self.config = config
         self.base = f"http://127.0.0.1:{port}"
+        self.open_files = open_files  # RLIMIT_NOFILE of the process, as systemd's LimitNOFILE
         self.stdout = config.parent / "serve.out"
         self.stderr = config.parent / "serve.err"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -140,7 +142,8 @@ class RelayProcess:
         with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mailbridge", "--config", str(self.config), "serve"],
-                stdout=out, stderr=err, cwd=self.config.parent, env=env)
+                stdout=out, stderr=err, cwd=self.config.parent, env=env,
+                preexec_fn=None if self.open_files is None else self._limit_open_files)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -153,6 +156,10 @@ class RelayProcess:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"serve did not become ready: {self.stderr.read_text()[-3000:]}")
+
+    def _limit_open_files(self) -> None:
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from mailbridge.config import load_config
-from mailbridge.relay.server import TracebackWithoutText, _bind, run_relay
+from mailbridge.relay.server import OncePerInterval, TracebackWithoutText, _bind, run_relay
 from tests.e2e.support import relay_toml
 from tests.waiting import wait_for
 
@@ -159,3 +159,25 @@ def test_accepted_connections_have_nagle_off() -> None:
         return value
 
     assert asyncio.run(probe()) != 0
+
+
+def test_client_triggered_lines_are_shown_once_a_minute_with_a_count() -> None:
+    now = [1000.0]
+    once = OncePerInterval(interval=60.0, clock=lambda: now[0])
+
+    def shown(name: str, msg: str, *args: object) -> str | None:
+        record = logging.LogRecord(name, logging.WARNING, __file__, 1, msg, args, None)
+        return record.getMessage() if once.filter(record) else None
+
+    cap = "connection cap of %d reached"
+    assert shown("mailbridge.relay.connections", cap, 64) == "connection cap of 64 reached"
+    assert [shown("mailbridge.relay.connections", cap, 64) for _ in range(3)] == [None] * 3
+    assert shown("uvicorn.error", "Invalid HTTP request received.") is not None  # another kind
+    assert shown("mailbridge.relay.outbox", "outbox: %s", "deferred") == "outbox: deferred"
+    assert shown("mailbridge.relay.outbox", "outbox: %s", "deferred") == "outbox: deferred"
+    now[0] += 59.9
+    assert shown("mailbridge.relay.connections", cap, 64) is None
+    now[0] += 0.1
+    assert shown("mailbridge.relay.connections", cap, 64) == (
+        "connection cap of 64 reached [and 4 more like it since the last one]")
+    assert shown("mailbridge.relay.connections", cap, 64) is None
