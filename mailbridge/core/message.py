@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email
 import hashlib
 import html
 import re
@@ -29,10 +30,9 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.header import Header
+from email.header import Header, decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
-from email.parser import BytesParser
 from email.policy import SMTP
 from email.policy import default as default_policy
 from email.utils import format_datetime
@@ -140,11 +140,9 @@ def _encoded(name: str, value: str) -> str:
 def _headers(sub: Submission, env: Envelope, subject: str, now: datetime | None
              ) -> list[tuple[str, str]]:
     """Every top-level header the builder writes, in order, as the text it means."""
-    to = Address(display_name=header_safe(sub.station_name, max_length=80),
-                 addr_spec=header_safe(sub.mailbox))
     headers = [
         ("From", str(Address(display_name="mailbridge", addr_spec=header_safe(env.relay_address)))),
-        ("To", str(to)),
+        ("To", f"{header_safe(sub.station_name, max_length=80)} <{header_safe(sub.mailbox)}>"),
         ("Reply-To", header_safe(f"reply+{env.reply_token}@{env.relay_domain}")),
         ("Subject", subject),
         ("Date", format_datetime(now or datetime.now(UTC))),
@@ -189,11 +187,11 @@ def _build(sub: Submission, env: Envelope, gettext: Callable[[str], str],
     preview = first_words(text, max_length=60) or _("(no text)")
     headers = _headers(sub, env, header_safe(f"[{ref}] {category} — {preview}"), now)
     msg = EmailMessage(policy=default_policy)
-    name_to = header_safe(sub.station_name, max_length=80)
     for name, value in headers:
         if name == "Subject" and not value.isascii():
             msg.set_raw(name, _encoded(name, value))  # stored folded: written as it is
-        elif name == "To" and not name_to.isascii():
+        elif name == "To":  # the name encoded, whatever it holds: no quoting rules apply
+            name_to = header_safe(sub.station_name, max_length=80)
             msg.set_raw(name, f"{_encoded(name, name_to)}\n <{header_safe(sub.mailbox)}>")
         else:
             msg[name] = value
@@ -328,9 +326,8 @@ def compose(
     msg[HEADER_SIGNATURE] = signature
     headers.append((HEADER_SIGNATURE, signature))
     data = msg.as_bytes(policy=SMTP)
-    parsed = BytesParser(policy=default_policy).parsebytes(data)
-    written = [(k.lower(), " ".join(str(v).split())) for k, v in parsed.items()
-               if k not in MIME_HEADERS]
+    parsed = email.message_from_bytes(data)  # raw headers (compat32): fast, nothing decoded
+    written = [(k.lower(), _decoded(v)) for k, v in parsed.items() if k not in MIME_HEADERS]
     meant = [(k.lower(), " ".join(v.split())) for k, v in headers]
     if written != meant or [k for k in parsed if k in MIME_HEADERS] != list(MIME_HEADERS):
         raise ContractError("the message's headers did not come out as written")
@@ -339,6 +336,11 @@ def compose(
     if checked.problem:
         raise ContractError(f"the message does not verify: {checked.problem}")
     return Composed(data, values["message-id"])
+
+
+def _decoded(value: object) -> str:
+    """A raw header value as a reader decodes it (RFC 2047), whitespace folded."""
+    return " ".join(str(make_header(decode_header(str(value)))).split())
 
 
 def _header_lists(msg: Message) -> dict[str, list[str]]:
