@@ -26,11 +26,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..config import Settings
-from ..errors import ConfigError, LedgerError, MailbridgeError
+from ..errors import ConfigError, MailbridgeError
+from .ledger.db import make_engine, session_factory, translated
 from .ledger.models import Status, Tip
 from .tui import strings as S
 
@@ -165,6 +165,7 @@ def _label(settings: Settings | None, dim: str, key: str) -> str:
     return key
 
 
+@translated("reading the ledger")
 def load_facts(session: Session, period: Period, station: str | None = None) -> list[TipFacts]:
     """One narrow query over the tips received in *period*."""
     lo, hi = period.bounds()
@@ -176,11 +177,7 @@ def load_facts(session: Session, period: Period, station: str | None = None) -> 
         query = query.where(Tip.received_hour < hi)
     if station is not None:
         query = query.where(Tip.station_id == station)
-    try:
-        return [TipFacts(*row) for row in session.execute(query)]
-    except SQLAlchemyError as exc:
-        raise LedgerError(f"reading the ledger failed: {exc}; run `mailbridge db upgrade` "
-                          f"if the schema is old") from exc
+    return [TipFacts(*row) for row in session.execute(query)]
 
 
 # ---- output -------------------------------------------------------------------------
@@ -326,8 +323,6 @@ WRITERS: dict[str, Callable[[Report, TextIO], None]] = {
 def build(settings: Settings, period: Period, station: str | None = None,
           engine_url: str | None = None) -> Report:
     """Read the ledger named by the settings and compute the report."""
-    from .ledger.db import make_engine, session_factory
-
     engine = make_engine(engine_url or settings.ledger.database)
     try:
         with session_factory(engine)() as session:

@@ -14,6 +14,7 @@ import getpass
 import html
 import os
 import re
+import sqlite3
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -351,6 +352,42 @@ async def test_hostile_text_is_inert(ledger: tuple[Settings, sessionmaker[Sessio
         await settle(app, pilot)
         assert app.is_running and isinstance(app.screen, DetailScreen)
         assert app.screen.detail is not None and app.screen.detail.thread[0].hidden_chars > 0
+
+
+@aio
+async def test_a_locked_ledger_is_a_notification_not_a_crash(
+        ledger: tuple[Settings, sessionmaker[Session]], tmp_path: Path) -> None:
+    """Another program holding the ledger locked (a backup, a long poll): every screen
+    that reads or writes says so, and the officer can go on once it is free."""
+    settings, sessions = ledger
+    engine = make_engine(settings.ledger.database, busy_timeout=0.1)
+    app = LedgerApp(settings, resolve_access(settings, user="binh"), session_factory(engine))
+    lock = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    try:
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await settle(app, pilot)
+            assert app.query_one(TipList).total == 6
+            for idle in (engine, sessions.kw["bind"]):  # WAL: an exclusive lock needs the
+                idle.dispose()                          # file to itself for a moment
+            lock.execute("PRAGMA locking_mode=EXCLUSIVE")
+            lock.execute("BEGIN EXCLUSIVE")  # readers are locked out too
+            await pilot.press("r")  # reload: mailbox signals, placements, the list
+            await settle(app, pilot)
+            await pilot.press("s", "enter", *"goi lai", "enter")  # a status change
+            await settle(app, pilot)
+            errors = [str(toast.render()) for toast in app.screen.query(".-error")]
+            lock.close()
+            await pilot.press("r")
+            await settle(app, pilot)
+            assert app.is_running and app.query_one(TipList).total == 6
+    finally:
+        lock.close()
+        engine.dispose()
+    assert len(errors) == 2, errors
+    assert all("database is locked" in e and "ledger.database" in e for e in errors), errors
+    assert "reading mailbox signals failed" in errors[0]
+    assert "recording the change failed" in errors[1]
+    assert audit_rows(sessions) == []
 
 
 @aio

@@ -1,4 +1,4 @@
-"""Ledger database: engine, sessions and programmatic Alembic upgrades.
+"""Ledger database: engine, sessions, programmatic Alembic upgrades, and its errors.
 
 SQLite is the embedded default and gets WAL (officers read while the poller
 writes), enforced foreign keys and a busy timeout; PostgreSQL is used through
@@ -6,25 +6,44 @@ psycopg 3 by URL. Migrations ship inside the package, so ``upgrade(url)`` works
 from any installed copy without an ``alembic.ini``. Error messages never carry
 SQL parameters (``hide_parameters``): a failed insert must not put tip text
 into a log.
+
+Only ``upgrade`` (``mailbridge db upgrade``, ``mailbridge poll``) creates a
+ledger, as a 0600 file in a 0700 folder whatever the umask (SQLite gives its
+``-wal`` and ``-shm`` files the same mode); ``mailbridge ledger`` and ``report``
+open an existing one and say how to make it when it is missing. A database error
+becomes one ``LedgerError`` line where it enters (``translated``), naming the
+fix, and a URL is only ever shown with its password masked.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import sqlite3
 import time
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ...core.text import one_line
 from ...errors import LedgerError
+from ...fsmodes import private_file
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT = 30.0  # seconds SQLite waits for a lock before "database is locked"
+CREATE_IT = "run `mailbridge db upgrade --role station` or `mailbridge poll` first"
+DB_ERRORS = (SQLAlchemyError, sqlite3.Error)
+_PASSWORD = re.compile(r"(://[^/?#@:\s]*:)[^@/?#\s]*@")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def normalise_url(url: str) -> str:
@@ -35,18 +54,63 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def mask_passwords(text: str) -> str:
+    """*text* with the password of every ``scheme://user:password@`` in it replaced."""
+    return _PASSWORD.sub(r"\1***@", text)
+
+
+def display_url(url: str) -> str:
+    """A database URL fit for a message or a log line: its password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return mask_passwords(url)
+
+
+def ledger_error(doing: str, exc: BaseException) -> LedgerError:
+    """One line for a failure the database reported: what failed, why, and the fix."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    why = mask_passwords(one_line(str(cause), max_length=300)) or type(cause).__name__
+    low = why.lower()
+    if "locked" in low or "busy" in low:
+        fix = ("another program holds the ledger (ledger.database) locked: retry in a "
+               "moment, or stop what holds it")
+    elif "no such table" in low or ('relation "' in low and "does not exist" in low):
+        fix = ("the ledger (ledger.database) has an old schema or none: run "
+               "`mailbridge db upgrade --role station`")
+    else:
+        fix = "check ledger.database (server reachable, disk space, permissions)"
+    return LedgerError(f"{doing} failed: {why}; {fix}")
+
+
+def translated(doing: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a ledger function: a database error inside it is raised as one
+    ``LedgerError`` line (``ledger_error(doing)``), never as SQLAlchemy's own."""
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except DB_ERRORS as exc:
+                raise ledger_error(doing, exc) from exc
+        return run
+    return wrap
+
+
+def _sqlite_pragmas(busy_timeout: float, dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    # Switching to WAL needs a moment alone with the file, and SQLite does not wait
-    # for it on its own: retry while another process is creating the same ledger.
+    # Reading the mode waits for a lock like any read (busy_timeout). Switching to WAL
+    # needs a moment alone with the file, and SQLite does not wait for that on its own:
+    # retry the switch while another process is creating the same ledger.
+    mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
     for attempt in range(50):
+        if mode == "wal":
+            break
         try:
-            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-                break
-            cursor.execute("PRAGMA journal_mode=WAL")
+            mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         except sqlite3.OperationalError:
             if attempt == 49:
                 raise
@@ -58,33 +122,53 @@ def _begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, *, immediate: bool = False) -> Engine:
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///path`` URL (None for PostgreSQL or in-memory SQLite)."""
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def make_engine(url: str, *, immediate: bool = False, create: bool = False,
+                busy_timeout: float = BUSY_TIMEOUT) -> Engine:
     """An engine for the ledger at *url* (``sqlite:///path`` or ``postgresql://...``).
 
-    ``immediate`` (SQLite): every transaction takes the write lock when it begins,
-    so two processes upgrading the schema at once run one after the other.
+    A SQLite file must exist unless *create* (``upgrade`` only): it is then made
+    0600, its folder 0700. Without it the file is opened read-write but never
+    created, even if it vanishes meanwhile. ``immediate`` (SQLite): every
+    transaction takes the write lock when it begins, so two processes upgrading
+    the schema at once run one after the other.
     """
     url = normalise_url(url)
     try:
-        if url.startswith("sqlite"):
-            path = url.partition(":///")[2]
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            args: dict[str, Any] = {"timeout": BUSY_TIMEOUT_MS / 1000}
-            if immediate:
-                args["isolation_level"] = None  # we emit BEGIN ourselves
-            engine = create_engine(url, connect_args=args, hide_parameters=True)
-            event.listen(engine, "connect", _sqlite_pragmas)
-            if immediate:
-                event.listen(engine, "begin", _begin_immediate)
-            return engine
-        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
-    except (SQLAlchemyError, ImportError, OSError) as exc:
-        raise LedgerError(f"cannot open the ledger database {url!r}: {exc}; check "
-                          f"ledger.database in the config") from exc
+        path = _sqlite_file(url)
+        if path is not None and create:
+            private_file(path)
+        elif path is not None and not path.is_file():
+            raise LedgerError(f"ledger.database {display_url(url)}: {path} does not exist; "
+                              f"{CREATE_IT}")
+        if path is None and not url.startswith("sqlite"):
+            return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        args: dict[str, Any] = {"timeout": busy_timeout}
+        if path is not None and not create:
+            url = f"sqlite:///file:{urllib.parse.quote(str(path))}?mode=rw&uri=true"
+        if immediate:
+            args["isolation_level"] = None  # we emit BEGIN ourselves
+        engine = create_engine(url, connect_args=args, hide_parameters=True)
+        event.listen(engine, "connect", functools.partial(_sqlite_pragmas, busy_timeout))
+        if immediate:
+            event.listen(engine, "begin", _begin_immediate)
+        return engine
+    except (SQLAlchemyError, ImportError, OSError, ValueError) as exc:
+        raise LedgerError(f"cannot open the ledger database {display_url(url)}: "
+                          f"{mask_passwords(one_line(str(exc)))}; check ledger.database in "
+                          f"the config") from exc
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # Alembic loads only to migrate, not for every query
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
@@ -92,16 +176,18 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the ledger schema at *url* up to *revision* (``mailbridge db upgrade``)."""
-    engine = make_engine(url, immediate=True)
+    """Create the ledger at *url* if need be and bring its schema up to *revision*
+    (``mailbridge db upgrade``)."""
+    from alembic import command
+
+    engine = make_engine(url, immediate=True, create=True)
     try:
         with engine.begin() as conn:
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
-    except SQLAlchemyError as exc:
-        raise LedgerError(f"upgrading the ledger database failed: {exc}; check that "
-                          f"ledger.database is reachable and writable") from exc
+    except DB_ERRORS as exc:
+        raise ledger_error("upgrading the ledger", exc) from exc
     finally:
         engine.dispose()
 

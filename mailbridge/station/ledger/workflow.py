@@ -3,7 +3,8 @@
 Every change writes one append-only ``Audit`` row in the same transaction as
 the change itself, so the history can never disagree with the state. The
 functions take an open ``Session`` and flush but never commit: the caller owns
-the transaction (the terminal UI commits once per officer action).
+the transaction (the terminal UI commits once per officer action, with
+``commit``). A database error (a locked ledger) leaves as a ``LedgerError``.
 
 Status graph (a reason is required for every move except ``new -> verifying``)::
 
@@ -18,11 +19,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ...core.text import clean_text, one_line
-from ...errors import LedgerError, WorkflowError
+from ...errors import WorkflowError
+from .db import translated
 from .models import Audit, MailEvent, Message, Note, Status, Tip, utcnow
 
 VERDICTS = frozenset({Status.OF_VALUE, Status.NOT_OF_VALUE, Status.SPAM})
@@ -39,6 +41,7 @@ _STATUS_VALUES = frozenset(s.value for s in Status)
 MAILBOX_ACTOR = "mailbox"  # the actor of audit rows applied from mailbox signals
 MAX_NOTE = 10_000
 MAX_REASON = 1_000
+RECORDING = "recording the change"
 
 
 def allowed_statuses(current: str) -> frozenset[Status]:
@@ -76,14 +79,17 @@ def _record(session: Session, tip: Tip, actor: str, action: str, old: str, new: 
     row = Audit(tip_id=tip.id, station_id=tip.station_id, actor=actor, action=action,
                 old=old, new=new, reason=reason, event_id=event_id, at=now)
     session.add(row)
-    try:
-        session.flush()
-    except SQLAlchemyError as exc:
-        raise LedgerError(f"could not record the change on {tip.ref}: {exc}") from exc
+    session.flush()
     return row
 
 
-def set_status(session: Session, tip_id: int, status: str, *, actor: str,
+@translated("saving the change")
+def commit(session: Session) -> None:
+    """Commit one officer action: the change and its audit row together."""
+    session.commit()
+
+
+def _set_status(session: Session, tip_id: int, status: str, *, actor: str,
                reason: str = "", event_id: int | None = None) -> Audit:
     """Move a tip along the status graph; a verdict is remembered for the figures."""
     tip = _tip(session, tip_id)
@@ -110,6 +116,10 @@ def set_status(session: Session, tip_id: int, status: str, *, actor: str,
     return _record(session, tip, who, "status", old, target.value, why, event_id)
 
 
+set_status = translated(RECORDING)(_set_status)
+
+
+@translated(RECORDING)
 def set_category(session: Session, tip_id: int, category: str, *, actor: str,
                  known: Collection[str], reason: str = "") -> Audit:
     """Correct the category; the tipster's original stays in ``received_category``."""
@@ -125,6 +135,7 @@ def set_category(session: Session, tip_id: int, category: str, *, actor: str,
                    clean_text(reason, max_length=MAX_REASON))
 
 
+@translated(RECORDING)
 def assign(session: Session, tip_id: int, assignee: str, *, actor: str,
            officers: Collection[str]) -> Audit:
     """Assign to one of the station's officers; an empty name unassigns."""
@@ -139,6 +150,7 @@ def assign(session: Session, tip_id: int, assignee: str, *, actor: str,
     return _record(session, tip, who, "assign", old, assignee)
 
 
+@translated(RECORDING)
 def add_note(session: Session, tip_id: int, text: str, *, actor: str) -> Note:
     """An internal note: officers only, never sent to the tipster."""
     tip = _tip(session, tip_id)
@@ -186,6 +198,7 @@ def signal_status(kind: str, folder: str, detail: str, *,
     return None
 
 
+@translated("reading mailbox signals")
 def pending_signals(session: Session, *, folder_status: Mapping[str, str],
                     flag_status: Mapping[str, str]) -> list[Signal]:
     """Mapped mailbox events newer than the last one applied."""
@@ -209,6 +222,7 @@ def pending_signals(session: Session, *, folder_status: Mapping[str, str],
     return found
 
 
+@translated("applying mailbox signals")
 def apply_signals(session: Session, *, folder_status: Mapping[str, str],
                   flag_status: Mapping[str, str]) -> int:
     """Apply mapped mailbox signals as status changes; commit each; return how many.
@@ -223,10 +237,10 @@ def apply_signals(session: Session, *, folder_status: Mapping[str, str],
         if tip is None or Status(sig.status) not in allowed_statuses(tip.status):
             continue
         try:
-            set_status(session, sig.tip_id, sig.status, actor=MAILBOX_ACTOR,
-                       reason=sig.reason, event_id=sig.event_id)
+            _set_status(session, sig.tip_id, sig.status, actor=MAILBOX_ACTOR,
+                        reason=sig.reason, event_id=sig.event_id)
             session.commit()
-        except (LedgerError, IntegrityError):
+        except (WorkflowError, IntegrityError):  # refused, or another terminal was first
             session.rollback()
             continue
         applied += 1

@@ -22,7 +22,6 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ...config import Settings, Station
@@ -100,14 +99,9 @@ class StationPoller:
         """
         if not self.folder_status and not self.flag_status:
             return 0
-        try:
-            with self.sessions() as s:
-                return apply_signals(s, folder_status=self.folder_status,
-                                     flag_status=self.flag_status)
-        except SQLAlchemyError as exc:
-            raise LedgerError(f"applying mailbox signals to statuses failed: {exc}; check "
-                              f"ledger.database (disk space, permissions, server reachable)"
-                              ) from exc
+        with self.sessions() as s:
+            return apply_signals(s, folder_status=self.folder_status,
+                                 flag_status=self.flag_status)
 
     def poll_once(self) -> Counts:
         if self.imap is not None:

@@ -346,7 +346,7 @@ class LedgerApp(App[int]):
         try:
             with self.sessions() as session:
                 change(session, self.access.actor(station))
-                session.commit()
+                workflow.commit(session)
         except MailbridgeError as exc:
             self.call_from_thread(self.error, exc)
             return
@@ -392,7 +392,8 @@ class LedgerApp(App[int]):
 
 def open_ledger(settings: Settings, *, officer: str | None = None, station: str | None = None,
                 user: str | None = None) -> tuple[LedgerApp, Engine]:
-    """Build the app on the configured ledger (the caller disposes of the engine)."""
+    """Build the app on the configured ledger (the caller disposes of the engine); a
+    missing SQLite ledger is an error, never an empty new one."""
     from ..ledger.db import make_engine, session_factory
 
     access = resolve_access(settings, officer=officer, station=station, user=user)

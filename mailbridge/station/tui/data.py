@@ -2,11 +2,14 @@
 
 Pure SQLAlchemy, no Textual: the screens call these from worker threads, and
 tests and the benchmark call them directly. Lists are paged (``LIMIT/OFFSET``
-on an index that matches the sort), so a 100k-tip ledger costs one page.
+on an index that matches the sort), so a 100k-tip ledger costs one page. A
+database error (a locked ledger, an old schema) leaves here as a ``LedgerError``
+line the screens show as a notification.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -15,11 +18,12 @@ from pathlib import Path
 from typing import TypeVarTuple
 
 from sqlalchemy import ColumnElement, Select, func, or_, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ...core.text import clean_text, one_line
 from ...errors import LedgerError
+from ...fsmodes import open_private
+from ..ledger.db import translated
 from ..ledger.models import Attachment, Audit, Location, MailEvent, Message, Note, Tip
 from ..ledger.search import tip_condition
 
@@ -76,30 +80,25 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
+READING = "reading the ledger"
+
+
+@translated(READING)
 def count_tips(session: Session, f: TipFilter) -> int:
-    try:
-        return session.scalar(apply_filter(select(func.count(Tip.id)), f, _dialect(session))) or 0
-    except SQLAlchemyError as exc:
-        raise _ledger_error(exc) from exc
+    return session.scalar(apply_filter(select(func.count(Tip.id)), f, _dialect(session))) or 0
 
 
+@translated(READING)
 def page_tips(session: Session, f: TipFilter, offset: int, limit: int) -> list[TipRow]:
     """One page of the list, newest first (ties broken by id, so pages never overlap)."""
     query = select(Tip.id, Tip.station_id, Tip.ref, Tip.received_hour, Tip.category,
                    Tip.placement, Tip.status, Tip.assignee, Tip.preview)
     query = apply_filter(query, f, _dialect(session)).order_by(
         Tip.received_hour.desc(), Tip.id.desc()).offset(offset).limit(limit)
-    try:
-        return [TipRow(*row) for row in session.execute(query)]
-    except SQLAlchemyError as exc:
-        raise _ledger_error(exc) from exc
+    return [TipRow(*row) for row in session.execute(query)]
 
 
-def _ledger_error(exc: Exception) -> LedgerError:
-    return LedgerError(f"reading the ledger failed: {exc}; run `mailbridge db upgrade` if the "
-                       f"schema is old, or check ledger.database")
-
-
+@translated(READING)
 def placements_in_use(session: Session, stations: tuple[str, ...]) -> list[str]:
     rows = session.scalars(select(Tip.placement).where(Tip.station_id.in_(stations))
                            .distinct().order_by(Tip.placement))
@@ -168,15 +167,9 @@ def _attachment_path(stored: str, base: Path) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
+@translated(READING)
 def load_detail(session: Session, tip_id: int, attachments_dir: Path) -> TipDetail | None:
     """The tip, its whole thread, attachments, notes, mailbox signals and history."""
-    try:
-        return _load_detail(session, tip_id, attachments_dir)
-    except SQLAlchemyError as exc:
-        raise _ledger_error(exc) from exc
-
-
-def _load_detail(session: Session, tip_id: int, attachments_dir: Path) -> TipDetail | None:
     tip = session.get(Tip, tip_id)
     if tip is None:
         return None
@@ -229,20 +222,25 @@ def safe_filename(name: str) -> str:
 
 
 def save_attachment(src: Path, folder: Path, filename: str) -> Path:
-    """Copy *src* into *folder* as *filename*, never overwriting an existing file."""
+    """Copy *src* into *folder* as *filename*, 0600 (it is tip content), never
+    overwriting an existing file."""
     if not src.is_file():
         raise LedgerError(f"attachment file {src} is missing: check ledger.attachments_dir")
     if not folder.is_dir():
         raise LedgerError(f"{folder} is not a folder: choose an existing folder")
     name = safe_filename(filename)
-    target = folder / name
     stem, suffix = Path(name).stem, Path(name).suffix
-    n = 1
-    while target.exists():
-        target = folder / f"{stem}-{n}{suffix}"
-        n += 1
+    target, n = folder / name, 0
     try:
-        shutil.copyfile(src, target)
+        while True:
+            try:
+                fd = open_private(target, os.O_WRONLY | os.O_EXCL)
+                break
+            except FileExistsError:
+                n += 1
+                target = folder / f"{stem}-{n}{suffix}"
+        with os.fdopen(fd, "wb") as out, src.open("rb") as data:
+            shutil.copyfileobj(data, out)
     except OSError as exc:
         raise LedgerError(f"cannot save to {target}: {exc}; choose a writable folder") from exc
     return target

@@ -23,7 +23,7 @@ def run() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
+    engine = make_engine(config.get_main_option("sqlalchemy.url") or "", create=True)
     with engine.begin() as conn:
         _run(conn)
     engine.dispose()
