@@ -35,6 +35,7 @@ from tests.relay.outbox_driver import (
     submit,
 )
 from tests.servers.mailstack import free_ports
+from tests.waiting import wait_for as wait_sync
 
 NO_JITTER = Backoff(jitter=0.0)
 
@@ -250,16 +251,30 @@ async def wait_for(condition: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_wake_from_another_thread(store: RelayStore) -> None:
-    worker = worker_for(store)
-
-    async def scenario() -> bool:
-        worker._loop = asyncio.get_running_loop()
-        threading.Thread(target=worker.wake).start()
-        await asyncio.wait_for(worker._wake.wait(), 5)
-        return worker._wake.is_set()
-
-    assert asyncio.run(scenario())
+def test_wake_from_another_thread_starts_a_pass(tmp_path: Path) -> None:
+    """The web form calls wake() from its threads: the idle worker must deliver at once,
+    not after max_idle (an hour here, far beyond the wait below)."""
+    store = RelayStore(f"sqlite:///{tmp_path / 'relay.db'}")  # real clock
+    store.upgrade()
+    maildir = tmp_path / "ncs"
+    station = maildir_station("ncs", maildir)
+    worker = DeliveryWorker(make_settings(str(store.url), station), store, max_idle=3600)
+    loop, stop = asyncio.new_event_loop(), asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(worker.run(stop),))
+    try:
+        first = submit(store, station, "before the worker started")
+        thread.start()
+        wait_sync(lambda: refs_in_maildir(maildir) == [first.ref], "the first pass")
+        # The first pass has claimed; the worker goes idle for max_idle unless woken.
+        second = submit(store, station, "while the worker idles")
+        worker.wake()  # from this thread, not the worker's
+        wait_sync(lambda: len(refs_in_maildir(maildir)) == 2, "a pass started by wake()", 10)
+        assert sorted(refs_in_maildir(maildir)) == [first.ref, second.ref]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
+        store.close()
 
 
 def test_maildir_delivery(store: RelayStore, tmp_path: Path) -> None:
