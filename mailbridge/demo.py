@@ -4,7 +4,8 @@ Writes a demo configuration (two stations delivering into Maildirs under the
 demo folder), then runs the two roles as separate processes, exactly as in
 production: ``serve`` (the public relay) and ``poll`` (the station side, here
 indexing the Maildirs). A few sample tips go through the real web form so the
-mailboxes and the ledger have something to show.
+mailboxes and the ledger have something to show. Ctrl-C and SIGTERM stop both
+children before the demo exits.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import getpass
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ import urllib.parse
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
+from types import FrameType
 
 from .config import Settings, load_config
 from .errors import ConfigError, RuntimeFailure
@@ -35,6 +38,8 @@ secret_env = "MAILBRIDGE_SECRET"
 listen_host = "127.0.0.1"
 listen_port = {port}
 public_url = "http://127.0.0.1:{port}"
+# Every demo tip comes from this machine: the limit must not stop `--seed N`.
+rate_limit_per_hour = {rate}
 
 [ledger]
 database = "sqlite:///ledger.db"
@@ -65,6 +70,7 @@ placements = [
 ]
 """
 
+DEMO_RATE = 100_000  # tips per hour from one network: the demo's own seeding, never limited
 SAMPLES = (
     ("ncs", "cho", "smuggling",
      "Có người lạ mang nhiều gói hàng qua đường mòn sau chợ vào tối thứ bảy."),
@@ -82,7 +88,8 @@ def write_demo_config(folder: Path, port: int) -> Path:
         user = getpass.getuser()
         if not user.replace("-", "").replace("_", "").isalnum():
             user = "officer"
-        config.write_text(DEMO_TOML.format(port=port, user=f'"{user}"'), encoding="utf-8")
+        config.write_text(DEMO_TOML.format(port=port, user=f'"{user}"', rate=DEMO_RATE),
+                          encoding="utf-8")
     env = folder / ".env"
     if not env.exists():
         env.write_text(f"MAILBRIDGE_SECRET={secrets.token_urlsafe(32)}\n", encoding="utf-8")
@@ -129,15 +136,27 @@ def fill_form(page_html: str, page_url: str, text: str,
 
 def submit_sample(base_url: str, station: str, placement: str, category: str,
                   text: str) -> None:
-    """Send one tip through the real form, as a phone would (no JavaScript)."""
+    """Send one tip through the real form, as a phone would (no JavaScript). A refusal
+    (the rate limit: HTTP 429) is a RuntimeFailure naming it, never a bug."""
     url = f"{base_url}/s/{station}/{placement}"
-    with urllib.request.urlopen(url, timeout=10) as page:  # noqa: S310 (our own loopback URL)
-        target, fields = fill_form(page.read().decode("utf-8"), url, text,
-                                   {"category": category})
-    data = urllib.parse.urlencode(fields).encode("utf-8")
-    with urllib.request.urlopen(target, data=data, timeout=30) as reply:  # noqa: S310
-        if reply.status != 200:
-            raise RuntimeFailure(f"demo tip to {station} was refused: HTTP {reply.status}")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as page:  # noqa: S310 (our loopback URL)
+            target, fields = fill_form(page.read().decode("utf-8"), url, text,
+                                       {"category": category})
+        data = urllib.parse.urlencode(fields).encode("utf-8")
+        with urllib.request.urlopen(target, data=data, timeout=30) as reply:  # noqa: S310
+            status = reply.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        raise RuntimeFailure(f"demo tip to {station}: the relay at {base_url} did not answer "
+                             f"({exc}); see its lines above") from exc
+    if status == 429:
+        raise RuntimeFailure(f"demo tip to {station} was refused by the relay's rate limit: "
+                             f"raise relay.rate_limit_per_hour in the demo config, or send "
+                             f"fewer with --seed")
+    if status != 200:
+        raise RuntimeFailure(f"demo tip to {station} was refused: HTTP {status}")
 
 
 def _wait_healthy(base_url: str, proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
@@ -158,17 +177,36 @@ def _count_mail(folder: Path) -> int:
                if (folder / sub).is_dir())
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM stops the demo as Ctrl-C does, so its children are stopped too."""
+    raise KeyboardInterrupt
+
+
 def run_demo(folder: Path, *, port: int = 8080, seed: int = 3, once: bool = False) -> int:
     folder = folder.absolute()
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be 1-65535, got {port}")
+    if seed < 0:
+        raise ConfigError(f"--seed must be 0 or more, got {seed}")
     config = write_demo_config(folder, port)
     settings = load_config(config)
+    if seed > settings.relay.rate_limit_per_hour:
+        raise ConfigError(f"--seed {seed} is more than relay.rate_limit_per_hour "
+                          f"({settings.relay.rate_limit_per_hour}) in {config}: raise it to "
+                          f"{DEMO_RATE}, or send fewer")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(settings, config, folder, seed=seed, once=once)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(settings: Settings, config: Path, folder: Path, *, seed: int, once: bool) -> int:
+    """Start the relay, seed, then poll once or run until Ctrl-C / SIGTERM."""
     base = settings.relay.public_url
     cmd = [sys.executable, "-m", "mailbridge", "--config", str(config)]
     env = dict(os.environ)
-    subprocess.run([*cmd, "db", "upgrade"], check=True, env=env,  # noqa: S603
-                   stdout=subprocess.DEVNULL)
+    _step(cmd, ["db", "upgrade"], env, quiet=True)
     relay = subprocess.Popen([*cmd, "serve"], env=env)  # noqa: S603 (our own command)
     poller: subprocess.Popen[bytes] | None = None
     try:
@@ -184,9 +222,10 @@ def run_demo(folder: Path, *, port: int = 8080, seed: int = 3, once: bool = Fals
                                      "within 30 s: run `mailbridge outbox list`")
             time.sleep(0.2)
         if once:
-            subprocess.run([*cmd, "poll", "--once"], check=True, env=env)  # noqa: S603
-            print(f"\nmailbridge demo: {seed} sample tips sent, delivered and indexed; "
-                  "`make demo` keeps it running at:")
+            _step(cmd, ["poll", "--once"], env)
+            print(f"\nmailbridge demo: {seed} sample tips sent, delivered and indexed; the "
+                  "relay stops now. `mailbridge demo` without --once (or `make demo`) keeps "
+                  "it running at:")
             _print_urls(settings, config, folder)
             return 0
         poller = subprocess.Popen([*cmd, "poll"], env=env)  # noqa: S603
@@ -205,6 +244,16 @@ def run_demo(folder: Path, *, port: int = 8080, seed: int = 3, once: bool = Fals
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def _step(cmd: list[str], args: list[str], env: dict[str, str], *,
+          quiet: bool = False) -> None:
+    """Run one mailbridge command to its end; its failure is the demo's (exit 3), not a bug."""
+    done = subprocess.run([*cmd, *args], env=env, check=False,  # noqa: S603 (our command)
+                          stdout=subprocess.DEVNULL if quiet else None)
+    if done.returncode:
+        raise RuntimeFailure(f"`mailbridge {' '.join(args)}` failed with exit code "
+                             f"{done.returncode}; see its lines above")
 
 
 def _print_urls(settings: Settings, config: Path, folder: Path) -> None:
