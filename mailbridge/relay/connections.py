@@ -57,9 +57,12 @@ def fit_open_file_limit(wanted: int) -> int:
     """The connection cap that fits RLIMIT_NOFILE: the soft limit is first raised
     towards the hard one if needed; what still does not fit lowers the cap."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinity = resource.RLIM_INFINITY
+    if soft == infinity:
+        return wanted
     needed = wanted + RESERVED_FDS
-    if soft < needed and (hard == resource.RLIM_INFINITY or soft < hard):
-        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft < needed and (hard == infinity or soft < hard):
+        soft = needed if hard == infinity else min(needed, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     room = soft - RESERVED_FDS
     if room < min(wanted, MIN_CONNECTIONS):

@@ -164,7 +164,8 @@ async def run_relay(settings: Settings, *, ready: Callable[[int], None] | None =
             app, access_log=False, server_header=False, date_header=False,
             proxy_headers=False, forwarded_allow_ips="", log_config=None, lifespan="off",
             ws="none", timeout_graceful_shutdown=10, http=protocol_for(limits),
-            backlog=BACKLOG, h11_max_incomplete_event_size=HEAD_BYTES)
+            backlog=BACKLOG, h11_max_incomplete_event_size=HEAD_BYTES,
+            timeout_keep_alive=5)  # an idle keep-alive connection goes after 5 s
         server = _Server(config)
         sock = _bind(settings.relay.listen_host, settings.relay.listen_port)
         if handle_signals:
