@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import smtplib
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from tests.station.poller_helpers import (
     settings,
     tip,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.servers
 INDEXING = ("messages", "message_refs", "attachments", "locations", "folder_state",
@@ -119,22 +119,19 @@ def test_forever_indexes_an_smtp_delivery_via_idle(mailstack: MailStack, address
         "once": False, "stop": stop, "console": Console(file=out, width=200)})
     thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while "poll ncs" not in out.getvalue():  # the first poll is done: now idling
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(lambda: "poll ncs" in out.getvalue(), "the first poll (then IDLE)")
         with smtplib.SMTP(mailstack.host, mailstack.smtp_port, timeout=10) as smtp:
             smtp.sendmail(RELAY, [address], tip(new_ref()))
-        while ledger.count(Tip) < 1:
-            assert time.monotonic() < deadline, "IDLE never delivered the tip to the ledger"
-            time.sleep(0.05)
+        wait_for(lambda: ledger.count(Tip) >= 1, "IDLE to bring the tip into the ledger")
     finally:
         stop.set()
         append(mailstack, address, [plain("wake")])  # ends the current IDLE
         thread.join(30)
         ledger.close()
     assert not thread.is_alive()
-    assert "1 tips" in out.getvalue()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "poll ncs: no changes"  # the empty mailbox, before IDLE
+    assert "poll ncs: new=1 tips=1" in lines  # the pass IDLE woke for: one message, one tip
 
 
 def test_forever_stops_a_misconfigured_station_with_exit_2(mailstack: MailStack, address: str,
