@@ -121,17 +121,28 @@ class FormTokens:
         period, nonce = self._period(), secrets.token_urlsafe(12)
         return f"{period}.{nonce}.{self._mac(period, nonce, station_id)}"
 
-    def consume(self, token: str, station_id: str) -> bool:
-        """True once for a genuine, unexpired token of this station; then False.
-        Blocking: ``remember`` writes to the database."""
+    def genuine(self, token: str, station_id: str) -> bool:
+        """True for a token this relay issued for this station that has not expired
+        (used or not). Pure: nothing is written."""
+        return self._period_of(token, station_id) is not None
+
+    def _period_of(self, token: str, station_id: str) -> int | None:
         period_text, _, rest = token.partition(".")
         nonce, _, mac = rest.partition(".")
         if not (period_text.isascii() and period_text.isdigit() and len(period_text) < 12):
-            return False
+            return None
         period, now = int(period_text), self._period()
         if not 0 <= now - period <= self._periods:
-            return False
+            return None
         if not hmac.compare_digest(mac, self._mac(period, nonce, station_id)):
+            return None
+        return period
+
+    def consume(self, token: str, station_id: str) -> bool:
+        """True once for a genuine, unexpired token of this station; then False.
+        Blocking: ``remember`` writes to the database."""
+        period = self._period_of(token, station_id)
+        if period is None:
             return False
         used = hmac.new(self._key, f"used.{token}".encode(), hashlib.sha256).hexdigest()
         valid_until = datetime.fromtimestamp((period + self._periods + 1) * self._step, UTC)
@@ -291,13 +302,11 @@ class WebForm:
             log.error("a tip for station %s was not accepted: %s", station.id, _describe(exc))
             return again(503, _("Your tip was NOT sent. Please try again in a few minutes."))
 
-        try:
-            fresh = await run_in_threadpool(self.tokens.consume, fields.get("t", ""), station.id)
-        except StoreError as exc:
-            return not_sent(exc)
-        if not fresh:
-            return again(400, _("This form has expired or was already sent. If you saw a "
-                                "receipt code, your tip has arrived. If not, send it again."))
+        expired = _("This form has expired or was already sent. If you saw a receipt code, "
+                    "your tip has arrived. If not, send it again.")
+        token = fields.get("t", "")
+        if not self.tokens.genuine(token, station.id):
+            return again(400, expired)
         category = self.settings.category(form.category) if form.category else None
         if category is None:
             return again(400, _("Please choose what it is about."))
@@ -306,9 +315,17 @@ class WebForm:
         if len(form.text) > self.relay.max_text_chars:
             return again(400, _("The text is too long: at most %(max)s characters.")
                          % {"max": format_number(self.relay.max_text_chars, lang)})
+        # Only now is anything written (the used token): a refused form, or a network
+        # over its limit, cannot fill the database with used tokens.
         if not self.limiter.hit(request.scope):
             return again(429, _("Too many tips were sent from your network in the last "
                                 "hour. Please try again later."))
+        try:
+            fresh = await run_in_threadpool(self.tokens.consume, token, station.id)
+        except StoreError as exc:
+            return not_sent(exc)
+        if not fresh:
+            return again(400, expired)
         try:
             code = new_receipt_code()
             accepted = await run_in_threadpool(

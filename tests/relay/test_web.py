@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import uvicorn
 from starlette.applications import Starlette
 
@@ -494,3 +495,32 @@ def test_a_used_form_token_stays_used_after_a_restart(tmp_path: Path) -> None:
     assert replies[0].status_code == 200
     assert replies[1].status_code == 400 and "đã hết hạn hoặc đã được gửi" in replies[1].text
     assert rows == 1
+
+
+def test_refused_forms_write_no_used_token_and_can_be_sent_again(tmp_path: Path) -> None:
+    """Only a form that passed every check and the rate limit is recorded as used: an
+    abuser posting refused forms cannot fill the database, and a villager who forgot
+    the category sends the same form again."""
+    settings = make_settings(tmp_path, rate_limit_per_hour=1)
+    store = RelayStore(settings.relay.database)
+    store.upgrade()
+
+    def used() -> int:
+        with store.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(
+                sa.table("relay_form_tokens"))).scalar_one())
+
+    try:
+        with running(create_app(settings, store)) as base, \
+                httpx.Client(base_url=base, timeout=30) as client:
+            fields = fresh_fields(client, category="")
+            assert client.post(FORM, data=fields).status_code == 400
+            assert client.post(FORM, data={**fields, "text": ""}).status_code == 400
+            assert used() == 0
+            assert client.post(FORM, data={**fields, "category": "drugs"}).status_code == 200
+            assert used() == 1
+            limited = fresh_fields(client)
+            assert client.post(FORM, data=limited).status_code == 429
+            assert used() == 1
+    finally:
+        store.close()
