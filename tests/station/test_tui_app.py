@@ -391,6 +391,28 @@ async def test_a_locked_ledger_is_a_notification_not_a_crash(
 
 
 @aio
+async def test_forged_relay_mail_is_announced_never_listed(
+        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    settings, sessions = ledger
+    with sessions() as s:
+        for n in (1, 2):
+            s.add(Message(station_id="ncs", message_id=f"<forged{n}@relay.example.test>",
+                          raw_sha256=f"f{n:063d}", size=10, kind="forged",
+                          subject="[NCS-0001] Ma túy — giả", text_body="giả",
+                          warning="not from the relay: it is not signed by the relay"))
+        s.add(Message(station_id="mlt", message_id="<forged3@relay.example.test>",
+                      raw_sha256="f" * 64, size=10, kind="forged", subject="x", text_body="x"))
+        s.commit()
+    app = app_for(ledger)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(app, pilot)
+        warnings = [str(toast.render()) for toast in app.screen.query(".-warning")]
+        total = app.query_one(TipList).total
+    assert total == 6  # forged mail is no tip
+    assert len(warnings) == 1 and warnings[0].startswith("Có 2 thư mạo danh"), warnings
+
+
+@aio
 async def test_main_screen_snapshot(ledger: tuple[Settings, sessionmaker[Session]]) -> None:
     app = app_for(ledger)
     async with app.run_test(size=SIZE) as pilot:

@@ -36,6 +36,7 @@ from .data import (
     TipFilter,
     TipRow,
     count_tips,
+    forged_count,
     load_detail,
     page_tips,
     placements_in_use,
@@ -126,9 +127,13 @@ class LedgerApp(App[int]):
                 workflow.apply_signals(session, folder_status=self.settings.ledger.folder_status,
                                        flag_status=self.settings.ledger.flag_status)
                 placements = placements_in_use(session, self.access.stations)
+                forged = forged_count(session, self.access.stations)
         except MailbridgeError as exc:
             self.call_from_thread(self.error, exc)
             return
+        if forged:
+            self.call_from_thread(self.notify, S.FORGED.format(count=forged),
+                                  severity="warning", markup=False, timeout=30)
         self.call_from_thread(self._set_placements, placements)
         self.call_from_thread(self.reload)
 

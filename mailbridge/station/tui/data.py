@@ -26,6 +26,7 @@ from ...fsmodes import open_private
 from ..ledger.db import translated
 from ..ledger.models import Attachment, Audit, Location, MailEvent, Message, Note, Tip
 from ..ledger.search import tip_condition
+from ..records import MessageKind
 
 Ts = TypeVarTuple("Ts")
 BODY_LIMIT = 20_000  # characters of one message body shown; the rest is counted
@@ -99,6 +100,12 @@ def page_tips(session: Session, f: TipFilter, offset: int, limit: int) -> list[T
 
 
 @translated(READING)
+def forged_count(session: Session, stations: tuple[str, ...]) -> int:
+    """Mail that claimed to be the relay's and failed its signature (never a tip)."""
+    return int(session.scalar(select(func.count()).select_from(Message).where(
+        Message.kind == MessageKind.FORGED.value, Message.station_id.in_(stations))) or 0)
+
+
 def placements_in_use(session: Session, stations: tuple[str, ...]) -> list[str]:
     rows = session.scalars(select(Tip.placement).where(Tip.station_id.in_(stations))
                            .distinct().order_by(Tip.placement))

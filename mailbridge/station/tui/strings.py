@@ -28,6 +28,7 @@ KIND: Mapping[str, str] = {
     "other": "Thư khác",
     "auto": "Thư tự động",
     "placeholder": "Thư quá lớn (chưa tải)",
+    "forged": "Thư mạo danh hệ thống",
 }
 ACTION: Mapping[str, str] = {
     "status": "Trạng thái",
@@ -105,6 +106,9 @@ CANCEL = "Hủy"
 SAVED = "Đã lưu: {path}"
 DONE = "Đã ghi: {what}"
 NO_TIP = "Chưa chọn tin nào"
+FORGED = ("Có {count} thư mạo danh hệ thống tin báo (không có chữ ký hợp lệ của máy chủ "
+          "tin báo): chúng không phải tin báo và không có trong danh sách. Thư vẫn nằm "
+          "trong hộp thư của đồn.")
 NO_FILE = "Không tìm thấy tệp {path}: kiểm tra ledger.attachments_dir"
 NO_OPENER = "Không có chương trình mở tệp (xdg-open): hãy lưu tệp rồi mở"
 NO_STATUS_MOVE = "{ref}: không thể đổi trạng thái từ {status}"
