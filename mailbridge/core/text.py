@@ -66,6 +66,15 @@ def first_words(value: str, *, max_length: int = 60) -> str:
     return cut.rstrip(" ,.;:-") + "…"
 
 
+_PASSWORD = re.compile(r"(://[^/?#@:\s]*:)[^@/?#\s]*@")
+
+
+def mask_passwords(text: str) -> str:
+    """*text* with the password of every ``scheme://user:password@`` in it replaced,
+    so a URL in an error or a log line never shows it."""
+    return _PASSWORD.sub(r"\1***@", text)
+
+
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 

@@ -183,9 +183,9 @@ def database_url(url: str) -> URL:
     """Parse ``relay.database``; plain ``postgresql://`` means psycopg 3."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(f"relay.database {url!r} is not a database URL: use "
-                          f"sqlite:///relay.db or postgresql+psycopg://user@host/db") from exc
+    except (ArgumentError, ValueError) as exc:  # the value is not echoed: it may hold a password
+        raise ConfigError("relay.database is not a database URL: use sqlite:///relay.db or "
+                          "postgresql+psycopg://user@host/db") from exc
     if parsed.drivername in ("postgres", "postgresql"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):

@@ -365,3 +365,11 @@ def test_a_reader_elsewhere_never_holds_up_an_accept(tmp_path: Path) -> None:
         reader.close()
         probe.close()
         store.close()
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:hunter2@host:notaport/db", "u:hunter2@x",
+                                 "nonsense://u:hunter2@host/db"])
+def test_a_bad_database_url_is_a_config_line_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigError, match="relay.database") as err:
+        RelayStore(url)
+    assert "hunter2" not in str(err.value)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from mailbridge.core.text import mask_passwords
 from mailbridge.station.ledger.db import (
     display_url,
     make_engine,
-    mask_passwords,
     session_factory,
     upgrade,
 )

@@ -18,7 +18,6 @@ fix, and a URL is only ever shown with its password masked.
 from __future__ import annotations
 
 import functools
-import re
 import sqlite3
 import time
 import urllib.parse
@@ -30,7 +29,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ...core.text import one_line
+from ...core.text import mask_passwords, one_line
 from ...errors import LedgerError
 from ...fsmodes import private_file
 
@@ -41,7 +40,6 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT = 30.0  # seconds SQLite waits for a lock before "database is locked"
 CREATE_IT = "run `mailbridge db upgrade --role station` or `mailbridge poll` first"
 DB_ERRORS = (SQLAlchemyError, sqlite3.Error)
-_PASSWORD = re.compile(r"(://[^/?#@:\s]*:)[^@/?#\s]*@")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -52,11 +50,6 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
-
-
-def mask_passwords(text: str) -> str:
-    """*text* with the password of every ``scheme://user:password@`` in it replaced."""
-    return _PASSWORD.sub(r"\1***@", text)
 
 
 def display_url(url: str) -> str:
