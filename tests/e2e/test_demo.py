@@ -4,10 +4,12 @@ its stopping."""
 from __future__ import annotations
 
 import contextlib
+import email
 import os
 import signal
 import subprocess
 import sys
+from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,19 @@ def test_once_seeds_more_tips_than_the_default_rate_limit(tmp_path: Path) -> Non
     result = demo(tmp_path / "demo", "--once", "--seed", "40")
     assert result.returncode == 0, result.stdout + result.stderr
     assert tips_in(tmp_path / "demo") == 40
+    # Every subject in the ledger reads as the relay wrote it, spaces and all (the
+    # email package's folding used to merge "lạ mang" into "lạmang" in 15 of 75).
+    written = sorted(str(email.message_from_bytes(f.read_bytes(), policy=default_policy)
+                         ["Subject"]) for f in maildir_files(tmp_path / "demo" / "mail" / "ncs")
+                     + maildir_files(tmp_path / "demo" / "mail" / "pvs"))
+    engine = create_engine(f"sqlite:///{tmp_path / 'demo' / 'ledger.db'}")
+    try:
+        with engine.connect() as conn:
+            indexed = sorted(conn.execute(select(Tip.subject)).scalars())
+    finally:
+        engine.dispose()
+    assert indexed == written and len(written) == 40
+    assert not any("lạmang" in s or "  " in s for s in indexed)
 
 
 def test_sigterm_stops_the_relay_and_the_poller(tmp_path: Path) -> None:
