@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mailbridge.relay.outbox import DeliveryWorker
 from mailbridge.relay.store import RelayStore
+from tests.conftest import mode
 from tests.relay.outbox_driver import maildir_station, make_settings, submit
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def mode(path: Path) -> int:
-    return path.stat().st_mode & 0o777
 
 
 @pytest.mark.usefixtures("umask_022")

@@ -4,10 +4,8 @@ password, and the files the ledger writes are private whatever the umask."""
 from __future__ import annotations
 
 import getpass
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from mailbridge.station.ledger.db import (
 )
 from mailbridge.station.ledger.store import LedgerStore
 from mailbridge.station.tui.data import save_attachment
+from tests.conftest import mode
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s" * 40
@@ -95,19 +94,6 @@ def test_a_database_url_is_shown_without_its_password(tmp_path: Path, database: 
 def test_display_url_masks_the_password(url: str, shown: str) -> None:
     assert display_url(url) == shown
     assert mask_passwords(f"could not open {url} today") == f"could not open {shown} today"
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def mode(path: Path) -> int:
-    return path.stat().st_mode & 0o777
 
 
 @pytest.mark.usefixtures("umask_022")
