@@ -138,24 +138,29 @@ def _encoded(name: str, value: str) -> str:
 
 
 def _headers(sub: Submission, env: Envelope, subject: str, now: datetime | None
-             ) -> list[tuple[str, str]]:
-    """Every top-level header the builder writes, in order, as the text it means."""
-    headers = [
-        ("From", str(Address(display_name="mailbridge", addr_spec=header_safe(env.relay_address)))),
-        ("To", f"{header_safe(sub.station_name, max_length=80)} <{header_safe(sub.mailbox)}>"),
-        ("Reply-To", header_safe(f"reply+{env.reply_token}@{env.relay_domain}")),
-        ("Subject", subject),
-        ("Date", format_datetime(now or datetime.now(UTC))),
-        ("Message-ID", header_safe(env.message_id or new_message_id(env.relay_domain))),
+             ) -> list[tuple[str, str, str | None]]:
+    """Every top-level header the builder writes, in order: its name, the text it means
+    and, where the policy's folding would mangle it, the form to store as it is."""
+    name, mailbox = header_safe(sub.station_name, max_length=80), header_safe(sub.mailbox)
+    headers: list[tuple[str, str, str | None]] = [
+        ("From", str(Address(display_name="mailbridge", addr_spec=header_safe(env.relay_address))),
+         None),
+        # The name always encoded, whatever it holds: no quoting rules apply to it.
+        ("To", f"{name} <{mailbox}>", f"{_encoded('To', name)}\n <{mailbox}>"),
+        ("Reply-To", header_safe(f"reply+{env.reply_token}@{env.relay_domain}"), None),
+        ("Subject", subject, None if subject.isascii() else _encoded("Subject", subject)),
+        ("Date", format_datetime(now or datetime.now(UTC)), None),
+        ("Message-ID", header_safe(env.message_id or new_message_id(env.relay_domain)), None),
     ]
     if env.references:
         refs = [header_safe(r) for r in env.references]
-        headers += [("In-Reply-To", refs[-1]), ("References", " ".join(refs))]
-    headers += [(HEADER_REF, header_safe(sub.ref)), (HEADER_STATION, header_safe(sub.station_id)),
-                (HEADER_CATEGORY, header_safe(sub.category_id))]
+        headers += [("In-Reply-To", refs[-1], None), ("References", " ".join(refs), None)]
+    headers += [(HEADER_REF, header_safe(sub.ref), None),
+                (HEADER_STATION, header_safe(sub.station_id), None),
+                (HEADER_CATEGORY, header_safe(sub.category_id), None)]
     if sub.placement_id:
-        headers.append((HEADER_PLACEMENT, header_safe(sub.placement_id)))
-    headers.append((HEADER_LOOP, LOOP_VALUE))
+        headers.append((HEADER_PLACEMENT, header_safe(sub.placement_id), None))
+    headers.append((HEADER_LOOP, LOOP_VALUE, None))
     return headers
 
 
@@ -176,6 +181,7 @@ def build_message(
 
 def _build(sub: Submission, env: Envelope, gettext: Callable[[str], str],
            now: datetime | None) -> tuple[EmailMessage, list[tuple[str, str]]]:
+    """The unsigned message and the (name, meant text) of each header it carries."""
     _ = gettext
     text = clean_text(sub.text, max_length=MAX_TEXT)
     where = clean_text(sub.where_when, max_length=MAX_WHERE)
@@ -187,14 +193,11 @@ def _build(sub: Submission, env: Envelope, gettext: Callable[[str], str],
     preview = first_words(text, max_length=60) or _("(no text)")
     headers = _headers(sub, env, header_safe(f"[{ref}] {category} — {preview}"), now)
     msg = EmailMessage(policy=default_policy)
-    for name, value in headers:
-        if name == "Subject" and not value.isascii():
-            msg.set_raw(name, _encoded(name, value))  # stored folded: written as it is
-        elif name == "To":  # the name encoded, whatever it holds: no quoting rules apply
-            name_to = header_safe(sub.station_name, max_length=80)
-            msg.set_raw(name, f"{_encoded(name, name_to)}\n <{header_safe(sub.mailbox)}>")
-        else:
+    for name, value, folded in headers:
+        if folded is None:
             msg[name] = value
+        else:  # stored already folded, so the generator writes it as it is
+            msg.set_raw(name, folded)
 
     rows: list[tuple[str, str]] = [
         (_("Reference"), ref),
@@ -225,7 +228,7 @@ def _build(sub: Submission, env: Envelope, gettext: Callable[[str], str],
         maintype, _slash, subtype = att.content_type.partition("/")
         msg.add_attachment(att.data, maintype=maintype, subtype=subtype,
                            filename=header_safe(att.filename, max_length=80))
-    return msg, headers
+    return msg, [(name, value) for name, value, _folded in headers]
 
 
 class ContractError(ValueError):

@@ -176,8 +176,9 @@ def test_the_parse_back_check_refuses_what_the_email_package_would_inject(
     evil = "[NCS-0042] =?utf-8?q?=0D=0ABcc=3A_victim=40evil.test?= het"
     real_headers = contract_module._headers
 
-    def leaky(*args: object) -> list[tuple[str, str]]:
-        return [(n, evil if n == "Subject" else v) for n, v in real_headers(*args)]  # type: ignore[arg-type]
+    def leaky(*args: object) -> list[tuple[str, str, str | None]]:
+        return [(n, evil, None) if n == "Subject" else (n, v, f)
+                for n, v, f in real_headers(*args)]  # type: ignore[arg-type]
 
     monkeypatch.setattr(contract_module, "_headers", leaky)
     injected = email.message_from_bytes(build_message(_submission(), ENV).as_bytes())
