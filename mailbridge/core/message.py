@@ -402,6 +402,11 @@ class RelayIdentity:
     public_keys: tuple[bytes, ...]
 
 
+def has_contract(headers: Headers) -> bool:
+    """Whether any contract header is present (else the message is ordinary mail)."""
+    return any(headers.get(name.lower()) for name in CONTRACT_HEADERS)
+
+
 def verify_contract(headers: Headers, body: str | None, keys: Sequence[bytes]) -> Checked:
     """Check the ``X-Mailbridge-*`` headers and their signature against *keys*.
 
@@ -412,7 +417,7 @@ def verify_contract(headers: Headers, body: str | None, keys: Sequence[bytes]) -
     """
     lists = {name.lower(): headers.get(name.lower()) or [] for name in
              CONTRACT_HEADERS + SIGNED_HEADERS}
-    if not any(lists[name.lower()] for name in CONTRACT_HEADERS):
+    if not has_contract(headers):
         return Checked(present=False)
     twice = [name for name in CONTRACT_HEADERS + SIGNED_HEADERS if len(lists[name.lower()]) > 1]
     if twice:

@@ -29,6 +29,7 @@ from ...core.message import (
     HEADER_LOOP,
     RelayIdentity,
     body_digest,
+    has_contract,
     message_ids,
     verify_contract,
 )
@@ -280,8 +281,9 @@ def index_message(raw: bytes, *, relay: RelayIdentity, size: int | None = None,
     in_reply_to = next((i for i in message_ids(header("In-Reply-To")) if len(i) <= 500), "")
     references = tuple(i for i in message_ids(header("References") + " " + in_reply_to)
                        if len(i) <= 500)[-MAX_REFS:]
-    checked = verify_contract(header_lists, None if headers_only else body_digest(msg),
-                              relay.public_keys)
+    # Only a message that claims to be a tip pays for digesting its body.
+    body = body_digest(msg) if has_contract(header_lists) and not headers_only else None
+    checked = verify_contract(header_lists, body, relay.public_keys)
     from_relay = sender == relay.address.strip().lower()
     contract = checked.contract if from_relay else None
     if checked.malformed:
