@@ -154,6 +154,7 @@ class RelaySettings:
     rate_limit_per_hour: int = 30
     retry_days: int = 5
     max_text_chars: int = 5000
+    conversation_days: int = 90
     trusted_proxies: tuple[str, ...] = ()
     # Client connections (see relay/connections.py): a cap, and deadlines in seconds.
     max_connections: int = 1000
@@ -450,6 +451,7 @@ def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
         rate_limit_per_hour=rate,
         retry_days=r.integer("retry_days", 5, 1),
         max_text_chars=r.integer("max_text_chars", 5000, 1),
+        conversation_days=r.integer("conversation_days", 90, 1, 3650),
         trusted_proxies=_addresses(r, "trusted_proxies"),
         max_connections=r.integer("max_connections", 1000, 1),
         header_timeout_seconds=r.seconds("header_timeout_seconds", 15.0),

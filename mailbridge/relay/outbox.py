@@ -90,6 +90,7 @@ class DeliveryWorker:
         self.settle = settle
         self._last_busy = -1e9
         self._purge_pending = False  # a reader elsewhere kept the WAL: purge at the next pass
+        self._expiry_hour: datetime | None = None  # the hour expired tips were last deleted
         timeouts = [s.smtp.timeout for s in settings.stations.values() if s.smtp]
         # The lease must outlast one attempt, or a second relay could send it too.
         self.lease = lease or timedelta(seconds=max([600.0, *(4 * t for t in timeouts)]))
@@ -118,6 +119,7 @@ class DeliveryWorker:
                     if count:
                         log.info("outbox: %d interrupted deliveries queued again", count)
                 await self.deliver_due()
+                await self.purge_expired()
                 if self._purge_pending:  # at least once a max_idle until a reader lets go
                     await self._purge()
                 due = await asyncio.to_thread(self.store.next_due)
@@ -153,6 +155,19 @@ class DeliveryWorker:
         results = await asyncio.gather(*(self._attempt(c, slots) for c in claims))
         await self._purge()
         return sum(results)
+
+    async def purge_expired(self) -> int:
+        """Once an hour: delete conversations older than ``relay.conversation_days``,
+        then fold the WAL so their sealed rows leave no copy. Returns how many."""
+        hour = self.clock().replace(minute=0, second=0, microsecond=0)
+        if hour == self._expiry_hour:
+            return 0
+        self._expiry_hour = hour
+        count = await asyncio.to_thread(self.store.purge_expired)
+        if count:
+            log.info("outbox: %d expired conversations deleted", count)
+            await self._purge()
+        return count
 
     async def _purge(self) -> None:
         self._purge_pending = not await asyncio.to_thread(self.store.purge_freed)

@@ -152,7 +152,8 @@ async def run_relay(settings: Settings, *, ready: Callable[[int], None] | None =
     ``relay.listen_port`` picks a free one, for tests).
     """
     stop = stop or asyncio.Event()
-    store = RelayStore(settings.relay.database)
+    store = RelayStore(settings.relay.database,
+                       conversation_days=settings.relay.conversation_days)
     try:
         await asyncio.to_thread(store.upgrade)
         worker = DeliveryWorker(settings, store)

@@ -16,6 +16,13 @@ What is kept, and why it is enough:
 - ``relay_form_tokens``: an HMAC of each form token used, with the hour after
   which it can no longer be valid; purged then. A restart does not make a
   used token valid again.
+- ``relay_conversations``: per tip, its public key, its private key sealed
+  with a key only the receipt code gives (core/conversation.py), its category
+  (follow-ups carry it) and how many follow-ups it had.
+- ``relay_messages``: officers' replies and the tipster's follow-ups, each
+  sealed to the tip's public key, with the day (not the hour) and who wrote it.
+  After ``conversation_days`` the tip record, its conversation and its
+  messages are deleted (``purge_expired``).
 
 Never an address, a user agent, a header of the request or a finer time.
 
@@ -30,14 +37,16 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     Column,
     Connection,
+    Date,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -62,12 +71,15 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..config import Station
+from ..core.conversation import ConversationKeys, Sealer, seal, unseal
 from ..core.message import Composed, hour_of
 from ..core.receipts import format_ref
 from ..errors import ConfigError, StoreError
 from ..fsmodes import FILE_MODE, private_file
 
 QUEUED, SENDING, DELIVERED, DEAD, DROPPED = "queued", "sending", "delivered", "dead", "dropped"
+STATION, TIPSTER = "station", "tipster"  # who wrote a message of a conversation
+CONVERSATION_DAYS = 90
 STATES = (QUEUED, SENDING, DELIVERED, DEAD, DROPPED)
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "relay_alembic_version"
@@ -110,12 +122,31 @@ tips = Table(
     Column("message_id", String(255), nullable=False),
     Column("created_hour", DateTime, nullable=False),
     UniqueConstraint("station_id", "ref", name="uq_relay_tips_ref"),
+    Index("ix_relay_tips_created", "created_hour"),
 )
 form_tokens = Table(
     "relay_form_tokens", metadata,
     Column("digest", String(64), primary_key=True),
     Column("expires_hour", DateTime, nullable=False),
     Index("ix_relay_form_tokens_expires", "expires_hour"),
+)
+conversations = Table(
+    "relay_conversations", metadata,
+    Column("tip_id", Integer, ForeignKey("relay_tips.id", ondelete="CASCADE"), primary_key=True),
+    Column("category_id", String(32), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("sealed_private_key", LargeBinary, nullable=False),
+    Column("salt", LargeBinary, nullable=False),
+    Column("followups", Integer, nullable=False),
+)
+messages = Table(
+    "relay_messages", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tip_id", Integer, ForeignKey("relay_tips.id", ondelete="CASCADE"), nullable=False),
+    Column("author", String(8), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Index("ix_relay_messages_tip", "tip_id"),
 )
 
 
@@ -161,6 +192,28 @@ class TipRecord:
     station_id: str
     message_id: str
     created_hour: datetime
+
+
+@dataclass(frozen=True)
+class Said:
+    """One message of a conversation, opened: who wrote it, the day, the text."""
+
+    author: str
+    day: date
+    text: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What the status page shows of a tip, opened with its receipt code."""
+
+    tip_id: int
+    tip: TipRecord
+    reply_token: str
+    category_id: str
+    delivered: bool
+    public_key: bytes
+    said: tuple[Said, ...]
 
 
 def utcnow() -> datetime:
@@ -215,9 +268,11 @@ def _sqlite_begin(conn: Connection) -> None:
 class RelayStore:
     """The relay database. Blocking: async callers use ``asyncio.to_thread``."""
 
-    def __init__(self, url: str, *, clock: Clock = utcnow) -> None:
+    def __init__(self, url: str, *, clock: Clock = utcnow,
+                 conversation_days: int = CONVERSATION_DAYS) -> None:
         self.url = database_url(url)
         self.clock = clock
+        self.conversation_days = conversation_days
         self.safe_url = self.url.render_as_string(hide_password=True)
         # hide_parameters: a failing INSERT must not put the tip into an exception text.
         if self.url.get_backend_name() == "sqlite":
@@ -297,9 +352,11 @@ class RelayStore:
     # -- intake --------------------------------------------------------------------
 
     def accept(self, station: Station, build: Callable[[str, datetime], Composed], *,
-               receipt_hash: str, reply_token: str, delay_minutes: int = 0) -> Accepted:
+               receipt_hash: str, reply_token: str, delay_minutes: int = 0,
+               keys: ConversationKeys | None = None, category_id: str = "") -> Accepted:
         """Allocate the station's next ref, build the message and store it, in ONE
         transaction committed before returning. Show the receipt only afterwards.
+        With ``keys`` the tip's conversation is stored in the same transaction.
 
         ``build(ref, date)`` composes the signed message. With ``delay_minutes``
         the first attempt is at a random moment within that many minutes, and
@@ -308,27 +365,106 @@ class RelayStore:
         not used.
         """
         now = self.clock()
-        hour = _hour(now)
-        due = hour  # due at once, without keeping more than the hour
-        if delay_minutes > 0:
-            due = _naive(now) + timedelta(seconds=1 + secrets.randbelow(delay_minutes * 60))
         with self._write("storing a tip") as conn:
             number = _next_number(conn, station.id)
             ref = format_ref(station.ref_prefix, number)
-            # A Date of *now* would undo a delay: the message carries its send time.
-            composed = build(ref, due.replace(tzinfo=UTC) if delay_minutes > 0 else now)
-            data = composed.data
-            outbox_id = conn.execute(insert(outbox).values(
-                station_id=station.id, ref=ref, state=QUEUED, attempts=0,
-                next_attempt_at=due, last_error="", message=data, created_hour=hour,
-                updated_hour=hour, window_hour=hour,
-            ).returning(outbox.c.id)).scalar_one()
-            conn.execute(insert(tips).values(
+            composed, outbox_id = _enqueue(conn, station.id, ref, now, delay_minutes,
+                                           lambda date: build(ref, date))
+            tip_id = conn.execute(insert(tips).values(
                 station_id=station.id, ref=ref, reply_token=reply_token,
                 receipt_hash=receipt_hash, message_id=composed.message_id,
-                created_hour=hour,
-            ))
-        return Accepted(ref=ref, outbox_id=int(outbox_id))
+                created_hour=_hour(now),
+            ).returning(tips.c.id)).scalar_one()
+            if keys is not None:
+                conn.execute(insert(conversations).values(
+                    tip_id=tip_id, category_id=category_id, public_key=keys.public_key,
+                    sealed_private_key=keys.sealed_private_key, salt=keys.salt, followups=0))
+        return Accepted(ref=ref, outbox_id=outbox_id)
+
+    # -- conversations ---------------------------------------------------------------
+
+    def _open_since(self) -> datetime:
+        """Tips received before this hour are expired: no reply, no lookup."""
+        return _hour(self.clock()) - timedelta(days=self.conversation_days)
+
+    def _today(self) -> date:
+        return self.clock().astimezone(UTC).date()
+
+    def add_reply(self, reply_token: str, text: str, *, station_id: str) -> bool:
+        """Seal an officer's reply to the tip of *reply_token*; False when the token is
+        unknown, expired or belongs to another station (nothing is stored then)."""
+        query = (select(tips.c.id, conversations.c.public_key)
+                 .join(conversations, conversations.c.tip_id == tips.c.id)
+                 .where(tips.c.reply_token == reply_token, tips.c.station_id == station_id,
+                        tips.c.created_hour > self._open_since()))
+        with self._write("storing a reply") as conn:
+            row = conn.execute(query).first()
+            if row is None:
+                return False
+            conn.execute(insert(messages).values(tip_id=row.id, author=STATION,
+                                                 day=self._today(),
+                                                 sealed=seal(bytes(row.public_key), text)))
+        return True
+
+    def open_conversation(self, receipt_hash: str, code: str,
+                          sealer: Sealer) -> Conversation | None:
+        """The unexpired conversation of a receipt, its messages opened with *code*,
+        oldest first; None when there is none (or *code* does not open it)."""
+        query = (select(tips.c.id, tips.c.ref, tips.c.station_id, tips.c.message_id,
+                        tips.c.created_hour, tips.c.reply_token, conversations.c.category_id,
+                        conversations.c.public_key, conversations.c.sealed_private_key,
+                        conversations.c.salt)
+                 .join(conversations, conversations.c.tip_id == tips.c.id)
+                 .where(tips.c.receipt_hash == receipt_hash,
+                        tips.c.created_hour > self._open_since()))
+        with self._read("opening a conversation") as conn:
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            state = conn.execute(select(outbox.c.state).where(
+                outbox.c.station_id == row.station_id, outbox.c.ref == row.ref)).scalar()
+            sealed = conn.execute(select(messages.c.author, messages.c.day, messages.c.sealed)
+                                  .where(messages.c.tip_id == row.id)
+                                  .order_by(messages.c.id)).all()
+        keys = ConversationKeys(bytes(row.public_key), bytes(row.sealed_private_key),
+                                bytes(row.salt))
+        private = sealer.unlock(keys, code)
+        if private is None:
+            return None
+        tip = TipRecord(row.ref, row.station_id, row.message_id,
+                        row.created_hour.replace(tzinfo=UTC))
+        return Conversation(
+            tip_id=row.id, tip=tip, reply_token=row.reply_token, category_id=row.category_id,
+            delivered=state == DELIVERED, public_key=keys.public_key,
+            said=tuple(Said(m.author, m.day, unseal(private, bytes(m.sealed)))
+                       for m in sealed))
+
+    def add_followup(self, conversation: Conversation, build: Callable[[datetime], Composed],
+                     sealed: bytes, *, delay_minutes: int = 0) -> Accepted:
+        """Queue the tipster's follow-up (``build(date)`` composes it) and keep it
+        sealed (*sealed*, from ``seal``) in the conversation, in one transaction.
+        Its outbox row is ``REF+n``, the n-th follow-up; the message keeps REF."""
+        now = self.clock()
+        tip_id = conversation.tip_id
+        with self._write("storing a follow-up") as conn:
+            number = conn.execute(update(conversations).where(conversations.c.tip_id == tip_id)
+                                  .values(followups=conversations.c.followups + 1)
+                                  .returning(conversations.c.followups)).scalar_one()
+            ref = f"{conversation.tip.ref}+{number}"
+            _, outbox_id = _enqueue(conn, conversation.tip.station_id, ref, now,
+                                    delay_minutes, build)
+            conn.execute(insert(messages).values(tip_id=tip_id, author=TIPSTER,
+                                                 day=self._today(), sealed=sealed))
+        return Accepted(ref=ref, outbox_id=outbox_id)
+
+    def purge_expired(self) -> int:
+        """Delete expired tips: their record, keys and messages. Returns how many."""
+        expired = select(tips.c.id).where(tips.c.created_hour <= self._open_since())
+        with self._write("deleting expired conversations") as conn:
+            conn.execute(delete(messages).where(messages.c.tip_id.in_(expired)))
+            conn.execute(delete(conversations).where(conversations.c.tip_id.in_(expired)))
+            return int(conn.execute(delete(tips).where(
+                tips.c.created_hour <= self._open_since())).rowcount)
 
     def use_form_token(self, digest: str, valid_until: datetime) -> bool:
         """Record a form token as used: True the first time, False ever after while it
@@ -531,6 +667,24 @@ def _outbox_row(r: AnyRow) -> OutboxRow:
 def _insert_for(dialect: str) -> Any:
     """The INSERT that knows ON CONFLICT, for this database."""
     return sqlite_insert if dialect == "sqlite" else pg_insert
+
+
+def _enqueue(conn: Connection, station_id: str, ref: str, now: datetime, delay_minutes: int,
+             build: Callable[[datetime], Composed]) -> tuple[Composed, int]:
+    """Build a message and put it into the outbox, due at once or at a random moment
+    within ``delay_minutes``; then the message's Date is that moment (a Date of
+    *now* would undo the delay)."""
+    hour = _hour(now)
+    due = hour  # due at once, without keeping more than the hour
+    if delay_minutes > 0:
+        due = _naive(now) + timedelta(seconds=1 + secrets.randbelow(delay_minutes * 60))
+    composed = build(due.replace(tzinfo=UTC) if delay_minutes > 0 else now)
+    outbox_id = conn.execute(insert(outbox).values(
+        station_id=station_id, ref=ref, state=QUEUED, attempts=0, next_attempt_at=due,
+        last_error="", message=composed.data, created_hour=hour, updated_hour=hour,
+        window_hour=hour,
+    ).returning(outbox.c.id)).scalar_one()
+    return composed, int(outbox_id)
 
 
 def _next_number(conn: Connection, station_id: str) -> int:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
@@ -13,7 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from mailbridge.config import Station
+from mailbridge.core.conversation import Sealer, seal
 from mailbridge.core.message import Composed
+from mailbridge.core.receipts import new_receipt_code, new_reply_token
 from mailbridge.errors import ConfigError, StoreError
 from mailbridge.relay.store import (
     DEAD,
@@ -21,13 +25,20 @@ from mailbridge.relay.store import (
     DROPPED,
     QUEUED,
     SENDING,
+    STATION,
+    TIPSTER,
+    Accepted,
+    Conversation,
     RelayStore,
+    Said,
+    conversations,
     database_url,
     form_tokens,
+    messages,
     outbox,
     tips,
 )
-from tests.relay.outbox_driver import FakeClock, maildir_station, submit
+from tests.relay.outbox_driver import FakeClock, builder, maildir_station, submit
 
 LEASE = timedelta(minutes=10)
 NCS = maildir_station("ncs", Path("/nonexistent"))
@@ -373,3 +384,110 @@ def test_a_bad_database_url_is_a_config_line_without_its_password(url: str) -> N
     with pytest.raises(ConfigError, match="relay.database") as err:
         RelayStore(url)
     assert "hunter2" not in str(err.value)
+
+
+# -- conversations -------------------------------------------------------------------
+
+SEALER = Sealer(b"k" * 32, time_cost=1, memory_cost_kib=8)  # cheap: the method is the same
+CODE = new_receipt_code()
+
+
+def converse(store: RelayStore, station: Station = NCS, code: str = CODE,
+             text: str = "x") -> tuple[str, str]:
+    """Accept a tip with a conversation; returns its receipt hash and reply token."""
+    token, receipt = new_reply_token(), secrets.token_hex(32)
+    store.accept(station, builder(station, text, token), receipt_hash=receipt,
+                 reply_token=token, keys=SEALER.new_keys(code), category_id="drugs")
+    return receipt, token
+
+
+def followup(store: RelayStore, conversation: Conversation, text: str) -> Accepted:
+    station = NCS if conversation.tip.station_id == "ncs" else ABC
+
+    def build(date: datetime) -> Composed:
+        return builder(station, text, conversation.reply_token)(conversation.tip.ref, date)
+
+    return store.add_followup(conversation, build, seal(conversation.public_key, text))
+
+
+def test_a_conversation_opens_with_its_code_only(store: RelayStore) -> None:
+    receipt, _ = converse(store)
+    opened = store.open_conversation(receipt, CODE, SEALER)
+    assert opened is not None
+    assert (opened.tip.ref, opened.category_id, opened.delivered, opened.said) == \
+        ("NCS-0001", "drugs", False, ())
+    assert store.open_conversation(receipt, new_receipt_code(), SEALER) is None
+    assert store.open_conversation(secrets.token_hex(32), CODE, SEALER) is None
+
+
+def test_replies_are_sealed_and_read_back_in_order_with_their_day(
+        store: RelayStore, clock: FakeClock) -> None:
+    receipt, token = converse(store)
+    assert store.add_reply(token, "Cảm ơn, chúng tôi đã nhận.", station_id="ncs")
+    clock.advance(days=2)
+    assert store.add_reply(token, "Hãy cho biết thêm.", station_id="ncs")
+    with store.engine.connect() as conn:
+        stored = conn.execute(select(messages.c.sealed)).scalars().all()
+    assert all("Cảm ơn".encode() not in bytes(s) for s in stored)
+    opened = store.open_conversation(receipt, CODE, SEALER)
+    assert opened is not None
+    assert opened.said == (Said(STATION, date(2026, 3, 14), "Cảm ơn, chúng tôi đã nhận."),
+                           Said(STATION, date(2026, 3, 16), "Hãy cho biết thêm."))
+
+
+def test_add_reply_refuses_unknown_tokens_other_stations_and_keyless_tips(
+        store: RelayStore) -> None:
+    _, token = converse(store)
+    keyless = new_reply_token()  # a tip accepted without a keypair (older, or by e-mail)
+    store.accept(NCS, builder(NCS, "no keys", keyless), receipt_hash=secrets.token_hex(32),
+                 reply_token=keyless)
+    assert not store.add_reply(new_reply_token(), "x", station_id="ncs")
+    assert not store.add_reply(token, "x", station_id="abc")
+    assert not store.add_reply(keyless, "x", station_id="ncs")
+    with store.engine.connect() as conn:
+        assert conn.execute(select(messages.c.id)).first() is None
+    assert store.add_reply(token, "x", station_id="ncs")  # the check above can fail
+
+
+def test_delivered_shows_once_the_tip_is_delivered(store: RelayStore) -> None:
+    receipt, _ = converse(store)
+    (claim,) = store.claim_due(10, LEASE)
+    assert store.mark_delivered(claim)
+    opened = store.open_conversation(receipt, CODE, SEALER)
+    assert opened is not None and opened.delivered
+
+
+def test_a_followup_is_queued_under_its_own_row_and_kept_sealed(store: RelayStore) -> None:
+    receipt, _ = converse(store)
+    opened = store.open_conversation(receipt, CODE, SEALER)
+    assert opened is not None
+    assert followup(store, opened, "the truck is blue").ref == "NCS-0001+1"
+    assert followup(store, opened, "and has two men").ref == "NCS-0001+2"
+    claims = store.claim_due(10, LEASE)
+    assert [c.ref for c in claims] == ["NCS-0001", "NCS-0001+1", "NCS-0001+2"]
+    message = message_from_bytes(claims[1].message, policy=default_policy)
+    assert message["X-Mailbridge-Ref"] == "NCS-0001"
+    reopened = store.open_conversation(receipt, CODE, SEALER)
+    assert reopened is not None
+    assert [(s.author, s.text) for s in reopened.said] == [
+        (TIPSTER, "the truck is blue"), (TIPSTER, "and has two men")]
+
+
+def test_conversations_expire_and_are_deleted(url: str, clock: FakeClock) -> None:
+    store = RelayStore(url, clock=clock, conversation_days=90)
+    store.upgrade()
+    try:
+        receipt, token = converse(store)
+        assert store.add_reply(token, "x", station_id="ncs")
+        clock.advance(days=89, hours=23)
+        assert store.purge_expired() == 0
+        assert store.open_conversation(receipt, CODE, SEALER) is not None
+        clock.advance(hours=1)
+        assert not store.add_reply(token, "x", station_id="ncs")
+        assert store.open_conversation(receipt, CODE, SEALER) is None
+        assert store.purge_expired() == 1
+        with store.engine.connect() as conn:
+            for table in (tips, conversations, messages):
+                assert conn.execute(select(table)).first() is None
+    finally:
+        store.close()
