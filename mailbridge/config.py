@@ -155,6 +155,9 @@ class RelaySettings:
     retry_days: int = 5
     max_text_chars: int = 5000
     conversation_days: int = 90
+    # Receipt-code lookups at /status: per network and for all networks together.
+    status_lookups_per_hour: int = 10
+    status_lookups_total_per_hour: int = 600
     trusted_proxies: tuple[str, ...] = ()
     # Client connections (see relay/connections.py): a cap, and deadlines in seconds.
     max_connections: int = 1000
@@ -452,6 +455,8 @@ def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
         retry_days=r.integer("retry_days", 5, 1),
         max_text_chars=r.integer("max_text_chars", 5000, 1),
         conversation_days=r.integer("conversation_days", 90, 1, 3650),
+        status_lookups_per_hour=r.integer("status_lookups_per_hour", 10, 1),
+        status_lookups_total_per_hour=r.integer("status_lookups_total_per_hour", 600, 1),
         trusted_proxies=_addresses(r, "trusted_proxies"),
         max_connections=r.integer("max_connections", 1000, 1),
         header_timeout_seconds=r.seconds("header_timeout_seconds", 15.0),

@@ -12,7 +12,9 @@ from a memory dump of another installation.
 Counting is a fixed window per UTC hour, so nothing finer than the hour is held
 either. Memory is bounded: past ``max_networks`` distinct networks in one hour
 new networks are let through uncounted (failing open) rather than letting a
-flood of addresses block every villager.
+flood of addresses block every villager. Where failing open is not acceptable
+(receipt-code lookups, which a guesser spreads over many networks),
+``total_per_hour`` caps every network together.
 """
 
 from __future__ import annotations
@@ -56,9 +58,11 @@ class RateLimiter:
     """Allow at most *per_hour* submissions per network prefix in each UTC hour."""
 
     def __init__(self, key: bytes, per_hour: int, *, max_networks: int = 100_000,
-                 trusted_proxies: Iterable[str] = (),
+                 total_per_hour: int | None = None, trusted_proxies: Iterable[str] = (),
                  clock: Callable[[], float] = time.time) -> None:
         self._key = key
+        self._total_per_hour = total_per_hour
+        self._total = 0
         self._proxies = frozenset(trusted_proxies)
         self._per_hour = per_hour
         self._max = max_networks
@@ -79,15 +83,20 @@ class RateLimiter:
         if hour != self._hour:
             self._hour = hour
             self._counts.clear()
+            self._total = 0
+        if self._total_per_hour is not None and self._total >= self._total_per_hour:
+            return False
         bucket = self._bucket(scope)
         count = self._counts.get(bucket)
         if count is None:
             if len(self._counts) >= self._max:
+                self._total += 1
                 return True
             count = 0
         if count >= self._per_hour:
             return False
         self._counts[bucket] = count + 1
+        self._total += 1
         return True
 
     def __len__(self) -> int:

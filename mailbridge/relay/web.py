@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from babel.dates import format_date
 from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +41,7 @@ from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Category, Placement, Settings, Station
+from ..core.conversation import Sealer, seal
 from ..core.message import (
     MAX_WHERE,
     Composed,
@@ -56,6 +58,7 @@ from ..core.receipts import (
     format_receipt,
     new_receipt_code,
     new_reply_token,
+    parse_receipt,
 )
 from ..core.text import clean_text, is_slug
 from ..errors import MailbridgeError, StoreError
@@ -65,12 +68,13 @@ from .i18n import (
     LANGUAGE_NAMES,
     MESSAGE_LANGUAGE,
     N_,
+    babel_locale,
     environment,
     format_number,
     gettext_for,
 )
 from .ratelimit import RateLimiter
-from .store import Accepted, RelayStore
+from .store import TIPSTER, Accepted, Conversation, RelayStore
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,7 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "x-frame-options": "DENY",
 }
 FORM_FIELDS = frozenset({"t", "lang", "category", "text", "where"})
+STATUS_FIELDS = frozenset({"t", "lang", "code", "text"})
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
@@ -204,6 +209,13 @@ class WebForm:
                                    settings.relay.rate_limit_per_hour,
                                    trusted_proxies=settings.relay.trusted_proxies)
         self.hasher = ReceiptHasher(derive_key(secret, "receipt"))
+        self.sealer = Sealer(derive_key(secret, "conversation"))
+        # Guessing codes: a per-network limit, and one for all networks together
+        # (a guesser spreads over many networks; docs/THREAT-MODEL.md has the figures).
+        self.lookups = RateLimiter(derive_key(secret, "ratelimit-code"),
+                                   settings.relay.status_lookups_per_hour,
+                                   total_per_hour=settings.relay.status_lookups_total_per_hour,
+                                   trusted_proxies=settings.relay.trusted_proxies)
         self.signer = signing_key(secret)
         # A URL-encoded UTF-8 character takes at most 9 bytes (%XX%XX%XX).
         self.max_body = (self.relay.max_text_chars + MAX_WHERE) * 9 + 4096
@@ -345,31 +357,142 @@ class WebForm:
         # finer than the hour the design allows (and defeating delivery_delay_minutes).
         log.debug("accepted tip %s for station %s", accepted.ref, station.id)
         return self.render(lang, "receipt.html", station=station, ref=accepted.ref,
-                           code=format_receipt(code), action=_form_path(station, placement))
+                           code=format_receipt(code), action=_form_path(station, placement),
+                           status_link=_lang_query("/status", lang))
+
+    def _compose(self, station: Station, category: Category, form: FormInput, *, ref: str,
+                 date: datetime, envelope: Envelope,
+                 placement: Placement | None = None) -> Composed:
+        """The signed message of a tip or a follow-up: the one contract for both."""
+        submission = Submission(
+            station_id=station.id, station_name=station.name, mailbox=station.mailbox,
+            ref=ref, category_id=category.id,
+            category_label=category_label(category, MESSAGE_LANGUAGE),
+            text=form.text, placement_id=placement.id if placement else "",
+            placement_label=placement.label if placement else "",
+            where_when=form.where, received_hour=hour_of(datetime.now(UTC)))
+        return compose(submission, envelope, self.signer,
+                       gettext=gettext_for(MESSAGE_LANGUAGE), now=date)
 
     def _accept(self, station: Station, placement: Placement | None, category: Category,
                 form: FormInput, code: str) -> Accepted:
-        """Build and commit the tip (blocking: slow hash + database, run in a thread)."""
+        """Build and commit the tip with its conversation keys (blocking: two slow
+        hashes + database, run in a thread)."""
         token = new_reply_token()
         envelope = Envelope(self.relay.address, self.relay.domain, token)
-        hour = hour_of(datetime.now(UTC))
 
         def build(ref: str, date: datetime) -> Composed:
-            submission = Submission(
-                station_id=station.id, station_name=station.name, mailbox=station.mailbox,
-                ref=ref, category_id=category.id,
-                category_label=category_label(category, MESSAGE_LANGUAGE),
-                text=form.text, placement_id=placement.id if placement else "",
-                placement_label=placement.label if placement else "",
-                where_when=form.where, received_hour=hour)
-            return compose(submission, envelope, self.signer,
-                           gettext=gettext_for(MESSAGE_LANGUAGE), now=date)
+            return self._compose(station, category, form, ref=ref, date=date,
+                                 envelope=envelope, placement=placement)
 
         return self.store.accept(station, build, receipt_hash=self.hasher.hash(code),
                                  reply_token=token,
-                                 delay_minutes=station.delivery_delay_minutes)
+                                 delay_minutes=station.delivery_delay_minutes,
+                                 keys=self.sealer.new_keys(code), category_id=category.id)
 
-    async def _read_form(self, request: Request) -> dict[str, str]:
+    # -- status: replies and follow-ups, opened with the receipt code ------------------
+
+    async def status(self, request: Request) -> Response:
+        """GET: the code field. POST: the conversation, or a follow-up to add to it."""
+        if request.method in ("GET", "HEAD"):
+            return self.status_page(self.language(request.query_params.get("lang")))
+        try:
+            fields = await self._read_form(request, STATUS_FIELDS)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        except _Refused as refused:
+            lang = self.language(request.query_params.get("lang"))
+            return self.status_page(lang, refused.status, N_("The form could not be read"))
+        lang = self.language(fields.get("lang"))
+        code = parse_receipt(fields.get("code", ""))
+        if code is None:  # a typo is caught by the check digit: no lookup, nothing counted
+            return self.status_page(lang, 400, N_("Check the code: it has 16 digits, and one "
+                                                  "of them is not right."))
+        if not self.lookups.hit(request.scope):
+            return self.status_page(lang, 429, N_("Too many codes were tried from your network "
+                                                  "or from everywhere. Please try again in an "
+                                                  "hour."))
+        try:
+            conversation = await run_in_threadpool(self._open, code)
+        except StoreError as exc:
+            log.error("a receipt code could not be looked up: %s", _describe(exc))
+            return self.status_page(lang, 503, N_("Something went wrong"))
+        station = self.settings.station(conversation.tip.station_id) if conversation else None
+        if conversation is None or station is None:
+            return self.status_page(lang, 404, N_(
+                "No tip has this code. Replies are kept for %(days)s days, then deleted."),
+                days=format_number(self.relay.conversation_days, lang))
+        if request.url.path.rstrip("/").endswith("/add"):
+            return await self._add(lang, code, station, conversation, fields)
+        return self.conversation(lang, code, station, conversation)
+
+    def _open(self, code: str) -> Conversation | None:
+        return self.store.open_conversation(self.hasher.hash(code), code, self.sealer)
+
+    async def _add(self, lang: str, code: str, station: Station, conversation: Conversation,
+                   fields: Mapping[str, str]) -> Response:
+        """Forward what the tipster adds as a follow-up, threaded under the tip."""
+        _ = gettext_for(lang)
+        text = clean_text(fields.get("text", ""))
+        # A category removed from the config since the tip: labelled by its id.
+        category = self.settings.category(conversation.category_id) or Category(
+            conversation.category_id, conversation.category_id)
+
+        def again(status: int, error: str) -> Response:
+            return self.conversation(lang, code, station, conversation, status=status,
+                                     error=error, text=text)
+
+        if not text:
+            return again(400, _("Please write what you want to add."))
+        if len(text) > self.relay.max_text_chars:
+            return again(400, _("The text is too long: at most %(max)s characters.")
+                         % {"max": format_number(self.relay.max_text_chars, lang)})
+        envelope = Envelope(self.relay.address, self.relay.domain, conversation.reply_token,
+                            references=(conversation.tip.message_id,))
+
+        def build(date: datetime) -> Composed:
+            return self._compose(station, category, FormInput(text=text),
+                                 ref=conversation.tip.ref, date=date, envelope=envelope)
+
+        try:
+            if not await run_in_threadpool(self.tokens.consume, fields.get("t", ""), station.id):
+                return again(400, _("This form has expired or was already sent. If your text "
+                                    "is among the replies above, it was sent."))
+            await run_in_threadpool(self.store.add_followup, conversation, build,
+                                    seal(conversation.public_key, text),
+                                    delay_minutes=station.delivery_delay_minutes)
+        except Exception as exc:  # the tipster must learn it was not sent, whatever failed
+            log.error("a follow-up for station %s was not accepted: %s", station.id,
+                      _describe(exc))
+            return again(503, _("It was NOT sent. Please try again in a few minutes."))
+        try:
+            self.on_accepted()
+        except Exception as exc:  # committed already: delivery will pick it up anyway
+            log.error("waking the delivery worker failed: %s", _describe(exc))
+        opened = await run_in_threadpool(self._open, code)
+        return self.conversation(lang, code, station, opened or conversation,
+                                 notice=_("Sent. The station will receive it."))
+
+    def status_page(self, lang: str, status: int = 200, error: str = "",
+                    **values: str) -> HTMLResponse:
+        _ = gettext_for(lang)
+        return self.render(lang, "status.html", status, switch=status == 200,
+                           error=_(error) % values if error else "")
+
+    def conversation(self, lang: str, code: str, station: Station, conversation: Conversation,
+                     *, status: int = 200, error: str = "", notice: str = "",
+                     text: str = "") -> HTMLResponse:
+        said = [{"mine": s.author == TIPSTER, "text": s.text,
+                 "day": format_date(s.day, format="medium", locale=babel_locale(lang))}
+                for s in conversation.said]
+        return self.render(lang, "conversation.html", status, station=station,
+                           tip=conversation.tip, delivered=conversation.delivered, said=said,
+                           code=format_receipt(code), token=self.tokens.issue(station.id),
+                           error=error, notice=notice, text=text,
+                           max_text=self.relay.max_text_chars)
+
+    async def _read_form(self, request: Request,
+                         allowed: frozenset[str] = FORM_FIELDS) -> dict[str, str]:
         """The allow-listed fields of a URL-encoded body, refused early when too big."""
         content_type = request.headers.get("content-type", "").partition(";")[0]
         if content_type.strip().lower() != FORM_TYPE:
@@ -385,12 +508,12 @@ class WebForm:
         try:
             pairs = urllib.parse.parse_qsl(body.decode("ascii"), keep_blank_values=True,
                                            encoding="utf-8", errors="strict",
-                                           max_num_fields=len(FORM_FIELDS) + 30)
+                                           max_num_fields=len(allowed) + 30)
         except ValueError as exc:  # UnicodeDecodeError too: not ASCII, not UTF-8
             raise _Refused(400) from exc
         fields: dict[str, str] = {}
         for name, value in pairs:
-            if name in FORM_FIELDS and name not in fields:
+            if name in allowed and name not in fields:
                 fields[name] = value
         return fields
 
@@ -417,6 +540,10 @@ class WebForm:
     async def crash(self, request: Request, exc: Exception) -> Response:
         log.error("error on a page: %s", _describe(exc))
         return self.server_error(self.relay.default_language)
+
+
+def _lang_query(path: str, lang: str) -> str:
+    return f"{path}?lang={lang}"
 
 
 def _form_path(station: Station, placement: Placement | None) -> str:
@@ -457,6 +584,9 @@ def create_app(settings: Settings, store: RelayStore, *,
         routes=[
             Route("/", web.chooser, methods=["GET"]),
             Route("/healthz", web.healthz, methods=["GET"]),
+            # The receipt code only ever in a POST body: GET shows the empty field.
+            Route("/status", web.status, methods=["GET", "POST"]),
+            Route("/status/add", web.status, methods=["POST"]),
             # Browsers ask for it on their own: answer with nothing, not a 2 KB 404 page.
             Route("/favicon.ico", web.no_icon, methods=["GET"]),
             # QR codes may encode the whole URL in upper case (alphanumeric mode).

@@ -91,3 +91,11 @@ def test_forwarded_for_from_an_untrusted_peer_is_ignored(clock: Clock) -> None:
     limiter = RateLimiter(KEY, 1, trusted_proxies=["127.0.0.1"], clock=clock)
     assert limiter.hit(_proxied("198.51.100.7", "192.0.2.1"))
     assert not limiter.hit(_proxied("198.51.100.8", "192.0.2.99"))
+
+
+def test_a_total_cap_holds_across_networks_and_past_the_memory_bound(clock: Clock) -> None:
+    limiter = RateLimiter(KEY, 5, max_networks=2, total_per_hour=3, clock=clock)
+    assert [limiter.hit(scope(f"198.51.{n}.1")) for n in range(5)] == \
+        [True, True, True, False, False]
+    clock.now += 3600
+    assert limiter.hit(scope("198.51.9.1"))
