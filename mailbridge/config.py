@@ -135,6 +135,10 @@ class Station:
     delivery_delay_minutes: int = 0
     officers: Mapping[str, str] = field(default_factory=dict)
     hotline: str = ""
+    # Who may answer a tipster by mail besides ``mailbox`` (lower-case addresses).
+    officer_senders: tuple[str, ...] = ()
+    # The relay address that takes tips by e-mail for this station; "" keeps it off.
+    mail_tips_address: str = ""
 
     def placement(self, placement_id: str) -> Placement | None:
         return next((p for p in self.placements if p.id == placement_id), None)
@@ -163,6 +167,11 @@ class RelaySettings:
     max_connections: int = 1000
     header_timeout_seconds: float = 15.0
     body_timeout_seconds: float = 60.0
+    # SMTP intake of officer replies (relay/smtp.py): off while smtp_listen is unset.
+    smtp_listen: tuple[str, int] | None = None
+    smtp_max_bytes: int = 10 * 1024 * 1024
+    smtp_tls_cert: Path | None = None
+    smtp_tls_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -461,9 +470,29 @@ def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
         max_connections=r.integer("max_connections", 1000, 1),
         header_timeout_seconds=r.seconds("header_timeout_seconds", 15.0),
         body_timeout_seconds=r.seconds("body_timeout_seconds", 60.0),
+        smtp_listen=_host_port(r, "smtp_listen"),
+        smtp_max_bytes=r.integer("smtp_max_bytes", 10 * 1024 * 1024, 1024),
+        smtp_tls_cert=r.path("smtp_tls_cert"),
+        smtp_tls_key=r.path("smtp_tls_key"),
     )
+    if (settings.smtp_tls_cert is None) != (settings.smtp_tls_key is None):
+        r.error("smtp_tls_cert", "and relay.smtp_tls_key go together: set both (certificate "
+                                 "and its private key, PEM) or neither")
     r.finish()
     return settings
+
+
+def _host_port(r: _Reader, name: str) -> tuple[str, int] | None:
+    """``"host:port"`` (``"[::1]:2525"`` for IPv6), or None when the key is unset."""
+    value = r.text(name)
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        r.error(name, f'must be "host:port" such as "0.0.0.0:25", got {value!r}')
+        return None
+    return host, int(port)
 
 
 def _addresses(r: _Reader, name: str) -> tuple[str, ...]:
@@ -551,6 +580,13 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None) -> Station | None:
         r.error("officers", "must map OS account names to officer names (strings)")
         officers = {}
     delay = r.integer("delivery_delay_minutes", 0, 0, 120)
+    senders = r.get("officer_senders", list, [])
+    for sender in senders:
+        if not isinstance(sender, str) or not _EMAIL.match(sender):
+            r.error("officer_senders", f"must list e-mail addresses, got {sender!r}")
+    mail_tips = r.text("mail_tips_address")
+    if mail_tips and not _EMAIL.match(mail_tips):
+        r.error("mail_tips_address", f"must be an e-mail address, got {mail_tips!r}")
     station = Station(
         id=sid,
         name=r.text("name", sid),
@@ -563,6 +599,8 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None) -> Station | None:
         delivery_delay_minutes=delay,
         officers=dict(officers),
         hotline=r.text("hotline"),
+        officer_senders=tuple(s.lower() for s in senders if isinstance(s, str)),
+        mail_tips_address=mail_tips.lower(),
     )
     r.finish()
     return station if sid else None

@@ -32,6 +32,7 @@ from ..config import Settings
 from ..errors import ConfigError, RuntimeFailure
 from .connections import BACKLOG, HEAD_BYTES, Limits, fit_open_file_limit, protocol_for
 from .outbox import DeliveryWorker
+from .smtp import start_smtp
 from .store import RelayStore
 from .web import create_app
 
@@ -54,7 +55,8 @@ class TracebackWithoutText(logging.Filter):
 
 
 # Loggers that clients can make speak: a bad request, a dropped connection, a failed accept.
-CLIENT_LOGGERS = ("asyncio", "uvicorn", "mailbridge.relay.connections", "mailbridge.relay.web")
+CLIENT_LOGGERS = ("asyncio", "uvicorn", "mailbridge.relay.connections", "mailbridge.relay.web",
+                  "mailbridge.relay.smtp")
 
 
 class OncePerInterval(logging.Filter):
@@ -169,6 +171,11 @@ async def run_relay(settings: Settings, *, ready: Callable[[int], None] | None =
             timeout_keep_alive=5)  # an idle keep-alive connection goes after 5 s
         server = _Server(config)
         sock = _bind(settings.relay.listen_host, settings.relay.listen_port)
+        try:  # the SMTP intake of replies, when relay.smtp_listen is set
+            smtp = await start_smtp(settings, store, worker.wake)
+        except BaseException:
+            sock.close()
+            raise
         if handle_signals:
             _install_signals(stop, server)
         worker_task = asyncio.create_task(worker.run(stop), name="delivery")
@@ -188,6 +195,9 @@ async def run_relay(settings: Settings, *, ready: Callable[[int], None] | None =
         results = await asyncio.gather(server_task, worker_task, stopping,
                                        return_exceptions=True)
         sock.close()
+        if smtp is not None:
+            smtp.close()
+            await smtp.wait_closed()
         for result in results:
             if isinstance(result, BaseException):
                 raise result

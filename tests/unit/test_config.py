@@ -233,3 +233,32 @@ def test_relay_public_keys_are_read_and_check_prints_the_key_to_copy(tmp_path: P
     assert any(line.startswith("ledger.relay_public_keys[0] is not base64: copy the key")
                for line in lines), lines
     assert any("ledger.relay_public_keys[1] holds 3 bytes" in line for line in lines), lines
+
+
+def test_smtp_intake_keys(tmp_path: Path) -> None:
+    text = GOOD.replace('database = "sqlite:///relay.db"',
+                        'database = "sqlite:///relay.db"\nsmtp_listen = "[::1]:2525"').replace(
+        'maildir = "mail/ncs"', 'maildir = "mail/ncs"\nofficer_senders = ["An@Don.example.vn"]\n'
+        'mail_tips_address = "NCS@relay.example.test"')
+    settings = load_config(_write(tmp_path, text), env={"MB_SECRET": SECRET})
+    assert settings.relay.smtp_listen == ("::1", 2525)
+    assert settings.stations["ncs"].officer_senders == ("an@don.example.vn",)
+    assert settings.stations["ncs"].mail_tips_address == "ncs@relay.example.test"
+    assert load_config(_write(tmp_path, GOOD), env={"MB_SECRET": SECRET}).relay.smtp_listen is None
+
+
+@pytest.mark.parametrize(("where", "line", "expected"), [
+    ("relay", 'smtp_listen = "2525"', 'relay.smtp_listen must be "host:port"'),
+    ("relay", 'smtp_listen = "0.0.0.0:99999"', 'relay.smtp_listen must be "host:port"'),
+    ("relay", 'smtp_tls_cert = "cert.pem"', "relay.smtp_tls_cert and relay.smtp_tls_key go"),
+    ("station", 'officer_senders = ["an"]', "officer_senders must list e-mail addresses"),
+    ("station", 'mail_tips_address = "ncs"', "mail_tips_address must be an e-mail address"),
+])
+def test_smtp_intake_mistakes_are_one_line(tmp_path: Path, where: str, line: str,
+                                           expected: str) -> None:
+    anchor = 'database = "sqlite:///relay.db"' if where == "relay" else 'maildir = "mail/ncs"'
+    with pytest.raises(ConfigError) as exc:
+        load_config(_write(tmp_path, GOOD.replace(anchor, f"{anchor}\n{line}")),
+                    env={"MB_SECRET": SECRET})
+    assert len(str(exc.value).splitlines()) == 1
+    assert expected in str(exc.value)
