@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run everything on this machine: no mail server needed")
     p.add_argument("--dir", type=Path, default=Path("demo"), help="demo folder (default: demo)")
     p.add_argument("--port", type=int, default=8080, help="web port (default: 8080)")
+    p.add_argument("--smtp-port", type=int, default=2525,
+                   help="SMTP port for officers' replies (default: 2525)")
     p.add_argument("--seed", type=int, default=3, help="sample tips to send at start")
     p.add_argument("--once", action="store_true",
                    help="send the sample tips, index them, print a summary and exit")
@@ -99,7 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(args.dir, port=args.port, seed=args.seed, once=args.once)
+        return run_demo(args.dir, port=args.port, seed=args.seed, once=args.once,
+                        smtp_port=args.smtp_port)
     settings = load_config(args.config)
     return _dispatch(args, settings)
 

@@ -40,6 +40,9 @@ listen_port = {port}
 public_url = "http://127.0.0.1:{port}"
 # Every demo tip comes from this machine: the limit must not stop `--seed N`.
 rate_limit_per_hour = {rate}
+# Officers' replies: send them to the Reply-To of a tip (reply+TOKEN@relay.demo.test)
+# through this port; the demo mailboxes below may answer.
+smtp_listen = "127.0.0.1:{smtp_port}"
 
 [ledger]
 database = "sqlite:///ledger.db"
@@ -52,6 +55,7 @@ ref_prefix = "NCS"
 mailbox = "tinbao@ncs.demo.test"
 maildir = "mail/ncs"
 officers = {{ {user} = "Cán bộ trực ban" }}
+officer_senders = ["tinbao@ncs.demo.test", "tinbao@pvs.demo.test"]
 placements = [
   {{ id = "cho", label = "Chợ phiên" }},
   {{ id = "truong", label = "Trường tiểu học" }},
@@ -65,6 +69,7 @@ ref_prefix = "PVS"
 mailbox = "tinbao@pvs.demo.test"
 maildir = "mail/pvs"
 officers = {{ {user} = "Cán bộ trực ban" }}
+officer_senders = ["tinbao@ncs.demo.test", "tinbao@pvs.demo.test"]
 placements = [
   {{ id = "nha-van-hoa", label = "Nhà văn hóa bản" }},
 ]
@@ -80,7 +85,7 @@ SAMPLES = (
 )
 
 
-def write_demo_config(folder: Path, port: int) -> Path:
+def write_demo_config(folder: Path, port: int, smtp_port: int = 2525) -> Path:
     """Write demo/mailbridge.toml and demo/.env once; later runs keep them."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "mailbridge.toml"
@@ -88,8 +93,8 @@ def write_demo_config(folder: Path, port: int) -> Path:
         user = getpass.getuser()
         if not user.replace("-", "").replace("_", "").isalnum():
             user = "officer"
-        config.write_text(DEMO_TOML.format(port=port, user=f'"{user}"', rate=DEMO_RATE),
-                          encoding="utf-8")
+        config.write_text(DEMO_TOML.format(port=port, user=f'"{user}"', rate=DEMO_RATE,
+                                           smtp_port=smtp_port), encoding="utf-8")
     env = folder / ".env"
     if not env.exists():
         env.write_text(f"MAILBRIDGE_SECRET={secrets.token_urlsafe(32)}\n", encoding="utf-8")
@@ -182,13 +187,16 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(folder: Path, *, port: int = 8080, seed: int = 3, once: bool = False) -> int:
+def run_demo(folder: Path, *, port: int = 8080, seed: int = 3, once: bool = False,
+             smtp_port: int = 2525) -> int:
     folder = folder.absolute()
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be 1-65535, got {port}")
+    if not 1 <= smtp_port <= 65535:
+        raise ConfigError(f"--smtp-port must be 1-65535, got {smtp_port}")
     if seed < 0:
         raise ConfigError(f"--seed must be 0 or more, got {seed}")
-    config = write_demo_config(folder, port)
+    config = write_demo_config(folder, port, smtp_port)
     settings = load_config(config)
     if seed > settings.relay.rate_limit_per_hour:
         raise ConfigError(f"--seed {seed} is more than relay.rate_limit_per_hour "
@@ -264,6 +272,10 @@ def _print_urls(settings: Settings, config: Path, folder: Path) -> None:
         for p in station.placements:
             print(f"    poster {p.id:<12} {base}/s/{station.id}/{p.id}")
         print(f"  {station.id} mailbox     {station.maildir}")
+    if settings.relay.smtp_listen is not None:
+        host, smtp_port = settings.relay.smtp_listen
+        print(f"  replies by SMTP   {host}:{smtp_port}, to a tip's Reply-To, from a demo "
+              f"mailbox")
     print(f"  ledger database   {settings.ledger.database}")
     exe = Path(sys.executable).parent / "mailbridge"
     with contextlib.suppress(ValueError):

@@ -7,8 +7,10 @@ import contextlib
 import email
 import os
 import signal
+import smtplib
 import subprocess
 import sys
+from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
 
@@ -34,8 +36,8 @@ from tests.waiting import wait_for
 def demo(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mailbridge", "demo", "--dir", str(folder), "--port",
-         str(free_port()), *args], capture_output=True, text=True, cwd=ROOT, timeout=300,
-        check=False)
+         str(free_port()), "--smtp-port", str(free_port()), *args], capture_output=True,
+        text=True, cwd=ROOT, timeout=300, check=False)
 
 
 def tips_in(folder: Path) -> int:
@@ -69,12 +71,14 @@ def alive(pid: int) -> bool:
 
 def test_demo_sends_indexes_and_prints_the_urls(tmp_path: Path) -> None:
     folder = tmp_path / "demo"
-    port = free_port()
+    port, smtp_port = free_port(), free_port()
     result = subprocess.run(
         [sys.executable, "-m", "mailbridge", "demo", "--dir", str(folder), "--port", str(port),
-         "--once"], capture_output=True, text=True, cwd=ROOT, timeout=180, check=False)
+         "--smtp-port", str(smtp_port), "--once"], capture_output=True, text=True, cwd=ROOT,
+        timeout=180, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"http://127.0.0.1:{port}/s/ncs/cho" in result.stdout
+    assert f"replies by SMTP   127.0.0.1:{smtp_port}" in result.stdout
     assert len(maildir_files(folder / "mail" / "ncs")) == 2
     assert len(maildir_files(folder / "mail" / "pvs")) == 1
     engine = create_engine(f"sqlite:///{folder / 'ledger.db'}")
@@ -86,7 +90,8 @@ def test_demo_sends_indexes_and_prints_the_urls(tmp_path: Path) -> None:
     # A second run reuses the config and adds three more tips.
     again = subprocess.run(
         [sys.executable, "-m", "mailbridge", "demo", "--dir", str(folder), "--port", str(port),
-         "--once"], capture_output=True, text=True, cwd=ROOT, timeout=180, check=False)
+         "--smtp-port", str(smtp_port), "--once"], capture_output=True, text=True, cwd=ROOT,
+        timeout=180, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(maildir_files(folder / "mail" / "ncs")) == 4
     assert "the relay stops now" in again.stdout
@@ -113,15 +118,25 @@ def test_once_seeds_more_tips_than_the_default_rate_limit(tmp_path: Path) -> Non
 
 
 def test_sigterm_stops_the_relay_and_the_poller(tmp_path: Path) -> None:
-    out = tmp_path / "demo.out"
+    """The running demo also takes a demo mailbox's reply to a tip by SMTP."""
+    out, smtp_port = tmp_path / "demo.out", free_port()
     with out.open("w") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mailbridge", "demo", "--dir", str(tmp_path / "demo"),
-             "--port", str(free_port()), "--seed", "1"], stdout=sink, stderr=subprocess.STDOUT,
-            cwd=ROOT)
+             "--port", str(free_port()), "--smtp-port", str(smtp_port), "--seed", "1"],
+            stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
     started: dict[int, str] = {}
     try:
         wait_for(lambda: "Press Ctrl-C to stop." in out.read_text(), "the demo to start", 120)
+        tip = email.message_from_bytes(
+            maildir_files(tmp_path / "demo" / "mail" / "ncs")[0].read_bytes(),
+            policy=default_policy)
+        answer = EmailMessage()
+        answer["From"], answer["To"], answer["Subject"] = (
+            "tinbao@ncs.demo.test", str(tip["Reply-To"]), "Re: " + str(tip["Subject"]))
+        answer.set_content("Đồn đã nhận tin, cảm ơn bà con.")
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as client:
+            assert client.send_message(answer) == {}  # 250: add_reply stored it
         started = children(proc.pid)
         commands = sorted(cmd.split()[-1] for cmd in started.values())
         assert commands == ["poll", "serve"], started
