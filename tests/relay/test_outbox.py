@@ -34,6 +34,7 @@ from tests.relay.outbox_driver import (
     smtp_station,
     submit,
 )
+from tests.relay.test_store import converse
 from tests.servers.mailstack import free_ports
 from tests.waiting import wait_for as wait_sync
 
@@ -379,3 +380,16 @@ def test_two_relays_share_one_postgres_outbox(postgres_url: str, tmp_path: Path)
     finally:
         for s in stores:
             s.close()
+
+
+def test_the_worker_deletes_conversations_when_they_expire(
+        store: RelayStore, clock: FakeClock, tmp_path: Path) -> None:
+    """Expiry moves by whole hours (tips keep only their hour): one look an hour is exact."""
+    worker = worker_for(store, maildir_station("ncs", tmp_path / "ncs"))
+    converse(store)
+    clock.advance(days=store.conversation_days, hours=-1)
+    converse(store)
+    assert asyncio.run(worker.purge_expired()) == 0
+    clock.advance(hours=1)
+    assert asyncio.run(worker.purge_expired()) == 1  # the first; the second is younger
+    assert len(store.list_outbox()) == 2  # the outbox rows (no text once sent) stay
