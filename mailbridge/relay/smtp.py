@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import errno
 import logging
 import secrets
 import ssl
@@ -42,7 +43,7 @@ from ..core.message import Composed, Submission, compose, hour_of, reply_token_o
 from ..core.message import Envelope as TipEnvelope
 from ..core.receipts import is_reply_token, new_reply_token
 from ..core.reply import noise, reply_text
-from ..errors import ConfigError
+from ..errors import ConfigError, RuntimeFailure
 from ..labels import category_label
 from .i18n import MESSAGE_LANGUAGE, gettext_for
 from .store import RelayStore
@@ -240,8 +241,13 @@ async def start_smtp(settings: Settings, store: RelayStore,
     try:
         server = await loop.create_server(protocol, host, port)
     except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:  # the other process may go away: systemd retries
+            raise RuntimeFailure(f"cannot listen for SMTP on {host}:{port} (relay.smtp_listen): "
+                                 f"the port is in use; stop the process that holds it or "
+                                 f"choose another port") from exc
         raise ConfigError(f"cannot listen for SMTP on {host}:{port} (relay.smtp_listen): "
-                          f"{exc.strerror}; choose a free port this user may bind") from exc
+                          f"{exc.strerror}; choose an address this machine has and a port this "
+                          f"user may bind (port 25: see docs/ADMIN.md)") from exc
     bound = server.sockets[0].getsockname()[1]
     log.info("relay SMTP intake listening on %s:%d", host, bound)
     return server

@@ -7,8 +7,10 @@ tipster reads is opened from the store with the receipt code, as /status does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import smtplib
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +26,8 @@ from mailbridge.config import Settings, load_config
 from mailbridge.core.conversation import Sealer
 from mailbridge.core.message import Envelope, Submission, compose, signing_key, verify_contract
 from mailbridge.core.receipts import ReceiptHasher, derive_key, new_receipt_code, new_reply_token
+from mailbridge.errors import RuntimeFailure
+from mailbridge.relay.smtp import start_smtp
 from mailbridge.relay.store import RelayStore
 from tests.e2e.support import (
     MAILDIR_STATION,
@@ -256,3 +260,19 @@ def test_a_tip_by_mail_is_anonymised_like_a_form_tip(intake: Intake) -> None:
     checked = verify_contract(headers, None,
                               [bytes(signing_key(SECRET).verify_key)])
     assert checked.contract is not None and checked.contract.station_id == "ncs"
+
+
+def test_a_busy_smtp_port_is_a_runtime_failure(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = write_config(tmp_path, free_port(), STATION,
+                            extra=f'smtp_listen = "127.0.0.1:{port}"\n')
+        settings = load_config(path, env={"MAILBRIDGE_SECRET": SECRET})
+        store = RelayStore(settings.relay.database)
+        try:
+            with pytest.raises(RuntimeFailure, match=r"relay.smtp_listen\): the port is in use"):
+                asyncio.run(start_smtp(settings, store, lambda: None))
+        finally:
+            store.close()
