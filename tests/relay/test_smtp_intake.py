@@ -37,6 +37,7 @@ from tests.e2e.support import (
     relay_in_thread,
     write_config,
 )
+from tests.unit.test_reply import reply_message
 from tests.waiting import wait_for
 
 CLIENT = "127.0.0.77"
@@ -146,22 +147,11 @@ Thiếu tá Nguyễn Văn An
 def reply(tip: Tip, plain: str | None, page: str | None = None, *,
           sender: str = f"{OFFICER_NAME} <{OFFICER}>", **headers: str) -> EmailMessage:
     """A reply as a mail client writes it: quoting headers, its own identity headers."""
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = tip.address
-    msg["Subject"] = "Re: [NCS-0042] Ma túy — Có người bán hàng cấm ở chợ."
-    msg["Message-ID"] = "<officer-reply-1@bienphong.example.vn>"
-    msg["In-Reply-To"] = "<abc@relay.example.test>"
-    msg["User-Agent"] = "Mozilla Thunderbird 128.5.0"
-    for name, value in headers.items():
-        msg[name.replace("_", "-")] = value
-    if plain is not None:
-        msg.set_content(plain)
-        if page is not None:
-            msg.add_alternative(page, subtype="html")
-    elif page is not None:
-        msg.set_content(page, subtype="html")
-    return msg
+    identity = {"Subject": "Re: [NCS-0042] Ma túy — Có người bán hàng cấm ở chợ.",
+                "Message_ID": "<officer-reply-1@bienphong.example.vn>",
+                "In_Reply_To": "<abc@relay.example.test>",
+                "User_Agent": "Mozilla Thunderbird 128.5.0"}
+    return reply_message(plain, page, sender=sender, to=tip.address, **{**identity, **headers})
 
 
 def test_a_thunderbird_reply_reaches_the_tipster_as_its_new_text_only(intake: Intake) -> None:

@@ -155,11 +155,15 @@ def test_html_replies_lose_quote_and_signature(page: str, expected: str) -> None
     assert new_text(html_to_text(page)) == expected
 
 
-def _reply(plain: str | None, page: str | None, **headers: str) -> Message:
+def reply_message(plain: str | None, page: str | None = None, *,
+                  sender: str = "Nguyễn Văn An <an.nguyen@bienphong.example.vn>",
+                  to: str = "reply+abc@relay.example.org", **headers: str) -> EmailMessage:
+    """A reply as a mail client builds it: plain text, HTML, or both as alternatives;
+    ``Auto_Submitted="x"`` adds ``Auto-Submitted: x``."""
     msg = EmailMessage(policy=default)
-    msg["From"] = "Nguyễn Văn An <an.nguyen@bienphong.example.vn>"
-    msg["To"] = "reply+abc@relay.example.org"
-    msg["Subject"] = "Re: [NCS-0042] Ma túy"
+    msg["From"] = sender
+    msg["To"] = to
+    headers.setdefault("Subject", "Re: [NCS-0042] Ma túy")
     for name, value in headers.items():
         msg[name.replace("_", "-")] = value
     if plain is not None:
@@ -169,7 +173,12 @@ def _reply(plain: str | None, page: str | None, **headers: str) -> Message:
             msg.set_content(page, subtype="html")
         else:
             msg.add_alternative(page, subtype="html")
-    return email.message_from_bytes(msg.as_bytes(), policy=default)
+    return msg
+
+
+def _reply(plain: str | None, page: str | None, **headers: str) -> Message:
+    return email.message_from_bytes(reply_message(plain, page, **headers).as_bytes(),
+                                    policy=default)
 
 
 def test_plain_part_preferred_html_only_converted() -> None:
