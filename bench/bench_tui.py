@@ -32,6 +32,7 @@ from mailbridge.config import (
     Settings,
     Station,
 )
+from mailbridge.core.text import search_form
 from mailbridge.station.ledger.db import make_engine, session_factory, upgrade
 from mailbridge.station.ledger.models import Message, Tip
 from mailbridge.station.tui.access import resolve_access
@@ -66,6 +67,7 @@ def seed(url: str, n: int) -> None:
                 msgs.append({"id": i + 1, "station_id": station, "message_id": f"<{ref}@r>",
                              "raw_sha256": f"{i:064d}", "size": len(body), "kind": "tip",
                              "subject": f"[{ref}] tin báo", "text_body": body, "sender": "",
+                             "search_text": search_form(body),
                              "received_hour": hour, "in_reply_to": "", "references": "",
                              "indexed_at": hour})
                 tips.append({"id": i + 1, "station_id": station, "ref": ref, "message_pk": i + 1,

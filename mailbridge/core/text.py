@@ -66,6 +66,18 @@ def first_words(value: str, *, max_length: int = 60) -> str:
     return cut.rstrip(" ,.;:-") + "…"
 
 
+# Combining marks left by NFD: every Vietnamese tone and vowel mark is among them.
+_MARKS = re.compile("[\u0300-\u036f]")
+
+
+def search_form(value: str) -> str:
+    """*value* as the search index and its queries hold it: no diacritics, đ read as d,
+    case folded. So "duong mon" finds "đường mòn", as officers type without a keyboard
+    layout for Vietnamese."""
+    value = value.replace("đ", "d").replace("Đ", "d")
+    return _MARKS.sub("", unicodedata.normalize("NFD", value)).casefold()
+
+
 _PASSWORD = re.compile(r"(://[^/?#@:\s]*:)[^@/?#\s]*@")
 
 

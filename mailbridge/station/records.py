@@ -60,6 +60,7 @@ class Indexed:
     contract_station: str = ""
     tip_text: str = ""          # the tipster's own words (relay mail)
     preview: str = ""           # of tip_text, for the tip row (relay mail)
+    search_text: str = ""       # what the officers' search indexes (station/searchtext.py)
     attachments: tuple[Part, ...] = ()
     problems: tuple[str, ...] = ()
     warning: str = ""

@@ -35,6 +35,7 @@ from mailbridge.config import (
     Settings,
     Station,
 )
+from mailbridge.core.text import search_form
 from mailbridge.errors import MailbridgeError
 from mailbridge.station.ledger.db import make_engine, session_factory, upgrade
 from mailbridge.station.ledger.models import (
@@ -91,7 +92,8 @@ def add_tip(s: Session, n: int, body: str, *, category: str = "drugs", placement
     ref = f"{station.upper()}-{n:04d}"
     msg = Message(station_id=station, message_id=f"<{ref}@relay.example.test>",
                   raw_sha256=f"{n:064d}", size=len(body), kind="tip", subject=f"[{ref}] tin báo",
-                  text_body=body, received_hour=T0 + timedelta(hours=n))
+                  text_body=body, search_text=search_form(body),
+                  received_hour=T0 + timedelta(hours=n))
     s.add(msg)
     s.flush()
     tip = Tip(station_id=station, ref=ref, message_pk=msg.id, received_category=category,

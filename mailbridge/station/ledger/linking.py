@@ -175,6 +175,7 @@ class Batch:
                 "station_id": self.station, "message_id": ind.message_id,
                 "raw_sha256": ind.raw_sha256, "size": ind.size, "kind": ind.kind.value,
                 "subject": ind.subject, "text_body": ind.text_body, "sender": ind.sender,
+                "search_text": ind.search_text,
                 "received_hour": ind.received_hour, "in_reply_to": ind.in_reply_to,
                 "references": " ".join(ind.references), "ref": ind.ref,
                 "warning": ind.warning, "tip_id": None, "indexed_at": now})

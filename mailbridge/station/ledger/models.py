@@ -65,6 +65,8 @@ class Message(Base):
     kind: Mapped[str] = mapped_column(String(16), index=True)
     subject: Mapped[str] = mapped_column(Text, default="")
     text_body: Mapped[str] = mapped_column(Text, default="")
+    # What the officers' search indexes: the writer's own words (station/searchtext.py).
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
     sender: Mapped[str] = mapped_column(String(320), default="")  # officers / other mail only
     received_hour: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     in_reply_to: Mapped[str] = mapped_column(String(512), default="")
@@ -222,6 +224,7 @@ class Note(Base):
     tip_id: Mapped[int] = mapped_column(ForeignKey("tips.id"), index=True)
     author: Mapped[str] = mapped_column(String(120))
     text: Mapped[str] = mapped_column(Text)
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     tip: Mapped[Tip] = relationship(back_populates="notes")

@@ -1,9 +1,11 @@
 """Full-text search over tip threads: FTS5 on SQLite, ``tsvector`` on PostgreSQL.
 
-Both index ``messages`` (subject and body), built by revision ``0002_workflow``,
-so a search finds a tip by its own text, its follow-ups and officers' replies.
-What an officer types is never passed through as query syntax: it is cut into
-words, each quoted, the last one matched as a prefix (search as you type).
+Both index ``messages.search_text`` (revision ``0003_search_text``): the words
+people wrote, folded (no diacritics, đ read as d), never the relay's template or
+quoted text, so a search finds a tip by its own text, its follow-ups and officers'
+replies; notes are matched too. What an officer types is folded the same way and is
+never passed through as query syntax: it is cut into words, each quoted, the last
+one matched as a prefix (search as you type).
 """
 
 from __future__ import annotations
@@ -14,19 +16,20 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, literal_column, or_, select, text
 from sqlalchemy.orm import Session, aliased
 
-from .models import Message, Tip
+from ...core.text import search_form
+from .models import Message, Note, Tip
 
-# Must stay identical to the expression indexed in migrations/versions/0002_workflow.py.
-PG_DOCUMENT = ("to_tsvector('simple'::regconfig, left(coalesce(messages.subject, '') || ' ' "
-               "|| coalesce(messages.text_body, ''), 100000))")
+# Must stay identical to the expression indexed in migrations/versions/0003_search_text.py.
+PG_DOCUMENT = ("to_tsvector('simple'::regconfig, left(coalesce(messages.search_text, ''), "
+               "100000))")
 MAX_WORDS = 8
 _WORD = re.compile(r"\w+", re.UNICODE)
 _REF = re.compile(r"^[A-Za-z0-9]{1,12}-\d+$")
 
 
 def words(query: str) -> list[str]:
-    """The searchable words of *query*, at most ``MAX_WORDS`` of them."""
-    return _WORD.findall(query)[:MAX_WORDS]
+    """The searchable words of *query*, folded as the index is, at most ``MAX_WORDS``."""
+    return _WORD.findall(search_form(query))[:MAX_WORDS]
 
 
 def fts5_query(query: str) -> str:
@@ -58,7 +61,7 @@ def matching_messages(dialect: str, query: str) -> Select[Any] | None:
             text(f"{PG_DOCUMENT} @@ to_tsquery('simple'::regconfig, :tsq)")
             .bindparams(tsq=tsquery(query)))
     return select(Message.id).where(or_(*(
-        Message.text_body.ilike(f"%{w}%") for w in words(query))))
+        Message.search_text.like(f"%{w}%") for w in words(query))))
 
 
 def tip_condition(dialect: str, query: str) -> ColumnElement[bool] | None:
@@ -77,7 +80,9 @@ def tip_condition(dialect: str, query: str) -> ColumnElement[bool] | None:
     tip_ids = (select(func.coalesce(Message.tip_id, owner.id))
                .select_from(Message).outerjoin(owner, owner.message_pk == Message.id)
                .where(Message.id.in_(hits)))
-    return Tip.id.in_(tip_ids)
+    noted = select(Note.tip_id).where(*(Note.search_text.contains(w, autoescape=True)
+                                        for w in words(query)))
+    return or_(Tip.id.in_(tip_ids), Tip.id.in_(noted))
 
 
 def search_tip_ids(session: Session, query: str, limit: int = 1000) -> list[int]:

@@ -22,7 +22,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ...core.text import clean_text, one_line
+from ...core.text import clean_text, one_line, search_form
 from ...errors import WorkflowError
 from .db import translated
 from .models import Audit, MailEvent, Message, Note, Status, Tip, utcnow
@@ -158,7 +158,8 @@ def add_note(session: Session, tip_id: int, text: str, *, actor: str) -> Note:
     body = clean_text(text, max_length=MAX_NOTE)
     if not body:
         raise WorkflowError("the note is empty: type some text first")
-    note = Note(tip_id=tip.id, author=who, text=body, at=utcnow())
+    note = Note(tip_id=tip.id, author=who, text=body, search_text=search_form(body),
+                at=utcnow())
     session.add(note)
     _record(session, tip, who, "note", "", one_line(body, max_length=200))
     return note

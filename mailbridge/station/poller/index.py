@@ -34,8 +34,9 @@ from ...core.message import (
     verify_contract,
 )
 from ...core.receipts import is_ref
-from ...core.text import clean_text, first_words, one_line
+from ...core.text import clean_text, first_words, one_line, search_form
 from ..records import Indexed, MessageKind, Part
+from ..searchtext import searchable, tip_words
 
 MAX_TEXT = 100_000
 MAX_REFS = 30
@@ -228,12 +229,6 @@ def _text_of(part: Message, data: bytes, problems: list[str]) -> str:
     return text
 
 
-def _tip_text(body: str) -> str:
-    """The tipster's words: after the relay's label rows, before the signature."""
-    _rows, _sep, rest = body.partition("\n\n")
-    return rest.partition("\n-- \n")[0].strip() or body
-
-
 def index_message(raw: bytes, *, relay: RelayIdentity, size: int | None = None,
                   headers_only: bool = False) -> Indexed:
     """Map one raw message to what the ledger keeps. Never raises on bad mail.
@@ -304,13 +299,14 @@ def index_message(raw: bytes, *, relay: RelayIdentity, size: int | None = None,
     if _is_auto(msg, raw_headers, sender, contract is not None):
         return replace(base, kind=MessageKind.AUTO)
     if contract is not None:
-        tip_text = _tip_text(text)
+        tip_text = tip_words(text)
         return replace(
             base, kind=MessageKind.FOLLOWUP if references else MessageKind.TIP,
             ref=contract.ref[:32], category=contract.category_id, placement=contract.placement_id,
             contract_station=contract.station_id, tip_text=tip_text, preview=preview(tip_text),
+            search_text=search_form(tip_text),
             warning="too large: only the header was indexed" if headers_only else "")
     tag = _SUBJECT_TAG.search(subject)
     ref = tag.group(1).upper() if tag and is_ref(tag.group(1).upper()) else ""
     return replace(base, kind=MessageKind.PLACEHOLDER if headers_only else MessageKind.OTHER,
-                   ref=ref[:32])
+                   ref=ref[:32], search_text=searchable(False, text))
