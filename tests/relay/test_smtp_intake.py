@@ -37,6 +37,7 @@ from tests.e2e.support import (
     relay_in_thread,
     write_config,
 )
+from tests.servers.mailstack import MailStack
 from tests.unit.test_reply import reply_message
 from tests.waiting import wait_for
 
@@ -266,3 +267,16 @@ def test_a_busy_smtp_port_is_a_runtime_failure(tmp_path: Path) -> None:
                 asyncio.run(start_smtp(settings, store, lambda: None))
         finally:
             store.close()
+
+
+@pytest.mark.servers
+def test_postfix_delivers_a_reply_to_the_intake_as_the_reply_domains_mx(
+        intake: Intake, mailstack: MailStack) -> None:
+    """The officer's own server (Postfix) relays the reply to the intake: its ESMTP, its
+    Received header and its envelope, and the text still arrives alone."""
+    tip = intake.tip()
+    with mailstack.routed("relay.example.test", intake.port):
+        with smtplib.SMTP(mailstack.host, mailstack.smtp_port, timeout=30) as client:
+            client.sendmail(OFFICER, [tip.address], reply(tip, THUNDERBIRD).as_bytes(policy=SMTP))
+        wait_for(lambda: intake.read(tip), "the reply relayed by Postfix", timeout=60)
+    assert intake.read(tip) == ["Cảm ơn bà con. Sáng thứ Bảy chúng tôi sẽ cử tổ tuần tra."]
