@@ -282,6 +282,31 @@ async def test_status_change_and_note_are_audited(
 
 
 @aio
+async def test_after_a_save_the_cursor_stays_on_the_tip_while_new_ones_arrive(
+        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    settings, sessions = ledger
+    app = app_for(ledger)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        tips = app.query_one(TipList)
+        await pilot.press("down", "down")
+        chosen = tips.current
+        assert chosen is not None and tips.cursor == 2
+        with sessions() as s:  # two tips arrive meanwhile, newer than every other
+            for n in (20, 21):
+                add_tip(s, n, f"Tin mới số {n}")
+            s.commit()
+        await pilot.press("s")
+        await settle(app, pilot)
+        await pilot.press("enter", *"goi lai", "enter")
+        await settle(app, pilot)
+        assert tips.total == 8 and tips.cursor == 4
+        current = tips.current
+        assert current is not None and current.id == chosen.id
+        assert current.status == "verifying"
+
+
+@aio
 async def test_mailbox_signals_applied_on_open_and_shown(
         ledger: tuple[Settings, sessionmaker[Session]]) -> None:
     settings, sessions = ledger

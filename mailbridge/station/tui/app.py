@@ -40,6 +40,7 @@ from .data import (
     load_detail,
     page_tips,
     placements_in_use,
+    position_of,
     save_attachment,
 )
 from .detail import AttachmentAction, DetailScreen, hour
@@ -143,11 +144,13 @@ class LedgerApp(App[int]):
             [(Text(S.placement_label(self.settings, station, p)), p) for p in placements])
 
     @work(thread=True, exclusive=True, group="list")
-    def reload(self, keep_cursor: bool = False) -> None:
+    def reload(self, keep_cursor: bool = False, follow: int | None = None) -> None:
         """First page on screen first, then the count (slower on a broad search).
 
-        After a change (``keep_cursor``) the count comes first, so the cursor
-        can stay where the officer was, even past the first page.
+        After a change (``keep_cursor``) the count comes first, so the cursor can
+        stay where the officer was, even past the first page; with ``follow`` it
+        goes to that tip's new place (new tips arrive above it), or stays put
+        when the tip left the filtered list.
         """
         f = self.filter
         worker = get_current_worker()
@@ -156,10 +159,12 @@ class LedgerApp(App[int]):
                 first = page_tips(session, f, 0, PAGE)
                 later = len(first) == PAGE and not keep_cursor
                 total = len(first) if len(first) < PAGE or later else count_tips(session, f)
+                at = position_of(session, f, follow) if follow is not None else None
+                around = page_tips(session, f, at - at % PAGE, PAGE) if at else []
                 if worker.is_cancelled:
                     return
                 generation = self.call_from_thread(self._show, first, total, keep_cursor,
-                                                   not later)
+                                                   not later, at, around)
                 if later:
                     total = count_tips(session, f)
         except MailbridgeError as exc:
@@ -168,8 +173,12 @@ class LedgerApp(App[int]):
         if later and not worker.is_cancelled:
             self.call_from_thread(self._show_total, generation, total)
 
-    def _show(self, first: list[TipRow], total: int, keep_cursor: bool, counted: bool) -> int:
-        generation = self.query_one(TipList).reset(total, first, keep_cursor=keep_cursor)
+    def _show(self, first: list[TipRow], total: int, keep_cursor: bool, counted: bool,
+              at: int | None = None, around: list[TipRow] | None = None) -> int:
+        tips = self.query_one(TipList)
+        generation = tips.reset(total, first, keep_cursor=keep_cursor, cursor=at)
+        if at is not None and around:
+            tips.set_page(generation, at // PAGE, around)
         self._header()
         count = S.COUNT.format(shown=total) if counted else S.LOADING
         self.query_one("#count", Static).update(Text(count))
@@ -290,7 +299,7 @@ class LedgerApp(App[int]):
 
         def done(result: tuple[str, str] | None) -> None:
             if result:
-                self.write(station, f"{ref} → {S.status_label(result[0])}",
+                self.write(tip_id, station, f"{ref} → {S.status_label(result[0])}",
                            lambda s, who: workflow.set_status(s, tip_id, result[0], actor=who,
                                                               reason=result[1]))
 
@@ -308,7 +317,7 @@ class LedgerApp(App[int]):
 
         def done(result: tuple[str, str] | None) -> None:
             if result:
-                self.write(station, f"{ref}: {S.category_label(self.settings, result[0])}",
+                self.write(tip_id, station, f"{ref}: {S.category_label(self.settings, result[0])}",
                            lambda s, who: workflow.set_category(
                                s, tip_id, result[0], actor=who, known=known, reason=result[1]))
 
@@ -326,7 +335,7 @@ class LedgerApp(App[int]):
 
         def done(result: tuple[str, str] | None) -> None:
             if result:
-                self.write(station, f"{ref} → {result[0] or S.NOBODY}",
+                self.write(tip_id, station, f"{ref} → {result[0] or S.NOBODY}",
                            lambda s, who: workflow.assign(s, tip_id, result[0], actor=who,
                                                           officers=officers))
 
@@ -340,14 +349,16 @@ class LedgerApp(App[int]):
 
         def done(text: str | None) -> None:
             if text:
-                self.write(station, f"{ref}: {S.KEY_NOTE}",
+                self.write(tip_id, station, f"{ref}: {S.KEY_NOTE}",
                            lambda s, who: workflow.add_note(s, tip_id, text, actor=who))
 
         self.push_screen(TextDialog(S.WRITE_NOTE.format(ref=ref), multiline=True), done)
 
     @work(thread=True, group="write")
-    def write(self, station: str, what: str, change: Callable[[Session, str], Any]) -> None:
-        """Run one workflow change and commit it (the audit row rides in the same commit)."""
+    def write(self, tip_id: int, station: str, what: str,
+              change: Callable[[Session, str], Any]) -> None:
+        """Run one workflow change and commit it (the audit row rides in the same commit);
+        the list then reloads with the cursor on that tip, wherever it moved."""
         try:
             with self.sessions() as session:
                 change(session, self.access.actor(station))
@@ -355,11 +366,11 @@ class LedgerApp(App[int]):
         except MailbridgeError as exc:
             self.call_from_thread(self.error, exc)
             return
-        self.call_from_thread(self._written, what)
+        self.call_from_thread(self._written, what, tip_id)
 
-    def _written(self, what: str) -> None:
+    def _written(self, what: str, tip_id: int) -> None:
         self.notify(S.DONE.format(what=what), markup=False)
-        self.reload(keep_cursor=True)
+        self.reload(keep_cursor=True, follow=tip_id)
         if isinstance(self.screen, DetailScreen):
             self.screen.reload()
 

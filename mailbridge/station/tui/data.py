@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TypeVarTuple
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from ...core.text import clean_text, one_line
@@ -87,6 +87,18 @@ READING = "reading the ledger"
 @translated(READING)
 def count_tips(session: Session, f: TipFilter) -> int:
     return session.scalar(apply_filter(select(func.count(Tip.id)), f, _dialect(session))) or 0
+
+
+@translated(READING)
+def position_of(session: Session, f: TipFilter, tip_id: int) -> int | None:
+    """Where tip *tip_id* stands in the filtered list (newest first), None if not in it."""
+    hour = session.scalar(apply_filter(select(Tip.received_hour).where(Tip.id == tip_id), f,
+                                       _dialect(session)))
+    if hour is None:
+        return None
+    ahead = or_(Tip.received_hour > hour, and_(Tip.received_hour == hour, Tip.id > tip_id))
+    return session.scalar(apply_filter(select(func.count(Tip.id)).where(ahead), f,
+                                       _dialect(session))) or 0
 
 
 @translated(READING)

@@ -101,14 +101,17 @@ class TipList(ScrollView, can_focus=True):
 
     # ---- data from the app ----------------------------------------------------------
 
-    def reset(self, total: int, first_page: list[TipRow], *, keep_cursor: bool = False) -> int:
-        """A new result set; returns its generation (stale pages are dropped)."""
+    def reset(self, total: int, first_page: list[TipRow], *, keep_cursor: bool = False,
+              cursor: int | None = None) -> int:
+        """A new result set; returns its generation (stale pages are dropped). The cursor
+        goes to *cursor*, else stays (``keep_cursor``) or goes to the top."""
         self.generation += 1
         self.total = total
         self.pages = {0: first_page}
         self.pending = set()
         self.virtual_size = Size(self.size.width, total)
-        cursor = min(self.cursor, max(total - 1, 0)) if keep_cursor else 0
+        if cursor is None:
+            cursor = min(self.cursor, max(total - 1, 0)) if keep_cursor else 0
         if not keep_cursor:
             self.scroll_to(y=0, animate=False)
         self.cursor = cursor
