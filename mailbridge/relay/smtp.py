@@ -55,6 +55,7 @@ NOT_HERE = "550 5.7.1 this relay accepts mail only for the reply addresses of it
 UNKNOWN = "550 5.1.1 this reply address is unknown or has expired"
 NOT_OFFICER = "550 5.7.1 only the station's own mailbox may answer this tip"
 EMPTY = "550 5.6.0 the reply holds no new text above the quoted tip"
+NO_TEXT = "550 5.6.0 only the text of a tip is forwarded, and this mail has none"
 TRY_LATER = "451 4.3.0 the reply could not be stored now: send it again later"
 MAIL_TIP_CATEGORY = "other"
 
@@ -128,8 +129,11 @@ class Intake:
         replies = [r for r in rcpts if r.token]
         if replies:
             return await self.reply(msg, replies)
+        text = _tip_text(msg)
+        if not text:  # a photo alone, say: the station would get an empty tip
+            return NO_TEXT
         for rcpt in rcpts:  # a tip by mail, once per station it was sent to
-            await asyncio.to_thread(self.accept_tip, rcpt.station, msg)
+            await asyncio.to_thread(self.accept_tip, rcpt.station, text)
         self.on_accepted()
         return OK
 
@@ -153,14 +157,9 @@ class Intake:
             log.debug("smtp: a reply for station %s was stored", rcpt.station.id)
         return OK
 
-    def accept_tip(self, station: Station, msg: Message) -> None:
-        """A tip by mail: its subject and new text, nothing else, composed and stored as
-        a form tip is. It has no receipt code, so the receipt hash is a random value."""
-        name, sender = _sender(msg)
-        body = reply_text(msg, remove=[name, sender, *_addresses(msg)])
-        subject = reply_text(_text_message(str(msg.get("Subject", ""))),
-                             remove=[name, sender])
-        text = "\n\n".join(part for part in (subject, body) if part)
+    def accept_tip(self, station: Station, text: str) -> None:
+        """A tip by mail (``_tip_text``), composed and stored as a form tip is. It has no
+        receipt code, so its receipt hash is a random value no code opens."""
         category = (self.settings.category(MAIL_TIP_CATEGORY)
                     or self.settings.categories[0])
         relay = self.settings.relay
@@ -190,6 +189,15 @@ class Intake:
 def _sender(msg: Message) -> tuple[str, str]:
     name, address = parseaddr(str(msg.get("From", "")))
     return name, address.lower()
+
+
+def _tip_text(msg: Message) -> str:
+    """All a tip by mail forwards: its subject and new text, without the sender's name,
+    address, "Sent from my …" line or any other address."""
+    name, sender = _sender(msg)
+    body = reply_text(msg, remove=[name, sender, *_addresses(msg)])
+    subject = reply_text(_text_message(str(msg.get("Subject", ""))), remove=[name, sender])
+    return "\n\n".join(part for part in (subject, body) if part)
 
 
 def _addresses(msg: Message) -> list[str]:

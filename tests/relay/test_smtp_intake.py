@@ -280,3 +280,15 @@ def test_postfix_delivers_a_reply_to_the_intake_as_the_reply_domains_mx(
             client.sendmail(OFFICER, [tip.address], reply(tip, THUNDERBIRD).as_bytes(policy=SMTP))
         wait_for(lambda: intake.read(tip), "the reply relayed by Postfix", timeout=60)
     assert intake.read(tip) == ["Cảm ơn bà con. Sáng thứ Bảy chúng tôi sẽ cử tổ tuần tra."]
+
+
+def test_a_tip_by_mail_without_text_is_refused(intake: Intake) -> None:
+    msg = EmailMessage()
+    msg["From"] = "pao.vang@example.com"
+    msg["To"] = "ncs@relay.example.test"
+    msg.set_content("")
+    msg.add_attachment(b"\xff\xd8photo", maintype="image", subtype="jpeg", filename="a.jpg")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        intake.send(msg, "ncs@relay.example.test", sender="pao.vang@example.com")
+    assert refused.value.smtp_code == 550
+    assert not intake.store.list_outbox()
