@@ -162,6 +162,11 @@ def test_a_thunderbird_reply_reaches_the_tipster_as_its_new_text_only(intake: In
     assert texts == ["Cảm ơn bà con. Sáng thứ Bảy chúng tôi sẽ cử tổ tuần tra."]
     for leak in ("Nguyễn Văn An", OFFICER, "0912", "Thunderbird", "officer-reply-1", "Re:"):
         assert leak not in texts[0]
+    # On the relay's disk: neither the reply in clear nor anything of the officer's mail.
+    written = b"".join(p.read_bytes() for p in intake.folder.rglob("*")
+                       if p.is_file() and p.name not in ("mailbridge.toml", ".env"))
+    for leak in (texts[0], "Nguyễn Văn An", OFFICER, "officer-reply-1", CLIENT):
+        assert leak.encode() not in written, leak
 
 
 def test_a_gmail_html_only_reply_from_the_station_mailbox(intake: Intake) -> None:
