@@ -139,6 +139,11 @@ class Station:
     officer_senders: tuple[str, ...] = ()
     # The relay address that takes tips by e-mail for this station; "" keeps it off.
     mail_tips_address: str = ""
+    # Station side: the mailbox's own SMTP account, for answering a tipster from the
+    # officers' UI ([stations.reply_smtp]); None leaves that action off. The copy goes
+    # to ``sent_folder`` over IMAP, as a mail client files it.
+    reply_smtp: SmtpSettings | None = None
+    sent_folder: str = "Sent"
 
     def placement(self, placement_id: str) -> Placement | None:
         return next((p for p in self.placements if p.id == placement_id), None)
@@ -572,6 +577,8 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None) -> Station | None:
     maildir = r.path("maildir")
     imap_r = r.table("imap")
     imap = _imap(imap_r) if imap_r else None
+    reply_r = r.table("reply_smtp")
+    reply_smtp = _smtp(reply_r) if reply_r else None
     if maildir is None and smtp is None and default_smtp is None:
         r.error("smtp", "is missing: give this station an [stations.smtp] table, a top-level "
                         "[smtp] default, or a maildir path")
@@ -601,6 +608,8 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None) -> Station | None:
         hotline=r.text("hotline"),
         officer_senders=tuple(s.lower() for s in senders if isinstance(s, str)),
         mail_tips_address=mail_tips.lower(),
+        reply_smtp=reply_smtp,
+        sent_folder=r.text("sent_folder", "Sent"),
     )
     r.finish()
     return station if sid else None

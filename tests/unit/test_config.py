@@ -262,3 +262,21 @@ def test_smtp_intake_mistakes_are_one_line(tmp_path: Path, where: str, line: str
                     env={"MB_SECRET": SECRET})
     assert len(str(exc.value).splitlines()) == 1
     assert expected in str(exc.value)
+
+
+def test_the_station_sides_reply_account(tmp_path: Path) -> None:
+    text = GOOD.replace('maildir = "mail/ncs"', 'maildir = "mail/ncs"\nsent_folder = "Đã gửi"') \
+        + '[stations.reply_smtp]\nhost = "smtp.ncs.example.test"\nusername = "tips"\n' \
+          'password_env = "NCS_PASS"\n'
+    station = load_config(_write(tmp_path, text),
+                          env={"MB_SECRET": SECRET, "NCS_PASS": "pw"}).stations["ncs"]
+    assert station.reply_smtp is not None
+    assert (station.reply_smtp.host, station.reply_smtp.port, station.reply_smtp.tls) == \
+        ("smtp.ncs.example.test", 587, "starttls")
+    assert station.reply_smtp.password.reveal() == "pw" and station.sent_folder == "Đã gửi"
+    plain = load_config(_write(tmp_path, GOOD), env={"MB_SECRET": SECRET}).stations["ncs"]
+    assert (plain.reply_smtp, plain.sent_folder) == (None, "Sent")
+    with pytest.raises(ConfigError, match="password_env is missing") as exc:
+        load_config(_write(tmp_path, text.replace('password_env = "NCS_PASS"\n', "")),
+                    env={"MB_SECRET": SECRET})
+    assert len(str(exc.value).splitlines()) == 1

@@ -26,9 +26,10 @@ from textual.widgets import Footer, Header, Input, Select, Static
 from textual.worker import get_current_worker
 
 from ...config import Settings
-from ...errors import LedgerError, MailbridgeError
+from ...errors import ConfigError, LedgerError, MailbridgeError
 from ..ledger import workflow
 from ..ledger.models import Status
+from ..reply import reply_to_tipster, target_of
 from . import strings as S
 from .access import Access, resolve_access
 from .data import (
@@ -61,6 +62,7 @@ class LedgerApp(App[int]):
         Binding("c", "category", S.KEY_CATEGORY),
         Binding("a", "assign", S.KEY_ASSIGN),
         Binding("n", "note", S.KEY_NOTE),
+        Binding("t", "reply", S.KEY_REPLY),
     ]
 
     def __init__(self, settings: Settings, access: Access,
@@ -353,6 +355,36 @@ class LedgerApp(App[int]):
                            lambda s, who: workflow.add_note(s, tip_id, text, actor=who))
 
         self.push_screen(TextDialog(S.WRITE_NOTE.format(ref=ref), multiline=True), done)
+
+    def action_reply(self) -> None:
+        tip = self.current()
+        if tip is None:
+            return self.notify(S.NO_TIP, markup=False)
+        tip_id, station, ref, _ = tip
+
+        def done(text: str | None) -> None:
+            if text and text.strip():
+                self.send_reply(tip_id, station, ref, text)
+
+        self.push_screen(TextDialog(S.WRITE_REPLY.format(ref=ref), multiline=True), done)
+
+    @work(thread=True, group="write")
+    def send_reply(self, tip_id: int, station_id: str, ref: str, text: str) -> None:
+        """Answer the tipster from the station's own account (SMTP and IMAP: a thread)."""
+        station = self.settings.station(station_id)
+        try:
+            if station is None:
+                raise ConfigError(f"station {station_id} is not in the config: add it back "
+                                  f"to answer its tips from here")
+            with self.sessions() as session:
+                target = target_of(session, tip_id)
+            reply_to_tipster(self.settings, station, target, text)
+        except MailbridgeError as exc:
+            self.call_from_thread(self.error, exc)
+            return
+        self.call_from_thread(self.notify, S.REPLY_SENT.format(ref=ref,
+                                                               folder=station.sent_folder),
+                              markup=False)
 
     @work(thread=True, group="write")
     def write(self, tip_id: int, station: str, what: str,
