@@ -11,8 +11,10 @@ PostgreSQL give the same answer by construction.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 import re
 import statistics
 import sys
@@ -259,57 +261,56 @@ def write_bars(report: Report, out: TextIO, width: int = 40) -> None:
             console.print(line)
 
 
-FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-         "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf", "DejaVuSans.ttf")
-_PNG_COLOURS = (("of_value", S.OF_VALUE, (46, 125, 50)),
-                ("not_of_value", S.NOT_OF_VALUE, (158, 158, 158)),
-                ("spam", S.SPAM, (198, 40, 40)),
-                ("open", S.OPEN, (255, 179, 0)))
+_PNG_COLOURS = (("of_value", S.OF_VALUE, "#2e7d32"),
+                ("not_of_value", S.NOT_OF_VALUE, "#9e9e9e"),
+                ("spam", S.SPAM, "#c62828"),
+                ("open", S.OPEN, "#ffb300"))
 
 
-def _font(size: int) -> Any:
-    from PIL import ImageFont
+def chart_font(size: float, *, bold: bool = False) -> Any:
+    """DejaVu Sans from matplotlib's own files: every Vietnamese letter, on any box,
+    whatever fonts the system has (a missing font drew boxes)."""
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
 
-    for name in FONTS:
-        try:
-            return ImageFont.truetype(name, size)
-        except OSError:
-            continue
-    return ImageFont.load_default(size)
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    return FontProperties(fname=Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name,
+                          size=size)
 
 
-def write_png(report: Report, path: Path) -> None:
-    """A briefing chart: one stacked bar per category (of value, not, spam, open)."""
-    from PIL import Image, ImageDraw
+def write_png(report: Report, path: Path, station_name: str = "") -> None:
+    """A briefing chart: one stacked bar per category (of value, not, spam, open),
+    titled with the station (or every station) and the period."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     rows = report.by["category"]
-    font, bold = _font(18), _font(22)
-    label_w, bar_w, line_h, top = 300, 560, 34, 90
-    height = top + line_h * max(len(rows), 1) + 60
-    image = Image.new("RGB", (label_w + bar_w + 120, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((20, 15), f"{S.REPORT_TITLE}. {_period_text(report.period)}", fill="black",
-              font=bold)
-    x = 20
-    for _, name, colour in _PNG_COLOURS:
-        draw.rectangle((x, 55, x + 16, 71), fill=colour)
-        draw.text((x + 22, 52), name, fill="black", font=font)
-        x += 40 + int(draw.textlength(name, font=font))
-    biggest = max((r.figures.received for r in rows), default=0) or 1
-    for i, row in enumerate(rows):
-        y = top + i * line_h
-        draw.text((20, y + 4), row.label, fill="black", font=font)
-        x0 = label_w
-        figs = row.figures.as_dict()
-        for key, _, colour in _PNG_COLOURS:
-            w = round(bar_w * figs[key] / biggest)
-            if w:
-                draw.rectangle((x0, y + 4, x0 + w, y + line_h - 6), fill=colour)
-            x0 += w
-        draw.text((x0 + 8, y + 4), str(row.figures.received), fill="black", font=font)
+    font = chart_font(11)
+    figure = Figure(figsize=(10, 1.6 + 0.45 * max(len(rows), 1)), dpi=100,
+                    layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    labels = [r.label for r in rows]
+    left = [0] * len(rows)
+    for key, name, colour in _PNG_COLOURS:
+        values = [r.figures.as_dict()[key] for r in rows]
+        ax.barh(labels, values, left=left, color=colour, label=name, height=0.6)
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    for y, row in enumerate(rows):
+        ax.text(left[y], y, f" {row.figures.received}", va="center", fontproperties=font)
+    ax.invert_yaxis()
+    ax.set_yticks(range(len(rows)), labels, fontproperties=font)
+    for tick in ax.get_xticklabels():
+        tick.set_fontproperties(font)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # tips come whole
+    title = f"{S.REPORT_TITLE}: {station_name or S.ANY_STATION}. {_period_text(report.period)}"
+    figure.suptitle(title, fontproperties=chart_font(14, bold=True), x=0.01, ha="left")
+    figure.legend(prop=font, ncols=len(_PNG_COLOURS), loc="outside lower left", frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        image.save(path, format="PNG")
+        figure.savefig(path, format="png")
     except OSError as exc:
         raise ConfigError(f"cannot write the chart to {path}: {exc}; choose a writable "
                           f"--chart path") from exc
@@ -345,11 +346,16 @@ def run_report(settings: Settings, *, fmt: str = "table", date_from: date | None
                               f"{', '.join(sorted(settings.stations))}")
         period = parse_period(date_from, date_to, month)
         report = build(settings, period, station.lower() if station else None)
+        if chart is not None:  # first: a reader that stops early (| head) must not lose it
+            named = settings.station(station) if station else None
+            write_png(report, chart, named.name if named else "")
         WRITERS[fmt](report, out)
-        if chart is not None:
-            write_png(report, chart)
+        out.flush()
     except MailbridgeError as exc:
         print(f"mailbridge report: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader (head, less) has all it wanted
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
     return 0
 

@@ -32,6 +32,7 @@ from mailbridge.station.ledger.models import Tip
 from mailbridge.station.report import (
     Figures,
     Period,
+    Report,
     TipFacts,
     compute,
     parse_period,
@@ -199,3 +200,57 @@ def test_compute_is_pure_and_parse_period() -> None:
     assert parse_period(month="2026-12") == Period(date(2026, 12, 1), date(2026, 12, 31))
     with pytest.raises(ConfigError, match="swap them"):
         parse_period(date(2026, 2, 1), date(2026, 1, 1))
+
+
+def test_the_chart_names_its_station_and_draws_vietnamese_with_its_own_font(
+        settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The title says whose figures they are; the font comes with the chart library, so
+    no system font is needed for "ư", "ơ", "đ" (warnings are errors: a missing glyph
+    would fail here)."""
+    import matplotlib
+
+    from mailbridge.station import report as report_module
+
+    report = report_module.build(settings, Period(), "ncs")
+    chart = tmp_path / "ncs.png"
+    report_module.write_png(report, chart, "Đồn Nậm Cuổi")
+    with Image.open(chart) as image:
+        assert image.format == "PNG" and image.width >= 800
+    font_file = Path(report_module.chart_font(10).get_file())
+    assert font_file.is_relative_to(matplotlib.get_data_path())
+
+    titles: list[str] = []
+    real = report_module.write_png
+
+    def spy(rep: Report, path: Path, station_name: str = "") -> None:
+        titles.append(station_name)
+        real(rep, path, station_name)
+
+    monkeypatch.setattr(report_module, "write_png", spy)
+    assert run_report(settings, station="NCS", chart=tmp_path / "a.png", out=io.StringIO()) == 0
+    assert run_report(settings, chart=tmp_path / "b.png", out=io.StringIO()) == 0
+    assert titles == ["Đồn Nậm Cuổi", ""]
+
+
+def test_report_into_a_reader_that_stops_early_still_writes_the_chart(
+        settings: Settings, tmp_path: Path) -> None:
+    """`mailbridge report --chart x.png | head`, with a reader gone before the first line:
+    the chart is written, the exit is
+    quiet (no BrokenPipeError traceback)."""
+    import subprocess
+    import sys
+
+    chart = tmp_path / "piped.png"
+    code = ("import sys, pickle; from mailbridge.station.report import run_report; "
+            "settings = pickle.load(open(sys.argv[1], 'rb')); "
+            "sys.exit(run_report(settings, fmt='table', chart=__import__('pathlib').Path("
+            "sys.argv[2])))")
+    blob = tmp_path / "settings.pickle"
+    import pickle
+
+    blob.write_bytes(pickle.dumps(settings))
+    proc = subprocess.run(f"{sys.executable} -c \"{code}\" {blob} {chart} | true",
+                          shell=True, capture_output=True, text=True, timeout=120,
+                          check=False, cwd=Path(__file__).resolve().parents[2])
+    assert chart.is_file() and chart.stat().st_size > 1000, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
