@@ -121,7 +121,9 @@ class Intake:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         rcpts = self.accepted.pop(envelope, [])
         data = envelope.original_content or b""
-        msg = email.message_from_bytes(data, policy=default_policy)
+        # Parsing runs in a thread: up to smtp_max_bytes of anyone's mail must not hold
+        # up the form, which shares this loop.
+        msg = await asyncio.to_thread(email.message_from_bytes, data, policy=default_policy)
         kind = noise(msg, envelope.mail_from or "")
         if kind:
             log.info("smtp: an automatic message was dropped (%s)", kind)
@@ -129,7 +131,7 @@ class Intake:
         replies = [r for r in rcpts if r.token]
         if replies:
             return await self.reply(msg, replies)
-        text = _tip_text(msg)
+        text = await asyncio.to_thread(_tip_text, msg)
         if not text:  # a photo alone, say: the station would get an empty tip
             return NO_TEXT
         for rcpt in rcpts:  # a tip by mail, once per station it was sent to
@@ -145,7 +147,7 @@ class Intake:
                 log.info("smtp: a reply for station %s came from an address that may not "
                          "answer", rcpt.station.id)
                 return NOT_OFFICER
-        text = reply_text(msg, remove=[name, sender, *_addresses(msg)])
+        text = await asyncio.to_thread(reply_text, msg, remove=[name, sender, *_addresses(msg)])
         if not text:
             return EMPTY
         for rcpt in replies:

@@ -219,3 +219,11 @@ def test_a_delivery_report_is_noise() -> None:
         b"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\n"
         b"--b--\r\n", policy=default)
     assert noise(report, "MAILER-DAEMON@example.vn") == "delivery report"
+
+
+def test_long_lines_are_kept_whole_and_cannot_stall_the_parser() -> None:
+    paragraph = "Đồn đã nhận tin và sẽ kiểm tra từng nhà ở cuối bản. " * 40  # one long line
+    body = f"{paragraph.strip()}\n\nOn Tue, Dec 1, 2026 at 9:15 AM mailbridge wrote:\n> x\n"
+    assert new_text(body) == paragraph.strip()
+    # Anyone can mail the relay: a 150 KB line of "On On On …" took minutes before.
+    assert new_text("On " * 50_000) == ("On " * 50_000)[:5000].strip()
