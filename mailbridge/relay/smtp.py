@@ -58,6 +58,8 @@ EMPTY = "550 5.6.0 the reply holds no new text above the quoted tip"
 NO_TEXT = "550 5.6.0 only the text of a tip is forwarded, and this mail has none"
 TRY_LATER = "451 4.3.0 the reply could not be stored now: send it again later"
 MAIL_TIP_CATEGORY = "other"
+# Open SMTP connections at once: mail servers deliver over a few; more is a flood.
+MAX_CONNECTIONS = 50
 
 
 @dataclass
@@ -232,8 +234,36 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-async def start_smtp(settings: Settings, store: RelayStore,
-                     on_accepted: Callable[[], None]) -> asyncio.Server | None:
+class _Capped(SMTP):
+    """aiosmtpd's SMTP with a cap on open connections: each holds an open file, and the
+    form's connections need them too. Over the cap a client gets 421 and is closed."""
+
+    def __init__(self, live: set[_Capped], cap: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.live, self.cap, self.refused = live, cap, False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if len(self.live) >= self.cap:
+            self.refused = True
+            log.info("smtp: a connection was refused (%d open)", len(self.live))
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(b"421 4.7.0 too many connections, try again later\r\n")
+            transport.close()
+            return
+        self.live.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if not self.refused:
+            self.live.discard(self)
+            super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        return None if self.refused else super().eof_received()
+
+
+async def start_smtp(settings: Settings, store: RelayStore, on_accepted: Callable[[], None],
+                     *, max_connections: int = MAX_CONNECTIONS) -> asyncio.Server | None:
     """Listen on ``relay.smtp_listen`` in the running loop; None when it is unset."""
     if settings.relay.smtp_listen is None:
         return None
@@ -242,10 +272,13 @@ async def start_smtp(settings: Settings, store: RelayStore,
     context = tls_context(settings)
     host, port = settings.relay.smtp_listen
 
+    live: set[_Capped] = set()
+
     def protocol() -> SMTP:
-        return SMTP(handler, data_size_limit=settings.relay.smtp_max_bytes,
-                    enable_SMTPUTF8=True, hostname=settings.relay.domain, ident="mailbridge",
-                    tls_context=context, timeout=60)
+        return _Capped(live, max_connections, handler,
+                       data_size_limit=settings.relay.smtp_max_bytes, enable_SMTPUTF8=True,
+                       hostname=settings.relay.domain, ident="mailbridge", tls_context=context,
+                       timeout=60)
 
     loop = asyncio.get_running_loop()
     try:

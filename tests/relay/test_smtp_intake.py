@@ -27,7 +27,7 @@ from mailbridge.core.conversation import Sealer
 from mailbridge.core.message import Envelope, Submission, compose, signing_key, verify_contract
 from mailbridge.core.receipts import ReceiptHasher, derive_key, new_receipt_code, new_reply_token
 from mailbridge.errors import RuntimeFailure
-from mailbridge.relay.smtp import start_smtp
+from mailbridge.relay.smtp import smtp_port, start_smtp
 from mailbridge.relay.store import RelayStore
 from tests.e2e.support import (
     MAILDIR_STATION,
@@ -297,3 +297,32 @@ def test_a_tip_by_mail_without_text_is_refused(intake: Intake) -> None:
         intake.send(msg, "ncs@relay.example.test", sender="pao.vang@example.com")
     assert refused.value.smtp_code == 550
     assert not intake.store.list_outbox()
+
+
+def test_connections_over_the_cap_get_421_and_are_closed(tmp_path: Path) -> None:
+    path = write_config(tmp_path, free_port(), STATION, extra='smtp_listen = "127.0.0.1:0"\n')
+    settings = load_config(path, env={"MAILBRIDGE_SECRET": SECRET})
+    store = RelayStore(settings.relay.database)
+
+    async def scenario() -> tuple[bytes, bytes, bytes]:
+        server = await start_smtp(settings, store, lambda: None, max_connections=1)
+        assert server is not None
+        port = smtp_port(server)
+        first = await asyncio.open_connection("127.0.0.1", port)
+        greeting = await first[0].readline()
+        second = await asyncio.open_connection("127.0.0.1", port)
+        refused, closed = await second[0].readline(), await second[0].read()
+        first[1].write(b"QUIT\r\n")
+        await first[0].read()
+        for _reader, writer in (first, second):
+            writer.close()
+            await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return greeting, refused, closed
+
+    try:
+        greeting, refused, closed = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert greeting.startswith(b"220 ") and refused.startswith(b"421 ") and closed == b""
