@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from textual.widgets import OptionList
+from textual.widgets import OptionList, Select
 from textual.worker import WorkerCancelled
 
 from mailbridge.config import (
@@ -304,6 +304,36 @@ async def test_after_a_save_the_cursor_stays_on_the_tip_while_new_ones_arrive(
         current = tips.current
         assert current is not None and current.id == chosen.id
         assert current.status == "verifying"
+
+
+@aio
+async def test_placement_choices_follow_the_station_filter_and_include_unknown(
+        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    settings, sessions = ledger
+    with sessions() as s:
+        add_tip(s, 8, "Không qua áp phích", placement="")
+        add_tip(s, 9, "Ở đồn Mù Cả", station="mlt", placement="cho")
+        s.commit()
+    app = app_for(ledger, user="lan")  # an officer of both stations
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(app, pilot)
+        placement = app.query_one("#f-placement", Select)
+
+        def choices() -> list[tuple[str, object]]:
+            return [(str(label), value) for label, value in placement._options[1:]]
+
+        assert choices() == [("MLT · cho", "mlt/cho"), ("MLT · (không rõ)", "mlt/"),
+                             ("NCS · Chợ phiên", "ncs/cho"), ("NCS · Trường học", "ncs/truong"),
+                             ("NCS · (không rõ)", "ncs/")]
+        app.query_one("#f-station", Select).value = "ncs"
+        await settle(app, pilot)
+        assert [v for _, v in choices()] == ["ncs/cho", "ncs/truong", "ncs/"]
+        assert choices()[0][0] == "Chợ phiên"
+        placement.value = "ncs/"
+        await settle(app, pilot)
+        tips = app.query_one(TipList)
+        first = tips.row(0)
+        assert tips.total == 1 and first is not None and first.ref == "NCS-0008"
 
 
 @aio

@@ -220,8 +220,11 @@ def test_filters_and_pages(sessions: Session) -> None:
     assert count_tips(s, theft) == 10
     march = TipFilter(stations=("ncs",), date_from=date(2026, 3, 5), date_to=date(2026, 3, 9))
     assert [r.ref for r in page_tips(s, march, 0, 50)] == [f"NCS-{n:04d}" for n in (8, 7, 6, 5, 4)]
-    placed = TipFilter(stations=("ncs", "mlt"), placement="cho", category="drugs")
-    assert count_tips(s, placed) == 11  # 10 odd non-multiples of 3, and MLT-0099
+    placed = TipFilter(stations=("ncs", "mlt"), placement="ncs/cho", category="drugs")
+    assert count_tips(s, placed) == 10  # the odd non-multiples of 3; MLT's "cho" is another
+    assert count_tips(s, TipFilter(stations=("ncs", "mlt"), placement="mlt/cho")) == 1
+    unknown = TipFilter(stations=("ncs", "mlt"), placement="ncs/")  # sent without a poster
+    assert count_tips(s, unknown) == 15
     assert count_tips(s, TipFilter(stations=("ncs", "mlt"), station="mlt")) == 1
     assert count_tips(s, TipFilter(stations=("ncs",), station="mlt")) == 30  # not visible
     assert count_tips(s, TipFilter(stations=("ncs",), text="số 7")) == 1

@@ -72,6 +72,7 @@ class LedgerApp(App[int]):
         self.access = access
         self.sessions = sessions
         self.filter = TipFilter(stations=access.stations)
+        self.placements: list[tuple[str, str]] = []  # (station, placement) of the tips
         self.sub_title = ", ".join(f"{sid}: {name}" for sid, name in access.actors.items())
 
     # ---- layout ---------------------------------------------------------------------
@@ -140,10 +141,28 @@ class LedgerApp(App[int]):
         self.call_from_thread(self._set_placements, placements)
         self.call_from_thread(self.reload)
 
-    def _set_placements(self, placements: list[str]) -> None:
-        station = self.filter.station or self.access.stations[0]
-        self.query_one("#f-placement", Select).set_options(
-            [(Text(S.placement_label(self.settings, station, p)), p) for p in placements])
+    def _set_placements(self, placements: list[tuple[str, str]] | None = None) -> None:
+        """The placement choices of the chosen station (every station's, each named, when
+        none is chosen): its configured posters, any other in use, and "unknown"."""
+        if placements is not None:
+            self.placements = placements
+        chosen = self.filter.station
+        found = set(self.placements)
+        for sid in self.access.stations:
+            st = self.settings.station(sid)
+            found.update([(sid, ""), *((sid, p.id) for p in (st.placements if st else ()))])
+        options = []
+        for sid, pid in sorted(found, key=lambda k: (k[0], k[1] == "", k[1])):
+            if chosen and sid != chosen:
+                continue
+            label = S.placement_label(self.settings, sid, pid)
+            options.append((Text(label if chosen or len(self.access.stations) == 1
+                                 else f"{sid.upper()} · {label}"), f"{sid}/{pid}"))
+        select = self.query_one("#f-placement", Select)
+        keep = select.value if any(v == select.value for _, v in options) else select.BLANK
+        select.set_options(options)
+        if keep is not select.BLANK:
+            select.value = keep
 
     @work(thread=True, exclusive=True, group="list")
     def reload(self, keep_cursor: bool = False, follow: int | None = None) -> None:
@@ -234,7 +253,10 @@ class LedgerApp(App[int]):
                         date_from=date_from, date_to=date_to,
                         text=self.query_one("#f-text", Input).value)
         if new != self.filter:
+            station_changed = new.station != self.filter.station
             self.filter = new
+            if station_changed:
+                self._set_placements()
             self.reload()
 
     def _date(self, wid: str) -> date | None:

@@ -64,8 +64,9 @@ def apply_filter(query: Select[*Ts], f: TipFilter, dialect: str) -> Select[*Ts]:
         query = query.where(Tip.status == f.status)
     if f.category:
         query = query.where(Tip.category == f.category)
-    if f.placement:
-        query = query.where(Tip.placement == f.placement)
+    if f.placement is not None:  # "station/placement"; "station/" is a tip without one
+        station, _, placement = f.placement.partition("/")
+        query = query.where(Tip.station_id == station, Tip.placement == placement)
     if f.date_from:
         query = query.where(Tip.received_hour >= datetime.combine(f.date_from, datetime.min.time()))
     if f.date_to:
@@ -118,10 +119,11 @@ def forged_count(session: Session, stations: tuple[str, ...]) -> int:
         Message.kind == MessageKind.FORGED.value, Message.station_id.in_(stations))) or 0)
 
 
-def placements_in_use(session: Session, stations: tuple[str, ...]) -> list[str]:
-    rows = session.scalars(select(Tip.placement).where(Tip.station_id.in_(stations))
-                           .distinct().order_by(Tip.placement))
-    return [p for p in rows if p]
+def placements_in_use(session: Session, stations: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(station, placement) of every tip, "" for a tip sent without a poster."""
+    rows = session.execute(select(Tip.station_id, Tip.placement)
+                           .where(Tip.station_id.in_(stations)).distinct())
+    return sorted((station, placement) for station, placement in rows)
 
 
 # ---- one tip in full ----------------------------------------------------------------
