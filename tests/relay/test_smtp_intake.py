@@ -326,3 +326,19 @@ def test_connections_over_the_cap_get_421_and_are_closed(tmp_path: Path) -> None
     finally:
         store.close()
     assert greeting.startswith(b"220 ") and refused.startswith(b"421 ") and closed == b""
+
+
+def test_an_exception_reaches_neither_the_client_nor_the_log_as_text(
+        intake: Intake, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(self: RelayStore, token: str) -> None:
+        raise RuntimeError(f"database said: {token} Cảm ơn")
+
+    tip = intake.tip()
+    monkeypatch.setattr(RelayStore, "tip_by_token", broken)
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        intake.send(reply(tip, "Đã rõ."), tip.address)
+    code, text = next(iter(refused.value.recipients.values()))
+    assert code == 451 and tip.token.encode() not in text and b"database" not in text
+    lines = [r.getMessage() for r in caplog.records if r.name == "mailbridge.relay.smtp"]
+    assert "smtp: handling a message failed (RuntimeError)" in lines
+    assert not [line for line in lines if tip.token in line or "database said" in line]
