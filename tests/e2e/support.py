@@ -96,6 +96,16 @@ ca_file = "{stack.ca_file}"
 """
 
 
+def smtp_relay(folder: Path, stack: MailStack, prefix: str) -> RelayProcess:
+    """``mailbridge serve`` delivering to station1 through the test stack's Postfix,
+    started; refs start with *prefix*, so tests sharing the mailbox never mix."""
+    port = free_port()
+    config = write_config(folder, port, smtp_station(stack, prefix))
+    with (folder / ".env").open("a") as env:
+        env.write("STATION_SMTP_PASSWORD=secret\n")
+    return RelayProcess(config, port).start()
+
+
 @contextmanager
 def relay_in_thread(settings: Settings) -> Iterator[str]:
     """The whole relay (form + delivery worker) in a thread on a free port; yields its URL."""

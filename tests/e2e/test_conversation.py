@@ -28,7 +28,7 @@ from tests.e2e.support import (
     RelayProcess,
     free_port,
     maildir_files,
-    smtp_station,
+    smtp_relay,
     submit,
     write_config,
 )
@@ -122,12 +122,7 @@ def test_the_tipster_reads_the_reply_and_adds_more_without_javascript(
 @pytest.mark.servers
 def test_a_followup_arrives_threaded_through_postfix_and_the_poller_links_it(
         tmp_path: Path, mailstack: MailStack) -> None:
-    prefix = "C" + secrets.token_hex(3).upper()
-    port = free_port()
-    config = write_config(tmp_path, port, smtp_station(mailstack, prefix))
-    with (tmp_path / ".env").open("a") as env:
-        env.write("STATION_SMTP_PASSWORD=secret\n")
-    relay = RelayProcess(config, port).start()
+    relay = smtp_relay(tmp_path, mailstack, "C" + secrets.token_hex(3).upper())
     try:
         with httpx.Client(timeout=30) as client:
             receipt = submit(client, relay.base, "/s/ncs/cho", "Có người lạ ở chợ phiên.")

@@ -12,13 +12,7 @@ import httpx
 import pytest
 
 from mailbridge.core.receipts import parse_receipt
-from tests.e2e.support import (
-    RelayProcess,
-    free_port,
-    smtp_station,
-    submit,
-    write_config,
-)
+from tests.e2e.support import smtp_relay, submit
 from tests.e2e.test_leaks import MARKERS, NEEDLES
 from tests.servers.mailstack import MailStack
 from tests.waiting import wait_for
@@ -47,11 +41,7 @@ def _fetch_by_ref(stack: MailStack, ref: str) -> EmailMessage:
 def test_form_to_station_mailbox_through_postfix_and_dovecot(
         tmp_path: Path, mailstack: MailStack) -> None:
     prefix = "E" + secrets.token_hex(3).upper()
-    port = free_port()
-    config = write_config(tmp_path, port, smtp_station(mailstack, prefix))
-    with (tmp_path / ".env").open("a") as env:
-        env.write("STATION_SMTP_PASSWORD=secret\n")
-    relay = RelayProcess(config, port).start()
+    relay = smtp_relay(tmp_path, mailstack, prefix)
     try:
         with httpx.Client(timeout=30) as client:
             receipt = submit(client, relay.base, "/s/NCS/CHO", TIP, headers=MARKERS)

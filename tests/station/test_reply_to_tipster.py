@@ -20,11 +20,11 @@ from sqlalchemy import select
 from textual.widgets import TextArea
 from textual.worker import WorkerCancelled
 
-from mailbridge.config import SmtpSettings, Station
+from mailbridge.config import Settings, SmtpSettings, Station
 from mailbridge.errors import LedgerError
 from mailbridge.station.ledger.models import Message, Tip
 from mailbridge.station.records import MessageKind
-from mailbridge.station.reply import reply_to_tipster, target_of
+from mailbridge.station.reply import ReplyTarget, reply_to_tipster, target_of
 from mailbridge.station.tui import strings as S
 from mailbridge.station.tui.access import resolve_access
 from mailbridge.station.tui.app import LedgerApp
@@ -98,16 +98,32 @@ def sent_folder(stack: MailStack, address: str) -> list[EmailMessage]:
     return [m for m in found if isinstance(m, EmailMessage)]
 
 
-def test_the_reply_goes_to_the_tips_reply_to_and_is_filed_in_its_thread(
-        mailstack: MailStack, address: str, ledger: Ledger, tmp_path: Path,
-        sink: tuple[Sink, int]) -> None:
-    handler, port = sink
-    station = station_for(mailstack, address, port)
-    config = settings(ledger.url, tmp_path, {"ncs": station})
-    tip_id, ref, message_id = forwarded_tip(mailstack, address, ledger)
+@dataclasses.dataclass
+class Answering:
+    config: Settings
+    station: Station
+    target: ReplyTarget
+    tip_id: int
+
+
+@pytest.fixture
+def answering(mailstack: MailStack, address: str, ledger: Ledger, tmp_path: Path,
+              sink: tuple[Sink, int]) -> Answering:
+    """A forwarded tip in the mailbox and the ledger, and a station that can answer it."""
+    station = station_for(mailstack, address, sink[1])
+    tip_id, _, _ = forwarded_tip(mailstack, address, ledger)
     with ledger.sessions() as s:
         target = target_of(s, tip_id)
-    assert reply_to_tipster(config, station, target, ANSWER) == TOKEN_ADDRESS
+    return Answering(settings(ledger.url, tmp_path, {"ncs": station}), station, target, tip_id)
+
+
+def test_the_reply_goes_to_the_tips_reply_to_and_is_filed_in_its_thread(
+        mailstack: MailStack, address: str, ledger: Ledger, sink: tuple[Sink, int],
+        answering: Answering) -> None:
+    handler, _ = sink
+    ref, message_id, tip_id = answering.target.ref, answering.target.message_id, answering.tip_id
+    assert reply_to_tipster(answering.config, answering.station, answering.target,
+                            ANSWER) == TOKEN_ADDRESS
 
     ((mail_from, rcpt, sent),) = handler.received
     assert (mail_from, rcpt) == (address, [TOKEN_ADDRESS])
@@ -125,19 +141,13 @@ def test_the_reply_goes_to_the_tips_reply_to_and_is_filed_in_its_thread(
 
 
 def test_a_reply_to_without_the_relay_domain_is_never_used(
-        mailstack: MailStack, address: str, ledger: Ledger, tmp_path: Path,
-        sink: tuple[Sink, int]) -> None:
-    handler, port = sink
-    station = station_for(mailstack, address, port)
-    config = settings(ledger.url, tmp_path, {"ncs": station})
-    tip_id, _, _ = forwarded_tip(mailstack, address, ledger)
-    with ledger.sessions() as s:
-        target = target_of(s, tip_id)
+        sink: tuple[Sink, int], answering: Answering) -> None:
+    config = answering.config
     other = dataclasses.replace(
         config, relay=dataclasses.replace(config.relay, domain="elsewhere.example"))
     with pytest.raises(LedgerError, match="no reply address at elsewhere.example"):
-        reply_to_tipster(other, station, target, ANSWER)
-    assert handler.received == []
+        reply_to_tipster(other, answering.station, answering.target, ANSWER)
+    assert sink[0].received == []
 
 
 async def _settle(app: LedgerApp, pilot: Any) -> None:
