@@ -89,6 +89,13 @@ class Intake:
         self.by_tip_address = {s.mail_tips_address: s for s in self.settings.stations.values()
                                if s.mail_tips_address}
 
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        """No AUTH line: there is nothing to log in to, so nothing to guess (aiosmtpd
+        would announce an empty AUTH after STARTTLS)."""
+        session.host_name = hostname
+        return [line for line in responses if not line.startswith("250-AUTH")]
+
     # -- RCPT: not an open relay --------------------------------------------------
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
@@ -278,7 +285,7 @@ async def start_smtp(settings: Settings, store: RelayStore, on_accepted: Callabl
         return _Capped(live, max_connections, handler,
                        data_size_limit=settings.relay.smtp_max_bytes, enable_SMTPUTF8=True,
                        hostname=settings.relay.domain, ident="mailbridge", tls_context=context,
-                       timeout=60)
+                       timeout=60, auth_exclude_mechanism=("LOGIN", "PLAIN"))
 
     loop = asyncio.get_running_loop()
     try:

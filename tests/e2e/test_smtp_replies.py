@@ -80,6 +80,8 @@ def send(msg: EmailMessage, port: int, ca_file: Path) -> None:
     context = ssl.create_default_context(cafile=str(ca_file))
     with smtplib.SMTP("127.0.0.1", port, source_address=(CLIENT, 0), timeout=30) as client:
         client.starttls(context=context)
+        client.ehlo()
+        assert not client.has_extn("auth")  # nothing to log in to, nothing to guess
         client.sendmail(MAILBOX, [str(msg["To"])], msg.as_bytes(policy=SMTP))
 
 
