@@ -67,6 +67,20 @@ def print_keys(settings: Settings, out: TextIO) -> None:
               "`mailbridge check` prints on the relay into ledger.relay_public_keys", file=out)
 
 
+def print_smtp_intake(settings: Settings, out: TextIO) -> None:
+    """Where officers' replies come in; a certificate that does not load is the
+    ConfigError ``serve`` would stop on, found before the service starts."""
+    if settings.relay.smtp_listen is None:
+        return
+    from .relay.smtp import tls_context
+
+    host, port = settings.relay.smtp_listen
+    tls = "STARTTLS" if tls_context(settings) is not None else "no STARTTLS (no certificate)"
+    by_mail = [s.id for s in settings.stations.values() if s.mail_tips_address]
+    print(f"smtp intake: {host}:{port}, {tls}, replies to reply+TOKEN@{settings.relay.domain}"
+          f"{'; tips by mail for ' + ', '.join(by_mail) if by_mail else ''}", file=out)
+
+
 def run_check(settings: Settings, *, connect: bool = False, out: TextIO = sys.stdout) -> int:
     """Print what the configuration says; with ``connect``, log in to every server."""
     failures = 0
@@ -92,6 +106,7 @@ def run_check(settings: Settings, *, connect: bool = False, out: TextIO = sys.st
             problem = check_imap(station.imap)
             failures += problem is not None
             print(f"  imap: {problem or 'ok'}", file=out)
+    print_smtp_intake(settings, out)
     print_keys(settings, out)
     print(f"config {settings.path}: ok, {len(settings.stations)} stations, "
           f"{len(settings.categories)} categories", file=out)

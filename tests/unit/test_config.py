@@ -280,3 +280,20 @@ def test_the_station_sides_reply_account(tmp_path: Path) -> None:
         load_config(_write(tmp_path, text.replace('password_env = "NCS_PASS"\n', "")),
                     env={"MB_SECRET": SECRET})
     assert len(str(exc.value).splitlines()) == 1
+
+
+def test_check_shows_the_smtp_intake_and_refuses_a_certificate_that_does_not_load(
+        tmp_path: Path) -> None:
+    intake = 'database = "sqlite:///relay.db"\nsmtp_listen = "0.0.0.0:2525"'
+    path = _write(tmp_path, GOOD.replace('database = "sqlite:///relay.db"', intake))
+    result = _check("--config", str(path), "check", env={"MB_SECRET": SECRET, "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert ("smtp intake: 0.0.0.0:2525, no STARTTLS (no certificate), replies to "
+            "reply+TOKEN@relay.example.test") in result.stdout
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    path = _write(tmp_path, GOOD.replace('database = "sqlite:///relay.db"', intake + (
+        '\nsmtp_tls_cert = "cert.pem"\nsmtp_tls_key = "cert.pem"')))
+    result = _check("--config", str(path), "check", env={"MB_SECRET": SECRET, "PATH": ""})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "relay.smtp_tls_cert / relay.smtp_tls_key: cannot load" in result.stderr
