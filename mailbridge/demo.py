@@ -267,6 +267,7 @@ def _step(cmd: list[str], args: list[str], env: dict[str, str], *,
 def _print_urls(settings: Settings, config: Path, folder: Path) -> None:
     base = settings.relay.public_url
     print(f"  station chooser   {base}/")
+    print(f"  replies (code)    {base}/status")
     for station in settings.stations.values():
         print(f"  {station.id} form        {base}/s/{station.id}")
         for p in station.placements:

@@ -5,6 +5,10 @@ and the receipt code travel only in POST bodies and responses, never in a URL;
 every page is ``Cache-Control: no-store``; no cookie is ever set; no third-party
 resource is loaded (a strict CSP allows only the one inline stylesheet).
 
+``/status`` opens a tip's conversation with its receipt code (a POST body, never
+a URL), checked by its Damm digit before any lookup and rate-limited per network
+and in total; what the tipster adds there is forwarded as a follow-up under the tip.
+
 A tip is acknowledged only after ``RelayStore.accept`` committed it. Anything
 that fails before then shows "not sent, please try again" (HTTP 503) with the
 tipster's text still in the form, and nothing is half-sent.

@@ -79,6 +79,7 @@ def test_demo_sends_indexes_and_prints_the_urls(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"http://127.0.0.1:{port}/s/ncs/cho" in result.stdout
     assert f"replies by SMTP   127.0.0.1:{smtp_port}" in result.stdout
+    assert f"http://127.0.0.1:{port}/status" in result.stdout
     assert len(maildir_files(folder / "mail" / "ncs")) == 2
     assert len(maildir_files(folder / "mail" / "pvs")) == 1
     engine = create_engine(f"sqlite:///{folder / 'ledger.db'}")
