@@ -177,6 +177,7 @@ class RelaySettings:
     smtp_max_bytes: int = 10 * 1024 * 1024
     smtp_tls_cert: Path | None = None
     smtp_tls_key: Path | None = None
+    mail_tips_per_hour: int = 60  # tips by mail, all senders together
 
 
 @dataclass(frozen=True)
@@ -479,6 +480,7 @@ def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
         smtp_max_bytes=r.integer("smtp_max_bytes", 10 * 1024 * 1024, 1024),
         smtp_tls_cert=r.path("smtp_tls_cert"),
         smtp_tls_key=r.path("smtp_tls_key"),
+        mail_tips_per_hour=r.integer("mail_tips_per_hour", 60, 1),
     )
     if (settings.smtp_tls_cert is None) != (settings.smtp_tls_key is None):
         r.error("smtp_tls_cert", "and relay.smtp_tls_key go together: set both (certificate "

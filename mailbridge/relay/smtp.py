@@ -41,11 +41,12 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from ..config import Settings, Station
 from ..core.message import Composed, Submission, compose, hour_of, reply_token_of, signing_key
 from ..core.message import Envelope as TipEnvelope
-from ..core.receipts import is_reply_token, new_reply_token
+from ..core.receipts import derive_key, is_reply_token, new_reply_token
 from ..core.reply import noise, reply_text
 from ..errors import ConfigError, RuntimeFailure
 from ..labels import category_label
 from .i18n import MESSAGE_LANGUAGE, gettext_for
+from .ratelimit import RateLimiter
 from .store import RelayStore
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ UNKNOWN = "550 5.1.1 this reply address is unknown or has expired"
 NOT_OFFICER = "550 5.7.1 only the station's own mailbox may answer this tip"
 EMPTY = "550 5.6.0 the reply holds no new text above the quoted tip"
 NO_TEXT = "550 5.6.0 only the text of a tip is forwarded, and this mail has none"
+TOO_MANY = "451 4.7.0 too many tips by mail this hour: send it again later"
 TRY_LATER = "451 4.3.0 the reply could not be stored now: send it again later"
 MAIL_TIP_CATEGORY = "other"
 # Open SMTP connections at once: mail servers deliver over a few; more is a flood.
@@ -88,6 +90,10 @@ class Intake:
         self.signer = signing_key(relay.secret.reveal())
         self.by_tip_address = {s.mail_tips_address: s for s in self.settings.stations.values()
                                if s.mail_tips_address}
+        # Tips by mail, all senders together: a flood waits (451) at the sender's server.
+        limit = relay.mail_tips_per_hour
+        self.mail_tips = RateLimiter(derive_key(relay.secret.reveal(), "mail-tips"), limit,
+                                     total_per_hour=limit)
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
@@ -143,6 +149,9 @@ class Intake:
         text = await asyncio.to_thread(_tip_text, msg)
         if not text:  # a photo alone, say: the station would get an empty tip
             return NO_TEXT
+        if not self.mail_tips.hit({"client": session.peer}):
+            log.info("smtp: a tip by mail waits: relay.mail_tips_per_hour was reached")
+            return TOO_MANY
         for rcpt in rcpts:  # a tip by mail, once per station it was sent to
             await asyncio.to_thread(self.accept_tip, rcpt.station, text)
         self.on_accepted()

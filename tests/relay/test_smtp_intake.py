@@ -49,6 +49,7 @@ STATION = MAILDIR_STATION.replace(
     f'maildir = "mail/ncs"\nofficer_senders = ["{OFFICER}"]\n'
     'mail_tips_address = "ncs@relay.example.test"')
 MAX_BYTES = 64 * 1024
+MAIL_TIPS = 2  # relay.mail_tips_per_hour
 
 
 @dataclass
@@ -115,7 +116,8 @@ def intake(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Intake]
     caplog.set_level(logging.DEBUG)
     port = free_port()
     path = write_config(tmp_path, free_port(), STATION, extra=f'smtp_listen = "127.0.0.1:{port}"\n'
-                                                    f"smtp_max_bytes = {MAX_BYTES}\n")
+                                                    f"smtp_max_bytes = {MAX_BYTES}\n"
+                                                    f"mail_tips_per_hour = {MAIL_TIPS}\n")
     settings = load_config(path, env={"MAILBRIDGE_SECRET": SECRET})
     with relay_in_thread(settings):
         store = RelayStore(settings.relay.database)
@@ -342,3 +344,19 @@ def test_an_exception_reaches_neither_the_client_nor_the_log_as_text(
     lines = [r.getMessage() for r in caplog.records if r.name == "mailbridge.relay.smtp"]
     assert "smtp: handling a message failed (RuntimeError)" in lines
     assert not [line for line in lines if tip.token in line or "database said" in line]
+
+
+def test_tips_by_mail_over_the_hourly_limit_wait_at_the_senders_server(intake: Intake) -> None:
+    def tip(n: int) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = ("x@example.com", "ncs@relay.example.test",
+                                                  f"Tin số {n}")
+        msg.set_content("Có hàng lạ qua suối.")
+        return msg
+
+    for n in range(MAIL_TIPS):
+        intake.send(tip(n), "ncs@relay.example.test", sender="x@example.com")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        intake.send(tip(MAIL_TIPS), "ncs@relay.example.test", sender="x@example.com")
+    assert refused.value.smtp_code == 451  # a temporary refusal: the server sends it again later
+    assert len(intake.store.list_outbox()) == MAIL_TIPS
