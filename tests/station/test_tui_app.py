@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from textual.widgets import OptionList, Select
+from textual.widgets import Input, OptionList, Select
 from textual.worker import WorkerCancelled
 
 from mailbridge.config import (
@@ -469,13 +469,40 @@ async def test_forged_relay_mail_is_announced_never_listed(
     assert len(warnings) == 1 and warnings[0].startswith("Có 2 thư mạo danh"), warnings
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
 @aio
-async def test_main_screen_snapshot(ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+async def test_the_desk_fits_from_80_by_24_with_two_stations(
+        ledger: tuple[Settings, sessionmaker[Session]], size: tuple[int, int]) -> None:
+    """Every filter and the search box keep a usable width, the tipster's words stay on
+    screen, and Escape leaves the search box for the list."""
+    app = app_for(ledger, user="lan")  # two stations: one more filter
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        for wid in ("f-status", "f-category", "f-station", "f-placement", "f-from", "f-to",
+                    "f-text"):
+            widget = app.query_one(f"#{wid}")
+            assert widget.size.width >= 10, (wid, widget.size)
+            assert widget.region.right <= size[0], (wid, widget.region)
+        assert "Nội dung" in screen_text(app).splitlines()[3]
+        await pilot.press("slash", *"suoi")
+        await settle(app, pilot)
+        assert app.query_one("#f-text", Input).has_focus
+        assert "suoi" in screen_text(app)
+        assert app.query_one(TipList).total == 1  # "Có người lạ chở hàng qua suối"
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert app.query_one(TipList).has_focus
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@aio
+async def test_main_screen_snapshot(ledger: tuple[Settings, sessionmaker[Session]],
+                                    size: tuple[int, int]) -> None:
     app = app_for(ledger)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
         svg = app.export_screenshot(title="mailbridge ledger")
-    stored = SNAPSHOTS / "ledger_main.svg"
+    stored = SNAPSHOTS / f"ledger_main_{size[0]}x{size[1]}.svg"
     if os.environ.get("MAILBRIDGE_UPDATE_SNAPSHOTS") == "1":
         SNAPSHOTS.mkdir(exist_ok=True)
         stored.write_text(svg, encoding="utf-8")

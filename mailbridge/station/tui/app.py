@@ -63,6 +63,7 @@ class LedgerApp(App[int]):
         Binding("a", "assign", S.KEY_ASSIGN),
         Binding("n", "note", S.KEY_NOTE),
         Binding("t", "reply", S.KEY_REPLY),
+        Binding("escape", "focus_list", S.KEY_LIST, show=False),
     ]
 
     def __init__(self, settings: Settings, access: Access,
@@ -79,20 +80,22 @@ class LedgerApp(App[int]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        # Two one-line rows of compact widgets: the list keeps its room from 80×24 up.
         with Horizontal(id="filters"):
             yield Select([(Text(S.status_label(s.value)), s.value) for s in Status],
-                         prompt=S.ANY_STATUS, id="f-status")
+                         prompt=S.ANY_STATUS, id="f-status", compact=True)
             yield Select([(Text(S.category_label(self.settings, c.id)), c.id)
                           for c in self.settings.categories], prompt=S.ANY_CATEGORY,
-                         id="f-category")
+                         id="f-category", compact=True)
             if len(self.access.stations) > 1:
                 yield Select([(Text(self._station_name(sid)), sid)
                               for sid in self.access.stations], prompt=S.ANY_STATION,
-                             id="f-station")
-            yield Select([], prompt=S.ANY_PLACEMENT, id="f-placement")
-            yield Input(placeholder=S.FROM_DATE, id="f-from", classes="date")
-            yield Input(placeholder=S.TO_DATE, id="f-to", classes="date")
-            yield Input(placeholder=S.SEARCH, id="f-text")
+                             id="f-station", compact=True)
+            yield Select([], prompt=S.ANY_PLACEMENT, id="f-placement", compact=True)
+        with Horizontal(id="filters2"):
+            yield Input(placeholder=S.FROM_DATE, id="f-from", classes="date", compact=True)
+            yield Input(placeholder=S.TO_DATE, id="f-to", classes="date", compact=True)
+            yield Input(placeholder=S.SEARCH, id="f-text", compact=True)
         yield Static(id="columns", markup=False)
         yield TipList(self.render_row, id="tips")
         yield Static(Text(S.LOADING), id="count", markup=False)
@@ -272,6 +275,10 @@ class LedgerApp(App[int]):
             box.set_class(True, "invalid")
             return None
 
+    def action_focus_list(self) -> None:
+        """Escape leaves a filter or the search box for the list."""
+        self.query_one(TipList).focus()
+
     def action_focus_search(self) -> None:
         self.query_one("#f-text", Input).focus()
 
@@ -307,7 +314,7 @@ class LedgerApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("status", "category", "assign", "note"):
             return not isinstance(self.screen, ChoiceDialog | TextDialog)
-        if action in ("focus_search", "focus_filters", "reset_filters"):
+        if action in ("focus_search", "focus_filters", "reset_filters", "focus_list"):
             return self.screen is self.screen_stack[0]  # the list's own keys
         return True
 

@@ -72,6 +72,7 @@ NO_PLACEMENT = "(không rõ)"
 
 KEY_QUIT = "Thoát"
 KEY_OPEN = "Xem"
+KEY_LIST = "Về danh sách"
 KEY_SEARCH = "Tìm"
 KEY_FILTER = "Lọc"
 KEY_RESET = "Bỏ lọc"

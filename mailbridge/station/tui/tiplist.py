@@ -42,11 +42,30 @@ COLUMNS = (
 )
 
 
+# On a narrow screen these columns go first (in this order), so the tipster's words keep
+# at least PREVIEW_MIN cells: the assignee, then the placement (both are in the tip).
+NARROW_DROPS = (S.COL_ASSIGNEE, S.COL_PLACEMENT)
+PREVIEW_MIN = 24
+
+
+def columns_for(width: int) -> tuple[Column, ...]:
+    """The columns a line of *width* cells shows."""
+    columns: tuple[Column, ...] = COLUMNS
+    for title in NARROW_DROPS:
+        if sum(c.width for c in columns) + PREVIEW_MIN <= width:
+            break
+        columns = tuple(c for c in columns if c.title != title)
+    return columns
+
+
 def fit(cells: Sequence[str], width: int) -> list[str]:
     """Cut or pad each cell to its column; the last column takes what is left."""
     out: list[str] = []
     used = 0
+    shown = columns_for(width)
     for col, cell in zip(COLUMNS, cells, strict=True):
+        if col not in shown:
+            continue
         size = col.width or max(width - used, 0)
         text = one_line(cell)
         if cell_len(text) > size - 1:
