@@ -45,9 +45,10 @@ def seed(store: RelayStore, hasher: ReceiptHasher, sealer: Sealer, tips: int) ->
     codes = []
     for i in range(tips):
         code, token = new_receipt_code(), new_reply_token()
+        derived = hasher.derive(code)
         store.accept(STATION, builder(STATION, f"tin {i}", token),
-                     receipt_hash=hasher.hash(code), reply_token=token,
-                     keys=sealer.new_keys(code), category_id="drugs")
+                     receipt_hash=derived.receipt_hash, reply_token=token,
+                     keys=sealer.new_keys(derived.seal_key), category_id="drugs")
         for _ in range(3):
             store.add_reply(token, REPLY, station_id="ncs")
         codes.append(code)
@@ -65,7 +66,8 @@ def pure(folder: Path, tips: int, lookups: int) -> None:
 
     def open_one(code: str) -> float:
         t = time.perf_counter()
-        assert store.open_conversation(hasher.hash(code), code, sealer) is not None
+        derived = hasher.derive(code)
+        assert store.open_conversation(derived.receipt_hash, derived.seal_key, sealer) is not None
         return (time.perf_counter() - t) * 1000
 
     sample = codes[:lookups]
@@ -80,7 +82,7 @@ def pure(folder: Path, tips: int, lookups: int) -> None:
     for code in sample:
         hasher.hash(code)
     each = (time.perf_counter() - t) / len(sample) * 1000
-    print(f"  of which the receipt hash alone: {each:.1f} ms (the sealing key costs the same)")
+    print(f"  of which the receipt code's one Argon2id: {each:.1f} ms")
     store.close()
 
 

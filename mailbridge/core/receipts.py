@@ -70,6 +70,15 @@ def parse_receipt(typed: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """What one Argon2id over a receipt code gives: the lookup hash (stored) and the
+    key that opens the tip's conversation (never stored; core/conversation.py)."""
+
+    receipt_hash: str
+    seal_key: bytes
+
+
+@dataclass(frozen=True)
 class ReceiptHasher:
     """Argon2id over a receipt code, keyed by the installation's secret.
 
@@ -77,6 +86,8 @@ class ReceiptHasher:
     lookup) while the hash is useless without the secret. Costs are kept
     moderate: with ~50 bits of entropy a few milliseconds per guess already
     makes an offline search hopeless (docs/THREAT-MODEL.md has the figure).
+    One Argon2id serves both the lookup and the conversation's key: two
+    BLAKE2b derivations of its output, neither of which reveals the other.
     """
 
     secret: bytes
@@ -88,7 +99,7 @@ class ReceiptHasher:
         if len(self.secret) < 16:
             raise ValueError("the receipt secret must be at least 16 bytes")
 
-    def hash(self, code: str) -> str:
+    def derive(self, code: str) -> Derived:
         raw = hash_secret_raw(
             secret=code.encode("ascii"),
             salt=self.secret,
@@ -98,7 +109,12 @@ class ReceiptHasher:
             hash_len=32,
             type=Type.ID,
         )
-        return raw.hex()
+        return Derived(
+            hashlib.blake2b(raw, digest_size=32, person=b"receipt-lookup").hexdigest(),
+            hashlib.blake2b(raw, digest_size=32, person=b"receipt-seal").digest())
+
+    def hash(self, code: str) -> str:
+        return self.derive(code).receipt_hash
 
 
 def new_reply_token() -> str:

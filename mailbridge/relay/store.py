@@ -406,10 +406,10 @@ class RelayStore:
                                                  sealed=seal(bytes(row.public_key), text)))
         return True
 
-    def open_conversation(self, receipt_hash: str, code: str,
+    def open_conversation(self, receipt_hash: str, seal_key: bytes,
                           sealer: Sealer) -> Conversation | None:
-        """The unexpired conversation of a receipt, its messages opened with *code*,
-        oldest first; None when there is none (or *code* does not open it)."""
+        """The unexpired conversation of a receipt, its messages opened with the code's
+        *seal_key* (``ReceiptHasher.derive``), oldest first; None when there is none."""
         query = (select(tips.c.id, tips.c.ref, tips.c.station_id, tips.c.message_id,
                         tips.c.created_hour, tips.c.reply_token, conversations.c.category_id,
                         conversations.c.public_key, conversations.c.sealed_private_key,
@@ -428,7 +428,7 @@ class RelayStore:
                                   .order_by(messages.c.id)).all()
         keys = ConversationKeys(bytes(row.public_key), bytes(row.sealed_private_key),
                                 bytes(row.salt))
-        private = sealer.unlock(keys, code)
+        private = sealer.unlock(keys, seal_key)
         if private is None:
             return None
         tip = TipRecord(row.ref, row.station_id, row.message_id,

@@ -380,8 +380,8 @@ class WebForm:
 
     def _accept(self, station: Station, placement: Placement | None, category: Category,
                 form: FormInput, code: str) -> Accepted:
-        """Build and commit the tip with its conversation keys (blocking: two slow
-        hashes + database, run in a thread)."""
+        """Build and commit the tip with its conversation keys (blocking: the slow hash
+        + database, run in a thread)."""
         token = new_reply_token()
         envelope = Envelope(self.relay.address, self.relay.domain, token)
 
@@ -389,10 +389,12 @@ class WebForm:
             return self._compose(station, category, form, ref=ref, date=date,
                                  envelope=envelope, placement=placement)
 
-        return self.store.accept(station, build, receipt_hash=self.hasher.hash(code),
+        derived = self.hasher.derive(code)
+        return self.store.accept(station, build, receipt_hash=derived.receipt_hash,
                                  reply_token=token,
                                  delay_minutes=station.delivery_delay_minutes,
-                                 keys=self.sealer.new_keys(code), category_id=category.id)
+                                 keys=self.sealer.new_keys(derived.seal_key),
+                                 category_id=category.id)
 
     # -- status: replies and follow-ups, opened with the receipt code ------------------
 
@@ -431,7 +433,8 @@ class WebForm:
         return self.conversation(lang, code, station, conversation)
 
     def _open(self, code: str) -> Conversation | None:
-        return self.store.open_conversation(self.hasher.hash(code), code, self.sealer)
+        derived = self.hasher.derive(code)
+        return self.store.open_conversation(derived.receipt_hash, derived.seal_key, self.sealer)
 
     async def _add(self, lang: str, code: str, station: Station, conversation: Conversation,
                    fields: Mapping[str, str]) -> Response:

@@ -86,7 +86,8 @@ class Intake:
 
         try:
             store.accept(station, build, receipt_hash=self.hash(code),  # type: ignore[arg-type]
-                         reply_token=token, keys=self.sealer.new_keys(code), category_id="drugs")
+                         reply_token=token, keys=self.sealer.new_keys(self.seal_key(code)),
+                         category_id="drugs")
         finally:
             store.close()
         return Tip(token, code)
@@ -98,9 +99,14 @@ class Intake:
     def hash(self, code: str) -> str:
         return ReceiptHasher(derive_key(self.settings.relay.secret.reveal(), "receipt")).hash(code)
 
+    def seal_key(self, code: str) -> bytes:
+        hasher = ReceiptHasher(derive_key(self.settings.relay.secret.reveal(), "receipt"))
+        return hasher.derive(code).seal_key
+
     def read(self, tip: Tip) -> list[str]:
         """What the tipster reads, opened with the receipt code."""
-        conversation = self.store.open_conversation(self.hash(tip.code), tip.code, self.sealer)
+        conversation = self.store.open_conversation(self.hash(tip.code),
+                                                    self.seal_key(tip.code), self.sealer)
         assert conversation is not None
         return [said.text for said in conversation.said]
 

@@ -85,3 +85,13 @@ def test_refs() -> None:
     assert format_ref("NCS", 12345) == "NCS-12345"
     assert is_ref("NCS-0042")
     assert not is_ref("NCS-42") and not is_ref("ncs-0042") and not is_ref("1234 5678")
+
+
+def test_one_hash_gives_the_lookup_and_a_seal_key_that_is_never_the_lookup() -> None:
+    hasher = ReceiptHasher(derive_key("s" * 32, "receipt"))
+    code = new_receipt_code()
+    derived = hasher.derive(code)
+    assert derived == hasher.derive(code) and derived.receipt_hash == hasher.hash(code)
+    assert len(derived.seal_key) == 32
+    assert derived.seal_key.hex() != derived.receipt_hash
+    assert derived.seal_key != hasher.derive(new_receipt_code()).seal_key
