@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from textual.widgets import Input, OptionList, Select
+from textual.widgets import Input, OptionList, Select, Static
 from textual.worker import WorkerCancelled
 
 from mailbridge.config import (
@@ -334,6 +334,41 @@ async def test_placement_choices_follow_the_station_filter_and_include_unknown(
         tips = app.query_one(TipList)
         first = tips.row(0)
         assert tips.total == 1 and first is not None and first.ref == "NCS-0008"
+
+
+@aio
+async def test_the_list_counts_verdicts_as_the_report_does(
+        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    """A tip moved on to "handled" keeps its verdict: the verdict filter finds it and the
+    count line prints the report's own figures for what the list shows."""
+    from mailbridge.station.report import Period, build
+
+    settings, sessions = ledger
+    with sessions() as s:
+        tips = {t.ref: t for t in s.scalars(select(Tip))}
+        tips["NCS-0001"].status, tips["NCS-0001"].verdict = "handled", "of_value"
+        tips["NCS-0002"].status = "of_value"  # a row from before the verdict column
+        tips["NCS-0003"].status, tips["NCS-0003"].verdict = "spam", "spam"
+        tips["NCS-0004"].status = "verifying"
+        s.commit()
+    report = build(settings, Period(), "ncs")
+    app = app_for(ledger)  # binh: station ncs only
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        line = str(app.query_one("#count", Static).render())
+        total = report.total
+        assert line == (f"{total.received} tin · có giá trị {total.of_value} · không có giá trị "
+                        f"{total.not_of_value} · tin rác {total.spam} · chưa xử lý xong "
+                        f"{total.open}")
+        assert (total.received, total.of_value, total.spam, total.open) == (6, 2, 1, 3)
+        app.query_one("#f-verdict", Select).value = "of_value"
+        await settle(app, pilot)
+        listed = app.query_one(TipList)
+        assert listed.total == 2
+        assert {r.ref for r in (listed.row(0), listed.row(1)) if r} == {"NCS-0001", "NCS-0002"}
+        app.query_one("#f-verdict", Select).value = "none"
+        await settle(app, pilot)
+        assert listed.total == 3
 
 
 @aio

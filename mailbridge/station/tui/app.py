@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,13 @@ from ..reply import reply_to_tipster, target_of
 from . import strings as S
 from .access import Access, resolve_access
 from .data import (
+    VERDICTS,
+    Figures,
     TipDetail,
     TipFilter,
     TipRow,
     count_tips,
+    figures,
     forged_count,
     load_detail,
     page_tips,
@@ -95,6 +99,9 @@ class LedgerApp(App[int]):
         with Horizontal(id="filters2"):
             yield Input(placeholder=S.FROM_DATE, id="f-from", classes="date", compact=True)
             yield Input(placeholder=S.TO_DATE, id="f-to", classes="date", compact=True)
+            yield Select([*((Text(S.status_label(v)), v) for v in VERDICTS),
+                          (Text(S.VERDICT_NONE), "none")], prompt=S.ANY_VERDICT,
+                         id="f-verdict", compact=True)
             yield Input(placeholder=S.SEARCH, id="f-text", compact=True)
         yield Static(id="columns", markup=False)
         yield TipList(self.render_row, id="tips")
@@ -191,11 +198,19 @@ class LedgerApp(App[int]):
                                                    not later, at, around)
                 if later:
                     total = count_tips(session, f)
+                    if not worker.is_cancelled:
+                        self.call_from_thread(self._show_total, generation, total)
+                counts = figures(session, f)
         except MailbridgeError as exc:
             self.call_from_thread(self.error, exc)
             return
-        if later and not worker.is_cancelled:
-            self.call_from_thread(self._show_total, generation, total)
+        if not worker.is_cancelled:
+            self.call_from_thread(self._show_figures, generation, counts)
+
+    def _show_figures(self, generation: int, counts: Figures) -> None:
+        """The count line with the report's figures for what the list shows."""
+        if generation == self.query_one(TipList).generation:
+            self.query_one("#count", Static).update(Text(S.FIGURES.format(**asdict(counts))))
 
     def _show(self, first: list[TipRow], total: int, keep_cursor: bool, counted: bool,
               at: int | None = None, around: list[TipRow] | None = None) -> int:
@@ -252,7 +267,7 @@ class LedgerApp(App[int]):
         date_from, date_to = self._date("f-from"), self._date("f-to")
         new = TipFilter(stations=self.access.stations, status=pick("f-status"),
                         category=pick("f-category"), station=pick("f-station"),
-                        placement=pick("f-placement"),
+                        placement=pick("f-placement"), verdict=pick("f-verdict"),
                         date_from=date_from, date_to=date_to,
                         text=self.query_one("#f-text", Input).value)
         if new != self.filter:

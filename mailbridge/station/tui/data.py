@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TypeVarTuple
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from ...core.text import clean_text, one_line
@@ -39,6 +39,7 @@ class TipFilter:
     category: str | None = None
     station: str | None = None
     placement: str | None = None
+    verdict: str | None = None  # of_value | not_of_value | spam | "none"
     date_from: date | None = None
     date_to: date | None = None
     text: str = ""
@@ -57,6 +58,13 @@ class TipRow:
     preview: str
 
 
+# A tip's verdict as the report counts it: the verdict kept when it moved on (to
+# "handled"), else its status (rows from before the verdict column).
+VERDICTS = ("of_value", "not_of_value", "spam")
+VERDICT: ColumnElement[str] = func.coalesce(func.nullif(Tip.verdict, ""), Tip.status)
+OPEN = ("new", "verifying")
+
+
 def apply_filter(query: Select[*Ts], f: TipFilter, dialect: str) -> Select[*Ts]:
     stations = [f.station] if f.station in f.stations else list(f.stations)
     query = query.where(Tip.station_id.in_(stations))
@@ -64,6 +72,10 @@ def apply_filter(query: Select[*Ts], f: TipFilter, dialect: str) -> Select[*Ts]:
         query = query.where(Tip.status == f.status)
     if f.category:
         query = query.where(Tip.category == f.category)
+    if f.verdict in VERDICTS:
+        query = query.where(VERDICT.in_([f.verdict]))
+    elif f.verdict == "none":
+        query = query.where(VERDICT.not_in(VERDICTS))
     if f.placement is not None:  # "station/placement"; "station/" is a tip without one
         station, _, placement = f.placement.partition("/")
         query = query.where(Tip.station_id == station, Tip.placement == placement)
@@ -88,6 +100,28 @@ READING = "reading the ledger"
 @translated(READING)
 def count_tips(session: Session, f: TipFilter) -> int:
     return session.scalar(apply_filter(select(func.count(Tip.id)), f, _dialect(session))) or 0
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The report's counts for what the list shows (station/report.py counts the same)."""
+
+    received: int = 0
+    of_value: int = 0
+    not_of_value: int = 0
+    spam: int = 0
+    open: int = 0
+
+
+@translated(READING)
+def figures(session: Session, f: TipFilter) -> Figures:
+    def count(cond: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.count(case((cond, 1)))
+
+    query = select(func.count(Tip.id), *(count(VERDICT.in_([v])) for v in VERDICTS),
+                   count(Tip.status.in_(OPEN)))
+    row = session.execute(apply_filter(query, f, _dialect(session))).one()
+    return Figures(*(int(n or 0) for n in row))
 
 
 @translated(READING)
