@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
@@ -180,6 +181,9 @@ class RelaySettings:
     mail_tips_per_hour: int = 60  # tips by mail, all senders together
 
 
+DEFAULT_TIME_ZONE = "Asia/Ho_Chi_Minh"
+
+
 @dataclass(frozen=True)
 class LedgerSettings:
     database: str
@@ -189,6 +193,8 @@ class LedgerSettings:
     flag_status: Mapping[str, str] = field(default_factory=dict)
     # The relay's public keys (base64 in the file): only mail they verify is a tip.
     relay_public_keys: tuple[bytes, ...] = ()
+    # Officers read times, and the report cuts days and months, in this zone.
+    time_zone: str = DEFAULT_TIME_ZONE
 
 
 @dataclass(frozen=True)
@@ -627,9 +633,21 @@ def _ledger(r: _Reader | None, ctx: _Context) -> LedgerSettings:
         folder_status=_str_map(r, "folder_status"),
         flag_status=_str_map(r, "flag_status"),
         relay_public_keys=_public_keys(r, "relay_public_keys"),
+        time_zone=_time_zone(r, "time_zone"),
     )
     r.finish()
     return settings
+
+
+def _time_zone(r: _Reader, name: str) -> str:
+    value = r.text(name, DEFAULT_TIME_ZONE)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        r.error(name, f"{value!r} is not a time zone: use an IANA name such as "
+                      f"{DEFAULT_TIME_ZONE!r}")
+        return DEFAULT_TIME_ZONE
+    return value
 
 
 def _public_keys(r: _Reader, name: str) -> tuple[bytes, ...]:

@@ -34,6 +34,7 @@ from ..config import Settings
 from ..errors import ConfigError, MailbridgeError
 from .ledger.db import make_engine, session_factory, translated
 from .ledger.models import Status, Tip
+from .localtime import DEFAULT_ZONE, local, utc_bounds
 from .tui import strings as S
 
 DIMENSIONS = ("station", "category", "placement", "month")
@@ -48,11 +49,9 @@ class Period:
     start: date | None = None
     end: date | None = None
 
-    def bounds(self) -> tuple[datetime | None, datetime | None]:
-        lo = datetime(self.start.year, self.start.month, self.start.day) if self.start else None
-        hi = (datetime(self.end.year, self.end.month, self.end.day) + timedelta(days=1)
-              if self.end else None)
-        return lo, hi
+    def bounds(self, zone_name: str = DEFAULT_ZONE) -> tuple[datetime | None, datetime | None]:
+        """The period's days in the station's time zone, as the ledger's naive UTC."""
+        return utc_bounds(self.start, self.end, zone_name)
 
 
 def parse_period(date_from: date | None = None, date_to: date | None = None,
@@ -135,10 +134,10 @@ class Report:
     by: dict[str, list[Row]]
 
 
-def _keys(tip: TipFacts) -> dict[str, str]:
+def _keys(tip: TipFacts, zone_name: str) -> dict[str, str]:
     return {"station": tip.station_id, "category": tip.category,
             "placement": f"{tip.station_id}/{tip.placement}",
-            "month": tip.received_hour.strftime("%Y-%m")}
+            "month": local(tip.received_hour, zone_name).strftime("%Y-%m")}
 
 
 def compute(tips: Iterable[TipFacts], period: Period = Period(),
@@ -146,9 +145,10 @@ def compute(tips: Iterable[TipFacts], period: Period = Period(),
     """Aggregate *tips* (pure: no database) into totals and the four breakdowns."""
     total = Figures()
     groups: dict[str, dict[str, Figures]] = {d: {} for d in DIMENSIONS}
+    zone_name = settings.ledger.time_zone if settings is not None else DEFAULT_ZONE
     for tip in tips:
         total.add(tip)
-        for dim, key in _keys(tip).items():
+        for dim, key in _keys(tip, zone_name).items():
             groups[dim].setdefault(key, Figures()).add(tip)
     by = {dim: [Row(key, _label(settings, dim, key), figs.finish())
                 for key, figs in sorted(groups[dim].items())] for dim in DIMENSIONS}
@@ -168,9 +168,10 @@ def _label(settings: Settings | None, dim: str, key: str) -> str:
 
 
 @translated("reading the ledger")
-def load_facts(session: Session, period: Period, station: str | None = None) -> list[TipFacts]:
-    """One narrow query over the tips received in *period*."""
-    lo, hi = period.bounds()
+def load_facts(session: Session, period: Period, station: str | None = None,
+               zone_name: str = DEFAULT_ZONE) -> list[TipFacts]:
+    """One narrow query over the tips received in *period* (the station's days)."""
+    lo, hi = period.bounds(zone_name)
     query = select(Tip.station_id, Tip.category, Tip.placement, Tip.received_hour, Tip.status,
                    Tip.verdict, Tip.first_action_at)
     if lo is not None:
@@ -327,7 +328,7 @@ def build(settings: Settings, period: Period, station: str | None = None,
     engine = make_engine(engine_url or settings.ledger.database)
     try:
         with session_factory(engine)() as session:
-            facts = load_facts(session, period, station)
+            facts = load_facts(session, period, station, settings.ledger.time_zone)
     finally:
         engine.dispose()
     return compute(facts, period, settings)

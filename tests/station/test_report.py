@@ -254,3 +254,28 @@ def test_report_into_a_reader_that_stops_early_still_writes_the_chart(
                           check=False, cwd=Path(__file__).resolve().parents[2])
     assert chart.is_file() and chart.stat().st_size > 1000, proc.stderr
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(("zone", "february"), [("Asia/Ho_Chi_Minh", 2), ("UTC", 1)])
+def test_months_and_days_are_the_stations_not_utcs(
+        tmp_path: Path, zone: str, february: int) -> None:
+    """20:00 UTC on 31 January is 03:00 on 1 February in Vietnam: February's tip there."""
+    import dataclasses
+
+    url = f"sqlite:///{tmp_path / 'tz.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with session_factory(engine)() as s:
+        for n, at in enumerate((datetime(2026, 1, 31, 20), datetime(2026, 2, 10, 8)), start=1):
+            s.add(Tip(station_id="ncs", ref=f"NCS-{n:04d}", received_category="drugs",
+                      category="drugs", placement="", received_hour=at, status="new"))
+        s.commit()
+    engine.dispose()
+    base = settings_for(tmp_path, url)
+    settings = dataclasses.replace(base, ledger=dataclasses.replace(base.ledger, time_zone=zone))
+    assert report_json(settings, month="2026-02")["total"]["received"] == february  # type: ignore[index]
+    assert report_json(settings, month="2026-01")["total"]["received"] == 2 - february  # type: ignore[index]
+    assert report_json(settings, date_from=date(2026, 2, 1), date_to=date(2026, 2, 1))[
+        "total"]["received"] == february - 1  # type: ignore[index]
+    months = {r["key"]: r["received"] for r in report_json(settings)["by"]["month"]}  # type: ignore[index]
+    assert months == ({"2026-02": 2} if february == 2 else {"2026-01": 1, "2026-02": 1})

@@ -372,6 +372,30 @@ async def test_the_list_counts_verdicts_as_the_report_does(
 
 
 @aio
+async def test_times_are_the_stations_and_said_so(
+        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    """Hours are shown on the station's clock (UTC+7 by default), the heading says so, and
+    a date typed in the box is the station's day."""
+    settings, sessions = ledger
+    with sessions() as s:
+        tip = add_tip(s, 30, "Đêm qua có xe lạ")
+        tip.received_hour = datetime(2026, 1, 31, 20)  # 03h on 1 February in Vietnam
+        s.commit()
+    app = app_for(ledger)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        lines = screen_text(app).splitlines()
+        assert "Nhận lúc (+07)" in lines[3]
+        assert any(line.startswith("NCS-0030  2026-02-01 03h") for line in lines), lines
+        app.query_one("#f-from", Input).value = "2026-02-01"
+        app.query_one("#f-to", Input).value = "2026-02-01"
+        await settle(app, pilot)
+        first = app.query_one(TipList).row(0)
+        assert app.query_one(TipList).total == 1 and first is not None
+        assert first.ref == "NCS-0030"
+
+
+@aio
 async def test_mailbox_signals_applied_on_open_and_shown(
         ledger: tuple[Settings, sessionmaker[Session]]) -> None:
     settings, sessions = ledger

@@ -297,3 +297,16 @@ def test_check_shows_the_smtp_intake_and_refuses_a_certificate_that_does_not_loa
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "relay.smtp_tls_cert / relay.smtp_tls_key: cannot load" in result.stderr
+
+
+def test_the_time_zone_is_checked_and_defaults_to_vietnams(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, GOOD), env={"MB_SECRET": SECRET}).ledger.time_zone == (
+        "Asia/Ho_Chi_Minh")
+    utc = load_config(_write(tmp_path, GOOD + '\n[ledger]\ntime_zone = "UTC"\n'),
+                      env={"MB_SECRET": SECRET})
+    assert utc.ledger.time_zone == "UTC"
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, GOOD + '\n[ledger]\ntime_zone = "Hanoi"\n'),
+                    env={"MB_SECRET": SECRET})
+    assert "ledger.time_zone 'Hanoi' is not a time zone: use an IANA name such as " \
+        "'Asia/Ho_Chi_Minh'" in str(err.value)

@@ -30,6 +30,7 @@ from ...config import Settings
 from ...errors import ConfigError, LedgerError, MailbridgeError
 from ..ledger import workflow
 from ..ledger.models import Status
+from ..localtime import offset_label
 from ..reply import reply_to_tipster, target_of
 from . import strings as S
 from .access import Access, resolve_access
@@ -76,7 +77,7 @@ class LedgerApp(App[int]):
         self.settings = settings
         self.access = access
         self.sessions = sessions
-        self.filter = TipFilter(stations=access.stations)
+        self.filter = TipFilter(stations=access.stations, zone=settings.ledger.time_zone)
         self.placements: list[tuple[str, str]] = []  # (station, placement) of the tips
         self.sub_title = ", ".join(f"{sid}: {name}" for sid, name in access.actors.items())
 
@@ -117,14 +118,17 @@ class LedgerApp(App[int]):
 
     def _header(self) -> None:
         tips = self.query_one(TipList)
-        self.query_one("#columns", Static).update(Text(tips.header(tips.size.width)))
+        received = f"{S.COL_RECEIVED} ({offset_label(self.settings.ledger.time_zone)})"
+        self.query_one("#columns", Static).update(Text(tips.header(tips.size.width,
+                                                                   received=received)))
 
     def _station_name(self, sid: str) -> str:
         st = self.settings.station(sid)
         return st.name if st else sid
 
     def render_row(self, row: TipRow) -> list[str]:
-        return [row.ref, hour(row.received_hour), S.category_label(self.settings, row.category),
+        return [row.ref, hour(row.received_hour, self.settings.ledger.time_zone),
+                S.category_label(self.settings, row.category),
                 S.placement_label(self.settings, row.station_id, row.placement),
                 S.status_label(row.status), row.assignee, row.preview]
 
@@ -265,7 +269,8 @@ class LedgerApp(App[int]):
             return value if isinstance(value, str) else None
 
         date_from, date_to = self._date("f-from"), self._date("f-to")
-        new = TipFilter(stations=self.access.stations, status=pick("f-status"),
+        new = TipFilter(stations=self.access.stations, zone=self.settings.ledger.time_zone,
+                        status=pick("f-status"),
                         category=pick("f-category"), station=pick("f-station"),
                         placement=pick("f-placement"), verdict=pick("f-verdict"),
                         date_from=date_from, date_to=date_to,

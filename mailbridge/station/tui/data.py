@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVarTuple
 
@@ -26,6 +26,7 @@ from ...fsmodes import open_private
 from ..ledger.db import translated
 from ..ledger.models import Attachment, Audit, Location, MailEvent, Message, Note, Tip
 from ..ledger.search import tip_condition
+from ..localtime import DEFAULT_ZONE, utc_bounds
 from ..records import MessageKind
 
 Ts = TypeVarTuple("Ts")
@@ -43,6 +44,7 @@ class TipFilter:
     date_from: date | None = None
     date_to: date | None = None
     text: str = ""
+    zone: str = DEFAULT_ZONE  # the station's days, for the date boxes
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,11 @@ def apply_filter(query: Select[*Ts], f: TipFilter, dialect: str) -> Select[*Ts]:
     if f.placement is not None:  # "station/placement"; "station/" is a tip without one
         station, _, placement = f.placement.partition("/")
         query = query.where(Tip.station_id == station, Tip.placement == placement)
-    if f.date_from:
-        query = query.where(Tip.received_hour >= datetime.combine(f.date_from, datetime.min.time()))
-    if f.date_to:
-        end = datetime.combine(f.date_to, datetime.min.time()) + timedelta(days=1)
-        query = query.where(Tip.received_hour < end)
+    lo, hi = utc_bounds(f.date_from, f.date_to, f.zone)
+    if lo is not None:
+        query = query.where(Tip.received_hour >= lo)
+    if hi is not None:
+        query = query.where(Tip.received_hour < hi)
     if f.text.strip():
         cond: ColumnElement[bool] | None = tip_condition(dialect, f.text)
         query = query.where(cond if cond is not None else Tip.id < 0)

@@ -21,16 +21,19 @@ from textual.widgets.option_list import Option
 
 from ...config import Settings
 from ...core.text import one_line
+from ..localtime import local, show_hour
 from . import strings as S
 from .data import AttachmentInfo, HistoryItem, TipDetail
 
 
-def when(at: datetime | None) -> str:
-    return at.strftime("%Y-%m-%d %H:%M") if at else "—"
+def when(at: datetime | None, zone_name: str) -> str:
+    """An officer's action, to the minute, on the station's clock."""
+    return local(at, zone_name).strftime("%Y-%m-%d %H:%M") if at else "—"
 
 
-def hour(at: datetime | None) -> str:
-    return at.strftime("%Y-%m-%d %Hh") if at else "—"
+def hour(at: datetime | None, zone_name: str) -> str:
+    """Anything the tipster did: to the hour only, on the station's clock."""
+    return show_hour(at, zone_name)
 
 
 def size(n: int) -> str:
@@ -49,7 +52,9 @@ def summary(d: TipDetail, settings: Settings) -> Text:
     station = settings.station(d.station_id)
     text = Text()
     text.append(f"{d.ref}", style="bold")
-    text.append(f"  {station.name if station else d.station_id}  {hour(d.received_hour)}\n")
+    zone_name = settings.ledger.time_zone
+    text.append(f"  {station.name if station else d.station_id}  "
+                f"{hour(d.received_hour, zone_name)}\n")
     text.append(f"{S.COL_CATEGORY}: {S.category_label(settings, d.category)}")
     if d.received_category != d.category:
         text.append(f"  ({S.RECEIVED_CATEGORY}: "
@@ -64,11 +69,11 @@ def summary(d: TipDetail, settings: Settings) -> Text:
     return text
 
 
-def thread_text(d: TipDetail) -> Text:
+def thread_text(d: TipDetail, zone_name: str) -> Text:
     text = Text()
     for item in d.thread:
-        text.append(f"── {S.KIND.get(item.kind, item.kind)} · {hour(item.received_hour)}",
-                    style="bold")
+        kind = S.KIND.get(item.kind, item.kind)
+        text.append(f"── {kind} · {hour(item.received_hour, zone_name)}", style="bold")
         if item.kind == "reply" and item.sender:
             text.append(f" · {item.sender}")
         text.append(f"\n{item.subject}\n", style="italic")
@@ -79,10 +84,10 @@ def thread_text(d: TipDetail) -> Text:
     return text
 
 
-def history_text(items: list[HistoryItem], *, notes: bool = False) -> Text:
+def history_text(items: list[HistoryItem], zone_name: str, *, notes: bool = False) -> Text:
     text = Text("" if items else "—")
     for h in items:
-        text.append(f"{when(h.at)}  ", style="dim")
+        text.append(f"{when(h.at, zone_name)}  ", style="dim")
         if notes:
             text.append(f"{h.who}: ", style="bold")
             text.append(h.new + "\n")
@@ -162,7 +167,8 @@ class DetailScreen(Screen[None]):
             self.query_one("#summary", Static).update(Text(S.NO_TIP))
             return
         self.query_one("#summary", Static).update(summary(d, self.settings))
-        self.query_one("#thread", Static).update(thread_text(d))
+        zone_name = self.settings.ledger.time_zone
+        self.query_one("#thread", Static).update(thread_text(d, zone_name))
         files = self.query_one("#attachments", OptionList)
         files.clear_options()
         if d.attachments:
@@ -170,8 +176,8 @@ class DetailScreen(Screen[None]):
         else:
             files.add_option(Option(Text(S.NO_ATTACHMENTS), disabled=True))
         self.query_one("#signals", Static).update(signals_text(d))
-        self.query_one("#notes", Static).update(history_text(d.notes, notes=True))
-        self.query_one("#history", Static).update(history_text(d.history))
+        self.query_one("#notes", Static).update(history_text(d.notes, zone_name, notes=True))
+        self.query_one("#history", Static).update(history_text(d.history, zone_name))
 
     def chosen_attachment(self) -> AttachmentInfo | None:
         if self.detail is None or not self.detail.attachments:

@@ -190,8 +190,10 @@ class TipList(ScrollView, can_focus=True):
     def _post_need(self, generation: int, page: int) -> None:
         self.post_message(self.NeedPage(generation, page))
 
-    def header(self, width: int) -> str:
-        return "".join(fit([c.title for c in COLUMNS], width))
+    def header(self, width: int, *, received: str = S.COL_RECEIVED) -> str:
+        """The column titles; *received* names the time column (with its zone)."""
+        return "".join(fit([received if c.title == S.COL_RECEIVED else c.title
+                            for c in COLUMNS], width))
 
     # ---- cursor ---------------------------------------------------------------------
 
