@@ -50,6 +50,7 @@ STATION = MAILDIR_STATION.replace(
     'mail_tips_address = "ncs@relay.example.test"')
 MAX_BYTES = 64 * 1024
 MAIL_TIPS = 2  # relay.mail_tips_per_hour
+MAILSTACK_OFFICER = "station1@example.test"  # a real mailbox of the test mail stack
 
 
 @dataclass
@@ -292,7 +293,22 @@ def test_postfix_delivers_a_reply_to_the_intake_as_the_reply_domains_mx(
         with smtplib.SMTP(mailstack.host, mailstack.smtp_port, timeout=30) as client:
             client.sendmail(OFFICER, [tip.address], reply(tip, THUNDERBIRD).as_bytes(policy=SMTP))
         wait_for(lambda: intake.read(tip), "the reply relayed by Postfix", timeout=60)
+        # A reply to an unknown token: refused at RCPT, so the officer's server tells him.
+        unknown = Tip(new_reply_token(), "")
+        with smtplib.SMTP(mailstack.host, mailstack.smtp_port, timeout=30) as client:
+            client.sendmail(MAILSTACK_OFFICER, [unknown.address],
+                            reply(unknown, "Đã rõ.").as_bytes(policy=SMTP))
+        wait_for(lambda: _bounce(mailstack, unknown.token), "the bounce to the officer", 60)
     assert intake.read(tip) == ["Cảm ơn bà con. Sáng thứ Bảy chúng tôi sẽ cử tổ tuần tra."]
+    assert b"this reply address is unknown or has expired" in _bounce(mailstack, unknown.token)
+
+
+def _bounce(stack: MailStack, token: str) -> bytes:
+    """The bounce in the officer's mailbox that names *token*, or b""."""
+    with stack.imap_client(MAILSTACK_OFFICER, "secret") as imap:
+        imap.select_folder("INBOX", readonly=True)
+        uids = imap.search(["BODY", token])
+        return bytes(imap.fetch(uids[:1], ["BODY.PEEK[]"])[uids[0]][b"BODY[]"]) if uids else b""
 
 
 def test_a_tip_by_mail_without_text_is_refused(intake: Intake) -> None:
