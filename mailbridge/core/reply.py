@@ -82,6 +82,26 @@ def html_to_text(page: str) -> str:
     return soup.get_text()
 
 
+def unflow(text: str, *, delsp: bool = False) -> str:
+    """RFC 3676 ``format=flowed`` (Thunderbird, Apple Mail) back to its paragraphs: a
+    line ending in a space goes on with the next one, and a phone shows one paragraph,
+    not lines cut at 72 characters. Quoted lines are left to the parser."""
+    out: list[str] = []
+    joining = False
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line.startswith(">"):
+            line = line.removeprefix(" ")  # space-stuffing
+        flowed = line.endswith(" ") and line != "-- " and not line.startswith(">")
+        if flowed and delsp:
+            line = line[:-1]
+        if joining:
+            out[-1] += line
+        else:
+            out.append(line)
+        joining = flowed
+    return "\n".join(out)
+
+
 def _body_part(msg: Message) -> tuple[str, str] | None:
     """(subtype, text) of the first inline text/plain part, else of the first text/html."""
     found: dict[str, str] = {}
@@ -96,6 +116,9 @@ def _body_part(msg: Message) -> tuple[str, str] | None:
                 found[subtype] = bytes(payload or b"").decode(charset, "replace")
             except LookupError:  # a charset Python does not know
                 found[subtype] = bytes(payload or b"").decode("utf-8", "replace")
+            if subtype == "plain" and str(part.get_param("format", "")).lower() == "flowed":
+                found[subtype] = unflow(found[subtype],
+                                        delsp=str(part.get_param("delsp", "")).lower() == "yes")
     for subtype in ("plain", "html"):
         if subtype in found:
             return subtype, found[subtype]

@@ -227,3 +227,18 @@ def test_long_lines_are_kept_whole_and_cannot_stall_the_parser() -> None:
     assert new_text(body) == paragraph.strip()
     # Anyone can mail the relay: a 150 KB line of "On On On …" took minutes before.
     assert new_text("On " * 50_000) == ("On " * 50_000)[:5000].strip()
+
+
+def test_a_flowed_thunderbird_reply_reads_as_one_paragraph() -> None:
+    raw = ("From: an@bienphong.example.vn\r\nTo: reply+abc@relay.example.org\r\n"
+           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8; format=flowed\r\n"
+           "Content-Transfer-Encoding: 8bit\r\n\r\n"
+           "C\u1ea3m \u01a1n b\u00e0 con \u0111\u00e3 b\u00e1o tin. S\u00e1ng th\u1ee9 B\u1ea3y "
+           "ch\u00fang t\u00f4i s\u1ebd c\u1eed t\u1ed5 tu\u1ea7n tra \r\n"
+           "ra b\u1ebfn s\u00f4ng.\r\n \r\n"
+           "Xin cho bi\u1ebft th\u00eam n\u1ebfu th\u1ea5y l\u1ea1i.\r\n\r\n"
+           "V\u00e0o 01/12/2026 09:15, mailbridge \u0111\u00e3 vi\u1ebft:\r\n> M\u00e3 tham "
+           "chi\u1ebfu: NCS-0042 \r\n> C\u00f3 ng\u01b0\u1eddi\r\n\r\n-- \r\nAn\r\n")
+    msg = email.message_from_bytes(raw.encode("utf-8"), policy=default)
+    assert reply_text(msg) == ("Cảm ơn bà con đã báo tin. Sáng thứ Bảy chúng tôi sẽ cử tổ "
+                               "tuần tra ra bến sông.\n\nXin cho biết thêm nếu thấy lại.")
