@@ -58,13 +58,13 @@ def print_keys(settings: Settings, out: TextIO) -> None:
         key = public_key_text(signing_key(settings.relay.secret.reveal()))
         print(f"relay signing key: {key}", file=out)
         print(f'  on each station-side box: [ledger] relay_public_keys = ["{key}"]', file=out)
+    if settings.role == "relay":
+        return
+    settings.relay_identity()  # a station side that trusts no key is a config mistake
     trusted = settings.ledger.relay_public_keys
     if trusted:
         print(f"ledger: trusts {len(trusted)} relay key(s): only mail they sign is a tip",
               file=out)
-    elif not settings.relay.secret:
-        print("ledger: trusts no relay key: every tip will be indexed as forged; copy the key "
-              "`mailbridge check` prints on the relay into ledger.relay_public_keys", file=out)
 
 
 def print_smtp_intake(settings: Settings, out: TextIO) -> None:
@@ -91,6 +91,8 @@ def run_check(settings: Settings, *, connect: bool = False, out: TextIO = sys.st
             how = f"maildir {station.maildir}"
         elif station.smtp is not None:
             how = f"smtp {station.smtp.host}:{station.smtp.port} ({station.smtp.tls})"
+        elif station.imap is not None:  # the station side reads the mailbox, sends nothing
+            how = f"imap {station.imap.host}:{station.imap.port} ({station.imap.tls})"
         else:
             how = "no delivery"
         print(f"station {station.id}: {station.name} -> {station.mailbox} via {how}, "

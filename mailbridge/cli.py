@@ -15,9 +15,10 @@ import traceback
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import Literal, cast
 
 from . import __version__
-from .config import Settings, load_config
+from .config import Role, Settings, load_config
 from .errors import ConfigError, MailbridgeError
 
 EXIT_OK, EXIT_CONFIG, EXIT_RUNTIME, EXIT_BUG = 0, 2, 3, 4
@@ -103,8 +104,20 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_demo(args.dir, port=args.port, seed=args.seed, once=args.once,
                         smtp_port=args.smtp_port)
-    settings = load_config(args.config)
+    settings = load_config(args.config, role=_role(args))
     return _dispatch(args, settings)
+
+
+def _role(args: argparse.Namespace) -> Role | Literal["auto"]:
+    """What the command uses, so a station-side file is not asked for the relay's secret
+    nor a relay-side one for IMAP; ``check`` and ``db upgrade`` go by the file."""
+    if args.command in ("serve", "outbox"):
+        return "relay"
+    if args.command in ("poll", "ledger", "report"):
+        return "station"
+    if args.command == "db" and args.role != "all":
+        return cast(Role, args.role)
+    return "auto"
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -130,7 +143,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "db":
         from .checks import upgrade_databases
 
-        return upgrade_databases(settings, role=args.role)
+        return upgrade_databases(settings, role=settings.role)
     if command == "ledger":
         from .station.tui import run_ledger
 

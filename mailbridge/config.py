@@ -34,6 +34,9 @@ DEFAULT_PATH = Path("config/mailbridge.toml")
 ENV_VAR = "MAILBRIDGE_CONFIG"
 LANGUAGES = ("vi", "hmn", "en")
 TlsMode = Literal["none", "starttls", "tls"]
+# What a command needs checked: the relay's (secret, delivery), the station side's
+# (IMAP, ledger, the relay's key), or both; "auto" reads it from what the file configures.
+Role = Literal["relay", "station", "all"]
 
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
@@ -205,6 +208,7 @@ class Settings:
     stations: Mapping[str, Station]
     categories: tuple[Category, ...]
     smtp: SmtpSettings | None = None
+    role: Role = "all"  # what was validated: a relay-only file has no checked ledger side
 
     def station(self, station_id: str) -> Station | None:
         return self.stations.get(station_id.lower())
@@ -214,10 +218,15 @@ class Settings:
 
     def relay_identity(self) -> RelayIdentity:
         """The relay as the station side checks it: ``ledger.relay_public_keys``, or,
-        when both roles share this config, the key derived from the relay's secret."""
+        when both roles share this config, the key derived from the relay's secret.
+        Having neither is a ConfigError: without a key every tip would be filed as forged."""
         keys = self.ledger.relay_public_keys
         if not keys and self.relay.secret:
             keys = (bytes(signing_key(self.relay.secret.reveal()).verify_key),)
+        if not keys:
+            raise ConfigError(
+                f"ledger.relay_public_keys is missing: copy the key `mailbridge check` prints "
+                f"on the relay into [ledger] relay_public_keys = [\"...\"] ({self.path})")
         return RelayIdentity(self.relay.address, keys)
 
 
@@ -353,12 +362,30 @@ def _kind_name(kind: type) -> str:
             dict: "a table", list: "a list"}.get(kind, kind.__name__)
 
 
+def _file_role(data: Mapping[str, Any]) -> Role:
+    """The roles a file configures: the relay's secret or delivery, the station side's
+    ledger or IMAP; both, or neither, is "all" (every mistake is reported)."""
+    relay, stations = data.get("relay"), data.get("stations")
+    tables = [s for s in stations if isinstance(s, dict)] if isinstance(stations, list) else []
+    relay_side = ("smtp" in data or (isinstance(relay, dict) and "secret_env" in relay)
+                  or any("smtp" in s or "maildir" in s for s in tables))
+    station_side = "ledger" in data or any("imap" in s for s in tables)
+    if relay_side != station_side:
+        return "relay" if relay_side else "station"
+    return "all"
+
+
 @dataclass
 class _Context:
     path: Path
     env: Mapping[str, str]
     dotenv: Path
+    role: Role = "all"
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def relay_side(self) -> bool:
+        return self.role in ("relay", "all")
 
     def error(self, line: str) -> None:
         self.errors.append(f"{line} ({self.path})")
@@ -384,9 +411,12 @@ def find_config(path: str | Path | None, env: Mapping[str, str]) -> Path:
     return DEFAULT_PATH
 
 
-def load_config(path: str | Path | None = None,
-                env: Mapping[str, str] | None = None) -> Settings:
-    """Load and validate the configuration; raise ConfigError listing every mistake."""
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None,
+                role: Role | Literal["auto"] = "all") -> Settings:
+    """Load and validate what *role* uses; raise ConfigError listing every mistake.
+
+    A station-side file has no relay secret and no SMTP, a relay-side one no IMAP:
+    neither is a mistake for the role that does not use it."""
     base_env = dict(os.environ if env is None else env)
     cfg_path = find_config(path, base_env).absolute()
     if not cfg_path.is_file():
@@ -403,7 +433,7 @@ def load_config(path: str | Path | None = None,
         data = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{cfg_path} is not valid TOML: {exc}") from exc
-    ctx = _Context(cfg_path, merged, dotenv)
+    ctx = _Context(cfg_path, merged, dotenv, _file_role(data) if role == "auto" else role)
     settings = _parse(_Reader(data, "", ctx), ctx)
     if ctx.errors or settings is None:
         raise ConfigError("\n".join(ctx.errors))
@@ -411,14 +441,16 @@ def load_config(path: str | Path | None = None,
 
 
 def _parse(top: _Reader, ctx: _Context) -> Settings | None:
-    relay = _relay(top.table("relay"), ctx)
+    ledger_data = top.data.get("ledger")
+    trusts_keys = isinstance(ledger_data, dict) and bool(ledger_data.get("relay_public_keys"))
+    relay = _relay(top.table("relay"), ctx, trusts_keys)
     smtp_top = top.table("smtp")
     smtp = _smtp(smtp_top) if smtp_top else None
     ledger = _ledger(top.table("ledger"), ctx)
     categories = _categories(top, ctx)
     stations: dict[str, Station] = {}
     for st in top.tables("stations"):
-        station = _station(st, smtp)
+        station = _station(st, smtp, delivers=ctx.relay_side)
         if station is None:
             continue
         if station.id in stations:
@@ -429,12 +461,13 @@ def _parse(top: _Reader, ctx: _Context) -> Settings | None:
     top.finish()
     if relay is None:
         return None
-    return Settings(ctx.path, relay, ledger, stations, categories, smtp)
+    return Settings(ctx.path, relay, ledger, stations, categories, smtp, ctx.role)
 
 
-def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
+def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings | None:
     if r is None:
-        ctx.error("relay is missing: add a [relay] table with address, domain and secret_env")
+        ctx.error("relay is missing: add a [relay] table with address (and, on the relay, "
+                  "secret_env)")
         return None
     address = r.text("address", required=True, hint=' such as "tips@relay.example.org"')
     if address and not _EMAIL.match(address):
@@ -442,11 +475,16 @@ def _relay(r: _Reader | None, ctx: _Context) -> RelaySettings | None:
     domain = r.text("domain", address.partition("@")[2])
     if (domain or "domain" in r.data) and not _DOMAIN.match(domain):
         r.error("domain", f"must be a domain name, got {domain!r}")
-    secret = r.secret("secret_env")
+    if not ctx.relay_side and trusts_keys:
+        r.used.add("secret_env")  # the station side trusts the listed keys, never the secret
+        secret = Secret("")
+    else:
+        secret = r.secret("secret_env")
     if "secret_env" not in r.data:
-        r.error("secret_env", "is missing: name an environment variable holding at least "
-                              "32 random characters (python3 -c 'import secrets; "
-                              "print(secrets.token_urlsafe(32))')")
+        if ctx.relay_side:
+            r.error("secret_env", "is missing: name an environment variable holding at "
+                                  "least 32 random characters (python3 -c 'import secrets; "
+                                  "print(secrets.token_urlsafe(32))')")
     elif secret and len(secret.reveal()) < 32:
         r.error("secret_env", f"${r.data['secret_env']} must hold at least 32 characters")
     languages = tuple(r.get("languages", list, list(LANGUAGES)))
@@ -560,7 +598,8 @@ def _imap(r: _Reader) -> ImapSettings:
     return settings
 
 
-def _station(r: _Reader, default_smtp: SmtpSettings | None) -> Station | None:
+def _station(r: _Reader, default_smtp: SmtpSettings | None, *,
+             delivers: bool) -> Station | None:
     sid = r.text("id", required=True, hint=' (short lower-case letters, e.g. "ncs")').lower()
     if sid and not is_slug(sid):
         r.error("id", f"must be short lower-case ASCII letters, digits or '-', got {sid!r}")
@@ -587,7 +626,7 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None) -> Station | None:
     imap = _imap(imap_r) if imap_r else None
     reply_r = r.table("reply_smtp")
     reply_smtp = _smtp(reply_r) if reply_r else None
-    if maildir is None and smtp is None and default_smtp is None:
+    if delivers and maildir is None and smtp is None and default_smtp is None:
         r.error("smtp", "is missing: give this station an [stations.smtp] table, a top-level "
                         "[smtp] default, or a maildir path")
     officers = r.get("officers", dict, {})

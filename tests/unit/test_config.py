@@ -310,3 +310,112 @@ def test_the_time_zone_is_checked_and_defaults_to_vietnams(tmp_path: Path) -> No
                     env={"MB_SECRET": SECRET})
     assert "ledger.time_zone 'Hanoi' is not a time zone: use an IANA name such as " \
         "'Asia/Ho_Chi_Minh'" in str(err.value)
+
+
+STATION_EXAMPLE = ROOT / "config" / "station.example.toml"
+STATION_ENV = {"MAILBRIDGE_NCS_IMAP_PASSWORD": "p", "PATH": ""}
+RELAY_ONLY = GOOD  # secret and a maildir, no [ledger], no IMAP
+STATION_ONLY = """
+[relay]
+address = "tips@relay.example.test"
+
+[ledger]
+relay_public_keys = ["cuBKv6+h1cuODxZ9Ik/VnKx+wslXoX9c2PpUv2zhp28="]
+
+[[stations]]
+id = "ncs"
+mailbox = "tips@ncs.example.test"
+"""
+EXAMPLE_KEY = "cuBKv6+h1cuODxZ9Ik/VnKx+wslXoX9c2PpUv2zhp28="
+NO_KEY = STATION_ONLY.replace(f'relay_public_keys = ["{EXAMPLE_KEY}"]', 'time_zone = "UTC"')
+
+
+@pytest.mark.parametrize(("text", "env", "role", "expected"), [
+    (STATION_ONLY, {}, "station", None),
+    (STATION_ONLY, {}, "auto", None),
+    (STATION_ONLY, {}, "relay", "relay.secret_env is missing"),
+    (STATION_ONLY, {}, "all", "relay.secret_env is missing"),
+    (STATION_ONLY.replace("[[stations]]", '[[stations]]\nmaildir = "m"'), {}, "auto",
+     "relay.secret_env is missing"),  # a maildir delivers: the relay's, so both roles
+    (RELAY_ONLY.replace('secret_env = "MB_SECRET"\n', ""), {}, "relay",
+     "relay.secret_env is missing"),
+    (RELAY_ONLY, {}, "station", "relay.secret_env names $MB_SECRET, which is not set"),
+    (RELAY_ONLY, {"MB_SECRET": "short"}, "auto", "$MB_SECRET must hold at least 32"),
+    (RELAY_ONLY.replace('maildir = "mail/ncs"\n', ""), {"MB_SECRET": SECRET}, "relay",
+     "stations.ncs.smtp is missing"),
+    (RELAY_ONLY.replace('maildir = "mail/ncs"\n', ""), {"MB_SECRET": SECRET}, "station",
+     None),
+    (STATION_ONLY + '[stations.imap]\nhost = "h"\n', {}, "station",
+     "stations.ncs.imap.username is missing"),
+    (NO_KEY.replace('address = "tips@relay.example.test"', 'address = "x"'), {}, "station",
+     "relay.address must be an e-mail address"),
+])
+def test_each_role_validates_what_it_uses(tmp_path: Path, text: str, env: dict[str, str],
+                                          role: Any, expected: str | None) -> None:
+    path = _write(tmp_path, text)
+    if expected is None:
+        assert load_config(path, env=env, role=role).role in ("station", "relay")
+        return
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env=env, role=role)
+    lines = str(err.value).splitlines()
+    assert any(expected in line for line in lines), lines
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (STATION_ONLY, "station"), (RELAY_ONLY, "relay"),
+    (RELAY_ONLY + '\n[ledger]\ntime_zone = "UTC"\n', "all"),
+])
+def test_auto_reads_the_role_from_the_file(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path, text)
+    assert load_config(path, env={"MB_SECRET": SECRET}, role="auto").role == expected
+
+
+def test_a_station_side_that_trusts_no_key_is_refused_when_it_needs_one(tmp_path: Path) -> None:
+    settings = load_config(_write(tmp_path, NO_KEY), env={}, role="station")
+    with pytest.raises(ConfigError, match=r"^ledger.relay_public_keys is missing: copy the key "
+                                          r"`mailbridge check` prints on the relay"):
+        settings.relay_identity()
+    result = _check("--config", str(tmp_path / "mailbridge.toml"), "check", env={"PATH": ""})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("mailbridge: config: ledger.relay_public_keys is missing")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_admin_guides_station_side_file_is_the_tested_one() -> None:
+    guide = (ROOT / "docs" / "ADMIN.md").read_text(encoding="utf-8")
+    assert f"```toml\n{STATION_EXAMPLE.read_text(encoding='utf-8')}```" in guide
+
+
+def test_the_admin_guides_station_side_file_passes_check_db_and_report(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(STATION_EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    check = _check("--config", str(path), "check", env=STATION_ENV)
+    assert check.returncode == 0, check.stderr
+    assert "station ncs: Đồn Biên phòng Nậm Cha -> tinbao.ncs@example.org via imap " \
+        "imap.example.org:993 (tls)" in check.stdout
+    assert "ledger: trusts 1 relay key(s)" in check.stdout
+    upgrade = _check("--config", str(path), "db", "upgrade", env=STATION_ENV)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert upgrade.stdout.strip() == "ledger database: up to date"  # no relay.db here
+    assert not (tmp_path / "relay.db").exists()
+    report = _check("--config", str(path), "report", "--format", "csv", env=STATION_ENV)
+    assert report.returncode == 0, report.stderr
+
+
+def test_the_commands_roles() -> None:
+    from mailbridge.cli import _role, build_parser
+
+    def role(*argv: str) -> str:
+        return _role(build_parser().parse_args(list(argv)))
+
+    assert [role("serve"), role("outbox"), role("poll"), role("ledger"), role("report"),
+            role("check"), role("db", "upgrade"), role("db", "upgrade", "--role", "relay")] \
+        == ["relay", "relay", "station", "station", "station", "auto", "auto", "relay"]
+
+
+def test_a_relay_side_file_passes_check_and_needs_no_imap(tmp_path: Path) -> None:
+    result = _check("--config", str(_write(tmp_path, RELAY_ONLY)), "check",
+                    env={"MB_SECRET": SECRET, "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert "relay signing key:" in result.stdout and "ledger:" not in result.stdout
