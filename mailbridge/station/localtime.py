@@ -4,13 +4,14 @@ so a month is the station's month, not UTC's seven hours off. Pure."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo
 
 from ..config import DEFAULT_TIME_ZONE as DEFAULT_ZONE
 
-__all__ = ["DEFAULT_ZONE", "local", "offset_label", "show_hour", "utc_bounds"]
+__all__ = ["DEFAULT_ZONE", "local", "offset_label", "parse_day", "show_hour", "utc_bounds"]
 
 
 @cache
@@ -31,6 +32,20 @@ def show_hour(at: datetime | None, zone_name: str) -> str:
 def offset_label(zone_name: str) -> str:
     """``+07``: what the times on screen are, said once in a column heading."""
     return datetime.now(zone(zone_name)).strftime("%z")[:3]
+
+
+_DAY_FIRST = re.compile(r"(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})")
+
+
+def parse_day(text: str) -> date:
+    """A day as officers write it: ``1/12/2026`` or ``01/12/2026`` (day first, as in
+    Vietnam), or ISO ``2026-12-01``; ValueError for anything else."""
+    value = text.strip()
+    found = _DAY_FIRST.fullmatch(value)
+    if found:
+        day, month, year = (int(part) for part in found.groups())
+        return date(year, month, day)
+    return date.fromisoformat(value)
 
 
 def utc_bounds(start: date | None, end: date | None, zone_name: str

@@ -53,6 +53,7 @@ from mailbridge.station.tui.app import LedgerApp
 from mailbridge.station.tui.detail import DetailScreen
 from mailbridge.station.tui.dialogs import ChoiceDialog, TextDialog
 from mailbridge.station.tui.tiplist import TipList
+from tests.waiting import wait_for
 
 SNAPSHOTS = Path(__file__).with_name("__snapshots__")
 T0 = datetime(2026, 3, 1, 8)
@@ -591,3 +592,136 @@ def test_run_ledger_refuses_an_unlisted_os_account(
     assert len(err.splitlines()) == 1
     assert f'add {account} = "Officer name" to stations.<id>.officers' in err
     assert not (tmp_path / "ledger.db").exists()  # refused before touching the ledger
+
+
+def toasts(app: LedgerApp) -> list[str]:
+    return [str(toast.render()) for toast in app.screen.query("Toast")]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@aio
+async def test_date_boxes_read_day_month_year_and_say_what_is_wrong(
+        ledger: tuple[Settings, sessionmaker[Session]], size: tuple[int, int]) -> None:
+    """Every tip arrived on 1 March (station time): "1/3/2026" and "01/03/2026" keep them,
+    the next day drops them, and a date that cannot be read is said in one line."""
+    app = app_for(ledger)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        tips = app.query_one(TipList)
+        app.query_one("#f-from", Input).value = "1/3/2026"
+        app.query_one("#f-to", Input).value = "01/03/2026"
+        await settle(app, pilot)
+        assert tips.total == 6
+        app.query_one("#f-from", Input).value = "2026-03-02"
+        await settle(app, pilot)
+        assert tips.total == 0
+        app.query_one("#f-from", Input).value = "31/02/2026"
+        await settle(app, pilot)
+        lines = screen_text(app).splitlines()
+        assert tips.total == 6  # the readable box still filters
+        assert any("Không đọc được ngày '31/02/2026'" in line for line in lines), lines
+        app.query_one("#f-from", Input).value = ""
+        await settle(app, pilot)
+        assert "Không đọc được" not in screen_text(app)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@aio
+async def test_q_inside_a_tip_goes_back_and_there_is_no_english_palette(
+        ledger: tuple[Settings, sessionmaker[Session]], size: tuple[int, int]) -> None:
+    app = app_for(ledger)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+p")
+        await settle(app, pilot)
+        assert app.screen is app.screen_stack[0]  # no command palette
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, DetailScreen)
+        await pilot.press("q")
+        await settle(app, pilot)
+        assert app.is_running and not isinstance(app.screen, DetailScreen)
+
+
+@aio
+async def test_reason_hint_follows_the_rule_and_one_letter_is_refused(
+        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    settings, sessions = ledger
+    app = app_for(ledger)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(app, pilot)
+        await pilot.press("s")
+        await settle(app, pilot)
+        box = app.screen.query_one("#reason", Input)
+        assert box.placeholder == "Lý do (không bắt buộc)"  # new → verifying
+        await pilot.press("down")
+        assert box.placeholder == "Lý do (bắt buộc)"
+        await pilot.press("up", "enter", "x", "enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, ChoiceDialog) and box.has_class("invalid")
+        assert any("Lý do quá ngắn" in t for t in toasts(app)), toasts(app)
+        assert audit_rows(sessions) == []
+        await pilot.press("backspace", "enter")  # no reason is fine here
+        await settle(app, pilot)
+        assert not isinstance(app.screen, ChoiceDialog)
+    assert audit_rows(sessions) == [("Trần Văn Bình", "status", "new", "verifying", "")]
+
+
+@aio
+async def test_the_note_dialog_says_ctrl_s(ledger: tuple[Settings, sessionmaker[Session]]
+                                           ) -> None:
+    app = app_for(ledger)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("n")
+        await settle(app, pilot)
+        assert isinstance(app.screen, TextDialog)
+        assert "Ctrl+S để lưu" in screen_text(app)
+
+
+@aio
+async def test_attachment_keys_give_feedback_and_blame_the_right_thing(
+        ledger: tuple[Settings, sessionmaker[Session]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`o` says it is opening the file (a stand-in xdg-open on PATH records it); `w` on an
+    officer's reply attachment, never stored in the ledger, does not blame the config."""
+    settings, sessions = ledger
+    stored = settings.ledger.attachments_dir / "ab" / "1.jpg"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"jpeg")
+    with sessions() as s:
+        tip = s.scalars(select(Tip).where(Tip.ref == "NCS-0006")).one()
+        s.add(Attachment(message_pk=tip.message_pk, filename="anh.jpg", content_type="image/jpeg",
+                         size=4, sha256="a" * 64, stored_path="ab/1.jpg"))
+        reply = Message(station_id="ncs", message_id="<r1@station.example.test>",
+                        raw_sha256="f" * 64, size=10, kind="reply", subject="Re: [NCS-0006]",
+                        text_body="Cảm ơn", search_text="cam on", tip_id=tip.id,
+                        received_hour=T0 + timedelta(hours=9))
+        s.add(reply)
+        s.flush()
+        s.add(Attachment(message_pk=reply.id, filename="bien-ban.pdf",
+                         content_type="application/pdf", size=4, sha256="b" * 64,
+                         stored_path=""))
+        s.commit()
+    bin_dir, opened = tmp_path / "bin", tmp_path / "opened"
+    bin_dir.mkdir()
+    (bin_dir / "xdg-open").write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    (bin_dir / "xdg-open").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    app = app_for(ledger)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(app, pilot)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        await pilot.press("o")
+        await settle(app, pilot)
+        assert any("Đang mở anh.jpg" in t for t in toasts(app)), toasts(app)
+        wait_for(lambda: all(p.poll() is not None for p in app.opened),
+                 "the stand-in xdg-open to finish")
+        assert opened.read_text().strip() == str(stored)
+        app.screen.query_one("#attachments", OptionList).highlighted = 1
+        await pilot.press("w")
+        await settle(app, pilot)
+        shown = toasts(app)
+        assert any("bien-ban.pdf không được lưu trong sổ" in t for t in shown), shown
+        assert not any("attachments_dir" in t for t in shown), shown

@@ -41,6 +41,7 @@ _STATUS_VALUES = frozenset(s.value for s in Status)
 MAILBOX_ACTOR = "mailbox"  # the actor of audit rows applied from mailbox signals
 MAX_NOTE = 10_000
 MAX_REASON = 1_000
+MIN_REASON = 3  # "x" or "." explains nothing to the next officer or to command
 RECORDING = "recording the change"
 
 
@@ -54,6 +55,15 @@ def allowed_statuses(current: str) -> frozenset[Status]:
 
 def needs_reason(current: str, new: str) -> bool:
     return not (current == Status.NEW and new == Status.VERIFYING)
+
+
+def _reason(reason: str) -> str:
+    """The cleaned reason; one given must say something."""
+    why = clean_text(reason, max_length=MAX_REASON)
+    if why and len(why) < MIN_REASON:
+        raise WorkflowError(f"the reason {why!r} is too short: write at least "
+                            f"{MIN_REASON} characters")
+    return why
 
 
 def _tip(session: Session, tip_id: int) -> Tip:
@@ -103,7 +113,7 @@ def _set_status(session: Session, tip_id: int, status: str, *, actor: str,
         allowed = ", ".join(sorted(s.value for s in allowed_statuses(tip.status))) or "none"
         raise WorkflowError(f"{tip.ref} cannot go from {tip.status} to {target.value}: "
                             f"allowed: {allowed}")
-    why = clean_text(reason, max_length=MAX_REASON)
+    why = _reason(reason)
     if not why and needs_reason(tip.status, target):
         raise WorkflowError(f"moving {tip.ref} to {target.value} needs a reason")
     old = tip.status
@@ -131,8 +141,7 @@ def set_category(session: Session, tip_id: int, category: str, *, actor: str,
     if category == tip.category:
         raise WorkflowError(f"{tip.ref} is already in category {category}")
     old, tip.category = tip.category, category
-    return _record(session, tip, who, "category", old, category,
-                   clean_text(reason, max_length=MAX_REASON))
+    return _record(session, tip, who, "category", old, category, _reason(reason))
 
 
 @translated(RECORDING)

@@ -30,7 +30,7 @@ from ...config import Settings
 from ...errors import ConfigError, LedgerError, MailbridgeError
 from ..ledger import workflow
 from ..ledger.models import Status
-from ..localtime import offset_label
+from ..localtime import offset_label, parse_day
 from ..reply import reply_to_tipster, target_of
 from . import strings as S
 from .access import Access, resolve_access
@@ -57,6 +57,7 @@ from .tiplist import PAGE, TipList
 class LedgerApp(App[int]):
     CSS_PATH = "ledger.tcss"
     TITLE = S.TITLE
+    ENABLE_COMMAND_PALETTE = False  # English words and commands officers do not need
     BINDINGS = [
         Binding("q", "quit", S.KEY_QUIT),
         Binding("slash", "focus_search", S.KEY_SEARCH),
@@ -79,6 +80,7 @@ class LedgerApp(App[int]):
         self.sessions = sessions
         self.filter = TipFilter(stations=access.stations, zone=settings.ledger.time_zone)
         self.placements: list[tuple[str, str]] = []  # (station, placement) of the tips
+        self.opened: list[subprocess.Popen[bytes]] = []  # file openers, reaped when done
         self.sub_title = ", ".join(f"{sid}: {name}" for sid, name in access.actors.items())
 
     # ---- layout ---------------------------------------------------------------------
@@ -104,6 +106,7 @@ class LedgerApp(App[int]):
                           (Text(S.VERDICT_NONE), "none")], prompt=S.ANY_VERDICT,
                          id="f-verdict", compact=True)
             yield Input(placeholder=S.SEARCH, id="f-text", compact=True)
+        yield Static(id="problem", markup=False)
         yield Static(id="columns", markup=False)
         yield TipList(self.render_row, id="tips")
         yield Static(Text(S.LOADING), id="count", markup=False)
@@ -269,6 +272,10 @@ class LedgerApp(App[int]):
             return value if isinstance(value, str) else None
 
         date_from, date_to = self._date("f-from"), self._date("f-to")
+        bad = [box.value.strip() for box in self.query(".date.invalid").results(Input)]
+        problem = self.query_one("#problem", Static)
+        problem.update(Text(S.BAD_DATE.format(value=bad[0]) if bad else ""))
+        problem.set_class(bool(bad), "shown")
         new = TipFilter(stations=self.access.stations, zone=self.settings.ledger.time_zone,
                         status=pick("f-status"),
                         category=pick("f-category"), station=pick("f-station"),
@@ -283,14 +290,15 @@ class LedgerApp(App[int]):
             self.reload()
 
     def _date(self, wid: str) -> date | None:
-        """A half-typed or wrong date marks its box and filters nothing (yet)."""
+        """A half-typed or wrong date marks its box, is said in one line above the list,
+        and filters nothing (yet)."""
         box = self.query_one(f"#{wid}", Input)
         value = box.value.strip()
         box.set_class(False, "invalid")
         if not value:
             return None
         try:
-            return date.fromisoformat(value)
+            return parse_day(value)
         except ValueError:
             box.set_class(True, "invalid")
             return None
@@ -460,16 +468,20 @@ class LedgerApp(App[int]):
     @on(AttachmentAction)
     def _attachment(self, message: AttachmentAction) -> None:
         a = message.attachment
-        if a.path is None or not a.path.is_file():
-            return self.error(LedgerError(S.NO_FILE.format(path=a.path or a.filename)))
+        if a.path is None:  # not the relay's: an officer's reply keeps its files in the mailbox
+            return self.error(LedgerError(S.NOT_KEPT.format(name=a.filename)))
+        if not a.path.is_file():
+            return self.error(LedgerError(S.NO_FILE.format(path=a.path)))
         path = a.path
         if not message.save:
             opener = shutil.which("xdg-open")
             if opener is None:
                 return self.notify(S.NO_OPENER, severity="warning", markup=False)
-            subprocess.Popen([opener, str(path)], stdout=subprocess.DEVNULL,  # noqa: S603
-                             stderr=subprocess.DEVNULL, start_new_session=True)
-            return None
+            self.opened = [p for p in self.opened if p.poll() is None]
+            self.opened.append(subprocess.Popen(  # noqa: S603
+                [opener, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True))
+            return self.notify(S.OPENING.format(name=a.filename), markup=False)
 
         def done(folder: str | None) -> None:
             if folder:

@@ -122,10 +122,11 @@ class AttachmentAction(Message):
 
 
 class DetailScreen(Screen[None]):
-    """Escape goes back to the list; the workflow keys are the app's."""
+    """Escape (or q) goes back to the list; the workflow keys are the app's."""
 
     BINDINGS = [
         Binding("escape", "back", S.KEY_BACK),
+        Binding("q", "back", S.KEY_BACK, show=False),  # q leaves the tip, never the program
         Binding("o", "open_file", S.KEY_OPEN_FILE),
         Binding("w", "save_file", S.KEY_SAVE),
     ]

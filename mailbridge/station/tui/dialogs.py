@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, TextArea
 from textual.widgets.option_list import Option
 
+from ..ledger.workflow import MIN_REASON
 from . import strings as S
 
 
@@ -35,7 +36,7 @@ class ChoiceDialog(ModalScreen[tuple[str, str] | None]):
             yield OptionList(*(Option(Text(label), id=f"v{i}")
                                for i, (_, label) in enumerate(self.choices)), id="choices")
             if self.with_reason:
-                yield Input(placeholder=S.REASON_PROMPT, id="reason")
+                yield Input(placeholder=S.REASON_OPTIONAL, id="reason")
             with Horizontal(classes="buttons"):
                 yield Button(S.OK, variant="primary", id="ok")
                 yield Button(S.CANCEL, id="cancel")
@@ -49,16 +50,26 @@ class ChoiceDialog(ModalScreen[tuple[str, str] | None]):
             return None
         return self.choices[highlighted][0]
 
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        """The reason box says whether the highlighted choice needs one."""
+        value = self._value()
+        if self.with_reason and value is not None:
+            self.query_one("#reason", Input).placeholder = (
+                S.REASON_REQUIRED if self.reason_required(value) else S.REASON_OPTIONAL)
+
     def _finish(self) -> None:
         value = self._value()
         if value is None:
             return
         reason = self.query_one("#reason", Input).value if self.with_reason else ""
-        if not reason.strip() and self.reason_required(value):
+        why = reason.strip()
+        problem = (S.REASON_NEEDED if not why and self.reason_required(value) else
+                   S.REASON_SHORT.format(min=MIN_REASON) if 0 < len(why) < MIN_REASON else "")
+        if problem:
             box = self.query_one("#reason", Input)
             box.add_class("invalid")
             box.focus()
-            self.notify(S.REASON_NEEDED, severity="warning", markup=False)
+            self.notify(problem, severity="warning", markup=False)
             return
         self.dismiss((value, reason))
 

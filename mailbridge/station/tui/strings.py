@@ -61,10 +61,11 @@ ANY_STATUS = "Mọi trạng thái"
 ANY_CATEGORY = "Mọi loại tin"
 ANY_STATION = "Mọi đồn"
 ANY_PLACEMENT = "Mọi địa điểm"
-FROM_DATE = "Từ ngày (YYYY-MM-DD)"
-TO_DATE = "Đến ngày (YYYY-MM-DD)"
+FROM_DATE = "Từ dd/mm/yyyy"
+TO_DATE = "Đến dd/mm/yyyy"
 SEARCH = "Tìm trong nội dung…"
-BAD_DATE = "Ngày không hợp lệ: {value!r}; nhập theo dạng YYYY-MM-DD"
+BAD_DATE = ("Không đọc được ngày {value!r}: nhập ngày/tháng/năm, ví dụ 01/12/2026 "
+            "(chưa lọc theo ngày)")
 COUNT = "{shown} tin"
 FIGURES = ("{received} tin · có giá trị {of_value} · không có giá trị {not_of_value} · "
            "tin rác {spam} · chưa xử lý xong {open}")
@@ -103,12 +104,14 @@ TRUNCATED = "… (còn {more} ký tự, đã cắt bớt khi hiển thị)"
 CHOOSE_STATUS = "Chuyển {ref} sang trạng thái:"
 CHOOSE_CATEGORY = "Sửa loại tin của {ref}:"
 CHOOSE_ASSIGNEE = "Phân công {ref} cho:"
-WRITE_NOTE = "Ghi chú nội bộ cho {ref} (chỉ cán bộ xem):"
+WRITE_NOTE = "Ghi chú nội bộ cho {ref} (chỉ cán bộ xem; Ctrl+S để lưu):"
 WRITE_REPLY = ("Trả lời người báo tin của {ref}. Người báo tin đọc được nội dung này bằng "
                "mã biên nhận; đừng ghi tên hay số điện thoại của cán bộ (Ctrl+S để gửi):")
 REPLY_SENT = "Đã gửi trả lời cho người báo tin của {ref}; bản sao nằm trong thư mục {folder}"
 REASON_NEEDED = "Cần ghi lý do cho lựa chọn này"
-REASON_PROMPT = "Lý do (bắt buộc, trừ khi chuyển từ Mới sang Đang xác minh)"
+REASON_SHORT = "Lý do quá ngắn: ghi ít nhất {min} ký tự để người sau hiểu"
+REASON_REQUIRED = "Lý do (bắt buộc)"
+REASON_OPTIONAL = "Lý do (không bắt buộc)"
 SAVE_TO = "Lưu {name} vào thư mục:"
 OK = "Đồng ý"
 CANCEL = "Hủy"
@@ -119,6 +122,9 @@ FORGED = ("Có {count} thư mạo danh hệ thống tin báo (không có chữ k
           "tin báo): chúng không phải tin báo và không có trong danh sách. Thư vẫn nằm "
           "trong hộp thư của đồn.")
 NO_FILE = "Không tìm thấy tệp {path}: kiểm tra ledger.attachments_dir"
+NOT_KEPT = ("Tệp {name} không được lưu trong sổ (sổ chỉ lưu tệp của tin báo): "
+            "mở thư trong hộp thư của đồn để lấy tệp")
+OPENING = "Đang mở {name} bằng chương trình của máy…"
 NO_OPENER = "Không có chương trình mở tệp (xdg-open): hãy lưu tệp rồi mở"
 NO_STATUS_MOVE = "{ref}: không thể đổi trạng thái từ {status}"
 
@@ -138,7 +144,15 @@ BY = {
     "category": "Theo loại tin",
     "placement": "Theo địa điểm",
     "month": "Theo tháng",
+    "station_month": "Theo đồn và tháng",
 }
+HANDLED = "Đã xử lý"
+OF_VALUE_PERCENT = "% có giá trị"
+BRIEFING_TITLE = "Báo cáo tin báo: {station}"
+BRIEFING_TOTALS = ("Tiếp nhận {received} tin, {of_value} tin có giá trị ({percent}), "
+                   "{handled} tin đã xử lý, {open} tin chưa xử lý xong")
+TREND = "Tin tiếp nhận theo tháng"
+MADE_AT = "Lập lúc {at} (giờ của đồn)"
 
 
 def status_label(status: str) -> str:
