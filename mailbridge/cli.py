@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--month", type=_month, metavar="YYYY-MM")
     p.add_argument("--station", metavar="ID")
     p.add_argument("--chart", type=Path, metavar="PNG", help="also write a bar chart image")
+    p.add_argument("--pdf", type=Path, metavar="FILE",
+                   help="also write the period's one-page briefing (Vietnamese PDF)")
 
     p = sub.add_parser("demo", help="run everything on this machine: no mail server needed")
     p.add_argument("--dir", type=Path, default=Path("demo"), help="demo folder (default: demo)")
@@ -153,7 +155,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_report(settings, fmt=args.fmt, date_from=args.date_from,
                           date_to=args.date_to, month=args.month, station=args.station,
-                          chart=args.chart)
+                          chart=args.chart, pdf=args.pdf)
     raise AssertionError(f"unhandled command {command!r}")
 
 

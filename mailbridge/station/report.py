@@ -1,9 +1,12 @@
 """Figures for command: how many tips came in, and what they were worth.
 
-Per station, category, placement and month: received, of value, not of value,
-spam, still open, and the median hours from receipt to an officer's first
-action. A handled tip counts by its last verdict (``Tip.verdict``). Output as
-a rich table, CSV, JSON, a terminal bar chart, or a PNG for a briefing.
+Per station, category, placement, month and station by month (the trend):
+received, of value (and its share), not of value, spam, handled, still open,
+and the median hours from receipt to an officer's first action. A handled tip
+counts by its last verdict (``Tip.verdict``). Every configured station and
+category is listed, with zeros when nothing came in, categories in the
+config's order, and every month of the period. Output as a rich table, CSV,
+JSON, a terminal bar chart, a PNG, or a one-page PDF briefing (fpdf2).
 
 The figures are computed in Python from one narrow query, so SQLite and
 PostgreSQL give the same answer by construction.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import re
@@ -20,7 +24,8 @@ import statistics
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,10 +39,10 @@ from ..config import Settings
 from ..errors import ConfigError, MailbridgeError
 from .ledger.db import make_engine, session_factory, translated
 from .ledger.models import Status, Tip
-from .localtime import DEFAULT_ZONE, local, utc_bounds
+from .localtime import DEFAULT_ZONE, local, show_hour, utc_bounds
 from .tui import strings as S
 
-DIMENSIONS = ("station", "category", "placement", "month")
+DIMENSIONS = ("station", "category", "placement", "month", "station_month")
 FORMATS = ("table", "csv", "json", "bars")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -90,15 +95,23 @@ class Figures:
     of_value: int = 0
     not_of_value: int = 0
     spam: int = 0
+    handled: int = 0
     open: int = 0
     median_hours_to_first_action: float | None = None
     _delays: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def of_value_percent(self) -> int | None:
+        """The share of tips received that were of value; None when none came in."""
+        return round(100 * self.of_value / self.received) if self.received else None
 
     def add(self, tip: TipFacts) -> None:
         self.received += 1
         verdict = tip.verdict or tip.status  # rows from before the verdict column
         if verdict in _VERDICTS:
             setattr(self, verdict, getattr(self, verdict) + 1)
+        if tip.status == Status.HANDLED:
+            self.handled += 1
         if tip.status in (Status.NEW, Status.VERIFYING):
             self.open += 1
         if tip.first_action_at is not None:
@@ -113,7 +126,7 @@ class Figures:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("_delays")
-        return data
+        return {**data, "of_value_percent": self.of_value_percent}
 
 
 # Status values that are also Figures fields.
@@ -135,14 +148,39 @@ class Report:
 
 
 def _keys(tip: TipFacts, zone_name: str) -> dict[str, str]:
+    month = local(tip.received_hour, zone_name).strftime("%Y-%m")
     return {"station": tip.station_id, "category": tip.category,
             "placement": f"{tip.station_id}/{tip.placement}",
-            "month": local(tip.received_hour, zone_name).strftime("%Y-%m")}
+            "month": month, "station_month": f"{tip.station_id}/{month}"}
+
+
+def _months(first: date, last: date) -> list[str]:
+    """``YYYY-MM`` of every month from *first* to *last*: a trend has no gaps."""
+    months, year, month = [], first.year, first.month
+    while (year, month) <= (last.year, last.month):
+        months.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
+def _empty_rows(period: Period, seen_months: Iterable[str], stations: Iterable[str],
+                categories: Iterable[str]) -> dict[str, list[str]]:
+    """The keys listed even with nothing in them: every station, category and month."""
+    seen = sorted(seen_months)
+    first = period.start or (date.fromisoformat(seen[0] + "-01") if seen else None)
+    last = period.end or (date.fromisoformat(seen[-1] + "-01") if seen else None)
+    months = _months(first, last) if first and last else []
+    stations = list(stations)
+    return {"station": stations, "category": list(categories), "placement": [],
+            "month": months, "station_month": [f"{s}/{m}" for s in stations for m in months]}
 
 
 def compute(tips: Iterable[TipFacts], period: Period = Period(),
-            settings: Settings | None = None) -> Report:
-    """Aggregate *tips* (pure: no database) into totals and the four breakdowns."""
+            settings: Settings | None = None, stations: Iterable[str] | None = None) -> Report:
+    """Aggregate *tips* (pure: no database) into totals and the breakdowns.
+
+    *stations* (default: every configured one) are listed even with no tips, as are
+    the configured categories, in the config's order, and every month of the period."""
     total = Figures()
     groups: dict[str, dict[str, Figures]] = {d: {} for d in DIMENSIONS}
     zone_name = settings.ledger.time_zone if settings is not None else DEFAULT_ZONE
@@ -150,8 +188,20 @@ def compute(tips: Iterable[TipFacts], period: Period = Period(),
         total.add(tip)
         for dim, key in _keys(tip, zone_name).items():
             groups[dim].setdefault(key, Figures()).add(tip)
-    by = {dim: [Row(key, _label(settings, dim, key), figs.finish())
-                for key, figs in sorted(groups[dim].items())] for dim in DIMENSIONS}
+    configured = list(settings.stations) if settings is not None else []
+    order = [c.id for c in settings.categories] if settings is not None else []
+    for dim, keys in _empty_rows(period, groups["month"],
+                                 configured if stations is None else stations, order).items():
+        for key in keys:
+            groups[dim].setdefault(key, Figures())
+    rank = {cid: i for i, cid in enumerate(order)}
+
+    def sort_key(dim: str, key: str) -> tuple[int, str]:
+        return (rank.get(key, len(rank)), key) if dim == "category" else (0, key)
+
+    by = {dim: [Row(key, _label(settings, dim, key), groups[dim][key].finish())
+                for key in sorted(groups[dim], key=partial(sort_key, dim))]
+          for dim in DIMENSIONS}
     return Report(period, total.finish(), by)
 
 
@@ -161,6 +211,9 @@ def _label(settings: Settings | None, dim: str, key: str) -> str:
     if dim == "placement":
         station, _, placement = key.partition("/")
         return f"{S.placement_label(settings, station, placement)} ({station})"
+    if dim == "station_month":
+        station, _, month = key.partition("/")
+        return f"{_label(settings, 'station', station)} {month}"
     if dim == "station" and settings is not None:
         st = settings.station(key)
         return st.name if st is not None else key
@@ -185,9 +238,10 @@ def load_facts(session: Session, period: Period, station: str | None = None,
 
 # ---- output -------------------------------------------------------------------------
 
-COLUMNS = ("received", "of_value", "not_of_value", "spam", "open",
-           "median_hours_to_first_action")
-_HEADERS = (S.RECEIVED, S.OF_VALUE, S.NOT_OF_VALUE, S.SPAM, S.OPEN, S.MEDIAN)
+COLUMNS = ("received", "of_value", "of_value_percent", "not_of_value", "spam", "handled",
+           "open", "median_hours_to_first_action")
+_HEADERS = (S.RECEIVED, S.OF_VALUE, S.OF_VALUE_PERCENT, S.NOT_OF_VALUE, S.SPAM, S.HANDLED,
+            S.OPEN, S.MEDIAN)
 
 
 def _period_text(period: Period) -> str:
@@ -197,9 +251,10 @@ def _period_text(period: Period) -> str:
 
 
 def _cells(figs: Figures) -> list[str]:
-    median = figs.median_hours_to_first_action
-    return [str(figs.received), str(figs.of_value), str(figs.not_of_value), str(figs.spam),
-            str(figs.open), "—" if median is None else f"{median:g}"]
+    median, percent = figs.median_hours_to_first_action, figs.of_value_percent
+    return [str(figs.received), str(figs.of_value), "—" if percent is None else f"{percent}%",
+            str(figs.not_of_value), str(figs.spam), str(figs.handled), str(figs.open),
+            "—" if median is None else f"{median:g}"]
 
 
 def write_table(report: Report, out: TextIO) -> None:
@@ -317,6 +372,99 @@ def write_png(report: Report, path: Path, station_name: str = "") -> None:
                           f"--chart path") from exc
 
 
+def trend_png(report: Report, *, width: float = 7.5, height: float = 2.6) -> bytes:
+    """The trend for a briefing: tips received per month, one line per station, and the
+    month's tips of value; DejaVu Sans from ``chart_font``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    font = chart_font(9)
+    months = [r.key for r in report.by["month"]]
+    figure = Figure(figsize=(width, height), dpi=150, layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    for station in report.by["station"]:
+        counts = [r.figures.received for r in report.by["station_month"]
+                  if r.key.partition("/")[0] == station.key]
+        ax.plot(months, counts, marker="o", label=station.label)
+    ax.plot(months, [r.figures.of_value for r in report.by["month"]], color="#2e7d32",
+            linestyle="--", marker="s", label=S.OF_VALUE)
+    ax.set_xticks(range(len(months)), months, fontproperties=font)
+    for tick in ax.get_yticklabels():
+        tick.set_fontproperties(font)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(S.TREND, fontproperties=chart_font(10, bold=True), loc="left")
+    ax.legend(prop=font, frameon=False)
+    out = io.BytesIO()
+    figure.savefig(out, format="png")
+    return out.getvalue()
+
+
+def write_pdf(report: Report, path: Path, station_name: str = "",
+              made_at: str = "") -> None:
+    """One A4 page for command, in Vietnamese: the totals, the monthly trend and the
+    table by station and by category. Text is real text in DejaVu Sans (the chart's
+    font file), so the page can be searched and copied."""
+    pdf = new_pdf()
+    pdf.add_page()
+    pdf.set_font("DejaVu", "B", 15)
+    text_line(pdf, 8, S.BRIEFING_TITLE.format(station=station_name or S.ANY_STATION))
+    pdf.set_font("DejaVu", "", 10)
+    text_line(pdf, 6, _period_text(report.period) + (
+        f". {S.MADE_AT.format(at=made_at)}" if made_at else ""))
+    total, percent = report.total, report.total.of_value_percent
+    pdf.set_font("DejaVu", "B", 11)
+    text_line(pdf, 7, S.BRIEFING_TOTALS.format(
+        received=total.received, of_value=total.of_value, handled=total.handled,
+        open=total.open, percent="—" if percent is None else f"{percent}%"))
+    pdf.ln(1)
+    pdf.image(io.BytesIO(trend_png(report)), w=pdf.epw)
+    for dim in ("station", "category"):
+        pdf.ln(2)
+        pdf.set_font("DejaVu", "B", 11)
+        pdf.cell(0, 7, S.BY[dim], new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("DejaVu", "", 8)
+        widths = (46, *(18,) * len(_HEADERS))
+        with pdf.table(col_widths=widths, text_align=("LEFT", *("RIGHT",) * len(_HEADERS)),
+                       line_height=4.5, first_row_as_headings=True) as table:
+            table.row(("", *_HEADERS))
+            for row in report.by[dim]:
+                table.row((row.label, *_cells(row.figures)))
+            table.row((S.TOTAL, *_cells(report.total)))
+    save_pdf(pdf, path, "--pdf")
+
+
+def new_pdf() -> Any:
+    """An A4 fpdf2 document with DejaVu Sans (regular and bold) from matplotlib's files:
+    Vietnamese on any box, embedded as a subset so the text stays text."""
+    from fpdf import FPDF
+
+    pdf = FPDF(format="A4")
+    pdf.set_margins(12, 12, 12)
+    pdf.set_auto_page_break(True, margin=12)
+    pdf.add_font("DejaVu", "", chart_font(10).get_file())
+    pdf.add_font("DejaVu", "B", chart_font(10, bold=True).get_file())
+    pdf.set_creator("mailbridge")
+    return pdf
+
+
+def text_line(pdf: Any, height: float, text: str) -> None:
+    """A paragraph across the page, wrapped, the next one starting below at the margin."""
+    pdf.multi_cell(0, height, text, new_x="LMARGIN", new_y="NEXT")
+
+
+def save_pdf(pdf: Any, path: Path, option: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pdf.output(str(path))
+    except OSError as exc:
+        raise ConfigError(f"cannot write the PDF to {path}: {exc}; choose a writable "
+                          f"{option} path") from exc
+
+
 WRITERS: dict[str, Callable[[Report, TextIO], None]] = {
     "table": write_table, "csv": write_csv, "json": write_json, "bars": write_bars,
 }
@@ -331,14 +479,15 @@ def build(settings: Settings, period: Period, station: str | None = None,
             facts = load_facts(session, period, station, settings.ledger.time_zone)
     finally:
         engine.dispose()
-    return compute(facts, period, settings)
+    return compute(facts, period, settings, [station] if station else None)
 
 
 def run_report(settings: Settings, *, fmt: str = "table", date_from: date | None = None,
                date_to: date | None = None, month: str | None = None,
                station: str | None = None, chart: Path | None = None,
-               out: TextIO = sys.stdout) -> int:
-    """``mailbridge report``: print the figures in *fmt*, and a PNG to *chart* if given."""
+               pdf: Path | None = None, out: TextIO = sys.stdout) -> int:
+    """``mailbridge report``: print the figures in *fmt*, a PNG to *chart* and the
+    briefing page to *pdf* if given."""
     try:
         if fmt not in WRITERS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -347,9 +496,13 @@ def run_report(settings: Settings, *, fmt: str = "table", date_from: date | None
                               f"{', '.join(sorted(settings.stations))}")
         period = parse_period(date_from, date_to, month)
         report = build(settings, period, station.lower() if station else None)
+        named = settings.station(station) if station else None
         if chart is not None:  # first: a reader that stops early (| head) must not lose it
-            named = settings.station(station) if station else None
             write_png(report, chart, named.name if named else "")
+        if pdf is not None:
+            write_pdf(report, pdf, named.name if named else "",
+                      show_hour(datetime.now(UTC).replace(tzinfo=None),
+                                settings.ledger.time_zone))
         WRITERS[fmt](report, out)
         out.flush()
     except MailbridgeError as exc:

@@ -96,10 +96,12 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     return settings_for(tmp_path, url)
 
 
-def figures(**kw: object) -> dict[str, object]:
+def figures(**kw: int | float) -> dict[str, object]:
     base: dict[str, object] = {"received": 0, "of_value": 0, "not_of_value": 0, "spam": 0,
-                               "open": 0, "median_hours_to_first_action": None}
-    return {**base, **kw}
+                               "handled": 0, "open": 0, "median_hours_to_first_action": None}
+    received, of_value = kw.get("received", 0), kw.get("of_value", 0)
+    percent = round(100 * of_value / received) if received else None
+    return {**base, **kw, "of_value_percent": percent}
 
 
 def report_json(settings: Settings, **kw: object) -> dict[str, object]:
@@ -117,20 +119,23 @@ def by(data: dict[str, object], dim: str) -> dict[str, dict[str, object]]:
 def test_json_figures_match_the_hand_count(settings: Settings) -> None:
     data = report_json(settings)
     assert data["period"] == {"from": None, "to": None}
-    assert data["total"] == figures(received=9, of_value=3, not_of_value=2, spam=1, open=3,
-                                    median_hours_to_first_action=4)
+    assert data["total"] == figures(received=9, of_value=3, not_of_value=2, spam=1, handled=2,
+                                    open=3, median_hours_to_first_action=4)
+    assert data["total"]["of_value_percent"] == 33
     stations = by(data, "station")
     assert stations["ncs"] == {"label": "Đồn Nậm Cuổi", **figures(
-        received=7, of_value=2, not_of_value=2, spam=1, open=2, median_hours_to_first_action=3.5)}
+        received=7, of_value=2, not_of_value=2, spam=1, handled=2, open=2,
+        median_hours_to_first_action=3.5)}
     assert stations["mlt"] == {"label": "Đồn Mù Cả", **figures(
         received=2, of_value=1, open=1, median_hours_to_first_action=8)}
     categories = by(data, "category")
     assert categories["drugs"] == {"label": "Ma túy", **figures(
-        received=5, of_value=3, open=2, median_hours_to_first_action=3.5)}
+        received=5, of_value=3, handled=1, open=2, median_hours_to_first_action=3.5)}
     assert categories["guns"]["label"] == "Súng tự chế"  # the config's label wins
     placements = by(data, "placement")
     assert placements["ncs/cho"] == {"label": "Chợ phiên (ncs)", **figures(
-        received=4, of_value=2, not_of_value=1, open=1, median_hours_to_first_action=3.5)}
+        received=4, of_value=2, not_of_value=1, handled=2, open=1,
+        median_hours_to_first_action=3.5)}
     assert placements["mlt/"]["received"] == 2
     assert {k: v["received"] for k, v in by(data, "month").items()} == {
         "2026-01": 6, "2026-02": 2, "2026-03": 1}
@@ -139,8 +144,8 @@ def test_json_figures_match_the_hand_count(settings: Settings) -> None:
 def test_periods_and_station(settings: Settings) -> None:
     january = report_json(settings, month="2026-01")
     assert january["period"] == {"from": "2026-01-01", "to": "2026-01-31"}
-    assert january["total"] == figures(received=6, of_value=3, not_of_value=1, spam=1, open=1,
-                                       median_hours_to_first_action=4)
+    assert january["total"] == figures(received=6, of_value=3, not_of_value=1, spam=1,
+                                       handled=1, open=1, median_hours_to_first_action=4)
     february = report_json(settings, date_from=date(2026, 2, 1), date_to=date(2026, 2, 7))
     assert february["total"]["received"] == 2  # type: ignore[index]
     assert report_json(settings, date_to=date(2026, 1, 3))["total"]["received"] == 3  # type: ignore[index]
@@ -171,7 +176,8 @@ def test_csv_and_table_and_bars(settings: Settings, tmp_path: Path) -> None:
     assert "Thống kê tin báo" in text and "2026-02-01 – 2026-02-28" in text
     assert "Theo loại tin" in text and "Súng tự chế" in text and "\x1b" not in text
     total_line = next(line for line in text.splitlines() if "Tổng cộng" in line)
-    assert [c.strip() for c in total_line.split("│")[2:8]] == ["2", "0", "1", "0", "1", "4.5"]
+    assert [c.strip() for c in total_line.split("│")[2:10]] == [
+        "2", "0", "0%", "1", "0", "1", "1", "4.5"]
 
     bars = io.StringIO()
     assert run_report(settings, fmt="bars", out=bars) == 0
@@ -279,3 +285,60 @@ def test_months_and_days_are_the_stations_not_utcs(
         "total"]["received"] == february - 1  # type: ignore[index]
     months = {r["key"]: r["received"] for r in report_json(settings)["by"]["month"]}  # type: ignore[index]
     assert months == ({"2026-02": 2} if february == 2 else {"2026-01": 1, "2026-02": 1})
+
+
+def test_every_station_category_and_month_is_listed_in_the_configs_order(
+        settings: Settings) -> None:
+    """A station with no tips is a figure too (zero), categories keep the form's order,
+    and the trend has every month of the period, by station."""
+    import dataclasses
+
+    quiet = Station(id="bme", name="Đồn Bản Mế", ref_prefix="BME", mailbox="s3@example.test")
+    reordered = (*BUILTIN_CATEGORIES[2:], *BUILTIN_CATEGORIES[:2])
+    wider = dataclasses.replace(settings, stations={**settings.stations, "bme": quiet},
+                                categories=reordered)
+    data = report_json(wider, date_from=date(2026, 1, 1), date_to=date(2026, 4, 30))
+    stations = by(data, "station")
+    assert list(stations) == ["bme", "mlt", "ncs"]
+    assert stations["bme"] == {"label": "Đồn Bản Mế", **figures()}
+    assert [r["key"] for r in data["by"]["category"]] == [c.id for c in reordered]  # type: ignore[index]
+    assert {k: v["received"] for k, v in by(data, "month").items()} == {
+        "2026-01": 6, "2026-02": 2, "2026-03": 1, "2026-04": 0}
+    trend = by(data, "station_month")
+    assert len(trend) == 3 * 4 and trend["bme/2026-02"] == {
+        "label": "Đồn Bản Mế 2026-02", **figures()}
+    assert trend["ncs/2026-02"]["received"] == 2 and trend["mlt/2026-03"]["received"] == 1
+    only = report_json(wider, station="bme")
+    assert list(by(only, "station")) == ["bme"] and only["by"]["month"] == []  # type: ignore[index]
+
+
+def pdf_text(path: Path) -> tuple[int, str]:
+    import unicodedata
+
+    from pypdf import PdfReader
+
+    reader = PdfReader(path)
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    return len(reader.pages), unicodedata.normalize("NFC", text)
+
+
+def test_the_pdf_briefing_is_one_searchable_page_in_vietnamese(
+        settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "briefing" / "2026-01.pdf"
+    assert run_report(settings, month="2026-01", pdf=path, out=io.StringIO()) == 0
+    pages, text = pdf_text(path)
+    assert pages == 1
+    assert "Báo cáo tin báo: Mọi đồn" in text
+    assert "Thời gian: 2026-01-01 – 2026-01-31" in text
+    assert ("Tiếp nhận 6 tin, 3 tin có giá trị (50%), 1 tin đã xử lý, 1 tin chưa xử lý "
+            "xong") in " ".join(text.split())
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    assert "Đồn Nậm Cuổi 5 2 40% 1 1 1 1 3" in lines, lines
+    assert "Đồn Mù Cả 1 1 100% 0 0 0 0 8" in lines, lines
+    assert "Súng tự chế 0 0 — 0 0 0 0 —" in lines, lines  # every category, zeros too
+    assert "Tổng cộng 6 3 50% 1 1 1 1 4" in lines, lines
+
+    named = tmp_path / "ncs.pdf"
+    assert run_report(settings, station="ncs", pdf=named, out=io.StringIO()) == 0
+    pages, text = pdf_text(named)
+    assert pages == 1 and "Báo cáo tin báo: Đồn Nậm Cuổi" in text and "Đồn Mù Cả" not in text

@@ -399,8 +399,11 @@ def test_the_admin_guides_station_side_file_passes_check_db_and_report(tmp_path:
     assert upgrade.returncode == 0, upgrade.stderr
     assert upgrade.stdout.strip() == "ledger database: up to date"  # no relay.db here
     assert not (tmp_path / "relay.db").exists()
-    report = _check("--config", str(path), "report", "--format", "csv", env=STATION_ENV)
+    briefing = tmp_path / "briefing.pdf"
+    report = _check("--config", str(path), "report", "--format", "csv", "--pdf",
+                    str(briefing), env=STATION_ENV)
     assert report.returncode == 0, report.stderr
+    assert briefing.read_bytes().startswith(b"%PDF")
 
 
 def test_the_commands_roles() -> None:
