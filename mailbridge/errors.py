@@ -56,7 +56,15 @@ class LedgerError(RuntimeFailure):
 
 
 class WorkflowError(LedgerError):
-    """An officer's change that the workflow rules refuse (e.g. a verdict without reason)."""
+    """An officer's change that the workflow rules refuse (e.g. a verdict without reason).
+
+    ``kind`` and ``params`` (ids, not words) let the officers' screens say it in
+    Vietnamese; the message stays for logs and scripts."""
+
+    def __init__(self, message: str, kind: str = "", **params: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.params = params
 
 
 class PollError(RuntimeFailure):

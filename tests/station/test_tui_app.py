@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from textual.widgets import Input, OptionList, Select, Static
 from textual.worker import WorkerCancelled
@@ -415,7 +415,7 @@ async def test_mailbox_signals_applied_on_open_and_shown(
         await pilot.press("enter")
         await settle(app, pilot)
         shown = screen_text(app)
-    assert "Verified: \\Flagged" in shown
+    assert "Tin báo · Verified: chưa đọc, gắn cờ" in shown and "\\Flagged" not in shown
     assert "Hộp thư  Trạng thái: Mới → Đang xác minh  (thư mục Verified)" in shown
     assert audit_rows(sessions) == [("mailbox", "status", "new", "verifying", "folder Verified")]
 
@@ -725,3 +725,47 @@ async def test_attachment_keys_give_feedback_and_blame_the_right_thing(
         shown = toasts(app)
         assert any("bien-ban.pdf không được lưu trong sổ" in t for t in shown), shown
         assert not any("attachments_dir" in t for t in shown), shown
+
+
+@aio
+async def test_the_tip_screen_speaks_vietnamese(
+        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    """Mailbox signals in words, one line per message and folder; categories in the
+    history by their labels; a refusal of the workflow with the statuses' labels."""
+    settings, sessions = ledger
+    with sessions() as s:
+        tip = s.scalars(select(Tip).where(Tip.ref == "NCS-0006")).one()
+        follow = Message(station_id="ncs", message_id="<f1@relay.example.test>",
+                         raw_sha256="e" * 64, size=5, kind="followup", subject="[NCS-0006]",
+                         text_body="Thêm", search_text="them", tip_id=tip.id,
+                         received_hour=T0 + timedelta(hours=9))
+        s.add(follow)
+        s.flush()
+        for pk, uid in ((tip.message_pk, 1), (follow.id, 2)):
+            s.add(Location(message_pk=pk, station_id="ncs", folder="INBOX", uidvalidity=1,
+                           uid=uid, flags="\\Seen" if uid == 1 else ""))
+        s.commit()
+    app = app_for(ledger)
+    async with app.run_test(size=(140, 50), notifications=True) as pilot:
+        await settle(app, pilot)
+        await pilot.press("c", "enter", *"sai loai", "enter")  # theft → drugs
+        await settle(app, pilot)
+        with sessions() as s:  # meanwhile another officer calls it spam
+            s.execute(update(Tip).where(Tip.ref == "NCS-0006").values(status="spam"))
+            s.commit()
+        await pilot.press("enter")
+        await settle(app, pilot)
+        shown = screen_text(app)
+        assert "Tin báo · Hộp thư đến: đã đọc" in shown, shown
+        assert "Bổ sung của người báo tin · Hộp thư đến: chưa đọc" in shown, shown
+        assert "INBOX" not in shown and "\\Seen" not in shown
+        assert "Loại tin: Trộm cắp tài sản → Ma túy" in shown, shown
+        assert "theft" not in shown
+        assert isinstance(app.screen, DetailScreen) and app.screen.detail is not None
+        app.screen.detail.status = "new"  # as the screen saw it before the other officer
+        await pilot.press("s", "down", "down", "enter", *"rac qua", "enter")  # spam → spam
+        await settle(app, pilot)
+        said = toasts(app)
+    assert any("không thể chuyển từ Tin rác sang Tin rác (chỉ được chuyển sang: Đã xử lý, "
+               "Đang xác minh)" in t for t in said), said
+    assert not any("cannot go" in t for t in said), said

@@ -246,7 +246,7 @@ def test_detail_has_thread_signals_history(sessions: Session, tmp_path: Path) ->
     assert d is not None
     assert [t.kind for t in d.thread] == ["tip", "reply"]
     assert len(d.thread[0].body) == 20_000 and d.thread[0].hidden_chars == 30_000
-    assert d.signals == [("Verified", "\\Flagged \\Seen")]
+    assert d.signals == [("tip", "Verified", "\\Flagged \\Seen")]
     assert [(h.action, h.new) for h in d.history] == [("moved", "Verified"),
                                                       ("status", "verifying")]
     assert load_detail(s, tip.id + 100, tmp_path) is None

@@ -62,21 +62,23 @@ def _reason(reason: str) -> str:
     why = clean_text(reason, max_length=MAX_REASON)
     if why and len(why) < MIN_REASON:
         raise WorkflowError(f"the reason {why!r} is too short: write at least "
-                            f"{MIN_REASON} characters")
+                            f"{MIN_REASON} characters", "short_reason", reason=why,
+                            min=str(MIN_REASON))
     return why
 
 
 def _tip(session: Session, tip_id: int) -> Tip:
     tip = session.get(Tip, tip_id)
     if tip is None:
-        raise WorkflowError(f"tip {tip_id} is not in the ledger: refresh the list")
+        raise WorkflowError(f"tip {tip_id} is not in the ledger: refresh the list", "gone")
     return tip
 
 
 def _actor(actor: str) -> str:
     name = one_line(actor, max_length=120)
     if not name:
-        raise WorkflowError("no officer name: add the OS account under stations.<id>.officers")
+        raise WorkflowError("no officer name: add the OS account under stations.<id>.officers",
+                            "no_officer")
     return name
 
 
@@ -108,14 +110,17 @@ def _set_status(session: Session, tip_id: int, status: str, *, actor: str,
         target = Status(status)
     except ValueError:
         raise WorkflowError(f"unknown status {status!r}: choose among "
-                            f"{', '.join(s.value for s in Status)}") from None
+                            f"{', '.join(s.value for s in Status)}", "unknown_status",
+                            status=status) from None
     if target not in allowed_statuses(tip.status):
-        allowed = ", ".join(sorted(s.value for s in allowed_statuses(tip.status))) or "none"
+        allowed = ",".join(sorted(s.value for s in allowed_statuses(tip.status)))
         raise WorkflowError(f"{tip.ref} cannot go from {tip.status} to {target.value}: "
-                            f"allowed: {allowed}")
+                            f"allowed: {allowed.replace(',', ', ') or 'none'}", "transition",
+                            ref=tip.ref, old=tip.status, new=target.value, allowed=allowed)
     why = _reason(reason)
     if not why and needs_reason(tip.status, target):
-        raise WorkflowError(f"moving {tip.ref} to {target.value} needs a reason")
+        raise WorkflowError(f"moving {tip.ref} to {target.value} needs a reason",
+                            "needs_reason", ref=tip.ref, new=target.value)
     old = tip.status
     tip.status = target.value
     tip.status_reason = why
@@ -137,9 +142,11 @@ def set_category(session: Session, tip_id: int, category: str, *, actor: str,
     who = _actor(actor)
     if category not in known:
         raise WorkflowError(f"unknown category {category!r}: choose among "
-                            f"{', '.join(sorted(known))} (or add it under [[categories]])")
+                            f"{', '.join(sorted(known))} (or add it under [[categories]])",
+                            "unknown_category", category=category)
     if category == tip.category:
-        raise WorkflowError(f"{tip.ref} is already in category {category}")
+        raise WorkflowError(f"{tip.ref} is already in category {category}", "same_category",
+                            ref=tip.ref, category=category)
     old, tip.category = tip.category, category
     return _record(session, tip, who, "category", old, category, _reason(reason))
 
@@ -152,9 +159,11 @@ def assign(session: Session, tip_id: int, assignee: str, *, actor: str,
     who = _actor(actor)
     if assignee and assignee not in officers:
         raise WorkflowError(f"{assignee!r} is not an officer of station {tip.station_id}: "
-                            f"add them under stations.{tip.station_id}.officers")
+                            f"add them under stations.{tip.station_id}.officers",
+                            "not_officer", assignee=assignee, station=tip.station_id)
     if assignee == tip.assignee:
-        raise WorkflowError(f"{tip.ref} is already assigned to {assignee or 'nobody'}")
+        raise WorkflowError(f"{tip.ref} is already assigned to {assignee or 'nobody'}",
+                            "same_assignee", ref=tip.ref, assignee=assignee)
     old, tip.assignee = tip.assignee, assignee
     return _record(session, tip, who, "assign", old, assignee)
 
@@ -166,7 +175,7 @@ def add_note(session: Session, tip_id: int, text: str, *, actor: str) -> Note:
     who = _actor(actor)
     body = clean_text(text, max_length=MAX_NOTE)
     if not body:
-        raise WorkflowError("the note is empty: type some text first")
+        raise WorkflowError("the note is empty: type some text first", "empty_note")
     note = Note(tip_id=tip.id, author=who, text=body, search_text=search_form(body),
                 at=utcnow())
     session.add(note)

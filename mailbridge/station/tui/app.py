@@ -27,7 +27,7 @@ from textual.widgets import Footer, Header, Input, Select, Static
 from textual.worker import get_current_worker
 
 from ...config import Settings
-from ...errors import ConfigError, LedgerError, MailbridgeError
+from ...errors import ConfigError, LedgerError, MailbridgeError, WorkflowError
 from ..ledger import workflow
 from ..ledger.models import Status
 from ..localtime import offset_label, parse_day
@@ -138,7 +138,10 @@ class LedgerApp(App[int]):
     # ---- workers --------------------------------------------------------------------
 
     def error(self, exc: Exception) -> None:
-        self.notify(str(exc), severity="error", markup=False, timeout=10)
+        """A refusal of the workflow in officers' words; anything else as it is."""
+        words = (S.refusal(self.settings, exc.kind, exc.params)
+                 if isinstance(exc, WorkflowError) else None)
+        self.notify(words or str(exc), severity="error", markup=False, timeout=10)
 
     @work(thread=True, exclusive=True, group="startup")
     def startup(self) -> None:
@@ -354,7 +357,8 @@ class LedgerApp(App[int]):
         allowed = workflow.allowed_statuses(status)
         choices = [(s.value, S.status_label(s.value)) for s in Status if s in allowed]
         if not choices:
-            return self.notify(S.NO_STATUS_MOVE.format(ref=ref, status=status), markup=False)
+            return self.notify(S.NO_STATUS_MOVE.format(ref=ref, status=S.status_label(status)),
+                               markup=False)
 
         def done(result: tuple[str, str] | None) -> None:
             if result:

@@ -210,7 +210,7 @@ class TipDetail:
     thread: list[ThreadItem] = field(default_factory=list)
     notes: list[HistoryItem] = field(default_factory=list)
     history: list[HistoryItem] = field(default_factory=list)
-    signals: list[tuple[str, str]] = field(default_factory=list)  # (folder, flags)
+    signals: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, folder, flags)
 
     @property
     def attachments(self) -> list[AttachmentInfo]:
@@ -261,10 +261,13 @@ def load_detail(session: Session, tip_id: int, attachments_dir: Path) -> TipDeta
                              .order_by(MailEvent.at, MailEvent.id)):
         detail.history.append(HistoryItem(e.at, "", e.kind, "", e.folder, e.detail))
     detail.history.sort(key=lambda h: h.at)
+    kinds = {m.id: m.kind for m in messages}
     for loc in session.scalars(select(Location).where(Location.message_pk.in_(ids),
                                                       Location.gone.is_(False))
-                               .order_by(Location.folder)):
-        detail.signals.append((one_line(loc.folder), one_line(loc.flags)))
+                               .order_by(Location.message_pk, Location.folder)):
+        signal = (kinds[loc.message_pk], one_line(loc.folder), one_line(loc.flags))
+        if signal not in detail.signals:  # one line per message and folder
+            detail.signals.append(signal)
     return detail
 
 

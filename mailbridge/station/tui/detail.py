@@ -84,7 +84,11 @@ def thread_text(d: TipDetail, zone_name: str) -> Text:
     return text
 
 
-def history_text(items: list[HistoryItem], zone_name: str, *, notes: bool = False) -> Text:
+def history_text(items: list[HistoryItem], settings: Settings, *, notes: bool = False) -> Text:
+    """Notes, or the audit: statuses and categories by their labels, never their ids."""
+    zone_name = settings.ledger.time_zone
+    label: dict[str, Callable[[str], str]] = {
+        "status": S.status_label, "category": lambda c: S.category_label(settings, c)}
     text = Text("" if items else "—")
     for h in items:
         text.append(f"{when(h.at, zone_name)}  ", style="dim")
@@ -94,8 +98,8 @@ def history_text(items: list[HistoryItem], zone_name: str, *, notes: bool = Fals
             continue
         who = S.actor_label(h.who) if h.who else S.ACTION["signal"]
         text.append(f"{who}  {S.ACTION.get(h.action, h.action)}: ")
-        old = S.status_label(h.old) if h.action == "status" else h.old
-        new = S.status_label(h.new) if h.action == "status" else h.new
+        name = label.get(h.action, str)
+        old, new = (name(h.old) if h.old else "", name(h.new))
         text.append(f"{one_line(old)} → {one_line(new)}" if old else one_line(new))
         if h.reason:
             text.append(f"  ({S.reason_label(one_line(h.reason, max_length=200))})",
@@ -105,7 +109,9 @@ def history_text(items: list[HistoryItem], zone_name: str, *, notes: bool = Fals
 
 
 def signals_text(d: TipDetail) -> Text:
-    return Text("\n".join(f"{folder}: {flags or '—'}" for folder, flags in d.signals) or "—")
+    """Where each message of the thread lies in the mailbox and its flags, in words."""
+    return Text("\n".join(f"{S.KIND.get(kind, kind)} · {S.folder_label(folder)}: "
+                          f"{S.flags_label(flags)}" for kind, folder, flags in d.signals) or "—")
 
 
 def attachment_option(a: AttachmentInfo) -> Option:
@@ -177,8 +183,9 @@ class DetailScreen(Screen[None]):
         else:
             files.add_option(Option(Text(S.NO_ATTACHMENTS), disabled=True))
         self.query_one("#signals", Static).update(signals_text(d))
-        self.query_one("#notes", Static).update(history_text(d.notes, zone_name, notes=True))
-        self.query_one("#history", Static).update(history_text(d.history, zone_name))
+        self.query_one("#notes", Static).update(history_text(d.notes, self.settings,
+                                                             notes=True))
+        self.query_one("#history", Static).update(history_text(d.history, self.settings))
 
     def chosen_attachment(self) -> AttachmentInfo | None:
         if self.detail is None or not self.detail.attachments:

@@ -43,6 +43,20 @@ ACTION: Mapping[str, str] = {
 }
 
 MAILBOX = "Hộp thư"  # the actor of changes applied from mailbox signals
+INBOX = "Hộp thư đến"
+UNREAD = "chưa đọc"
+FLAGS: Mapping[str, str] = {
+    "\\seen": "đã đọc",
+    "\\answered": "đã trả lời",
+    "\\flagged": "gắn cờ",
+    "\\deleted": "đánh dấu xóa",
+    "\\draft": "thư nháp",
+    "$forwarded": "đã chuyển tiếp",
+    "$junk": "thư rác",
+    "junk": "thư rác",
+    "$notjunk": "không phải thư rác",
+    "notjunk": "không phải thư rác",
+}
 SIGNAL_WORDS: Mapping[str, str] = {"folder": "thư mục", "flag": "cờ"}
 
 TITLE = "Sổ tin báo"
@@ -127,6 +141,22 @@ NOT_KEPT = ("Tệp {name} không được lưu trong sổ (sổ chỉ lưu tệp
 OPENING = "Đang mở {name} bằng chương trình của máy…"
 NO_OPENER = "Không có chương trình mở tệp (xdg-open): hãy lưu tệp rồi mở"
 NO_STATUS_MOVE = "{ref}: không thể đổi trạng thái từ {status}"
+NONE = "không"
+REFUSED: Mapping[str, str] = {
+    "gone": "Tin này không còn trong sổ: bấm r để tải lại danh sách",
+    "no_officer": ("Tài khoản máy này chưa có tên cán bộ: nhờ quản trị thêm vào "
+                   "stations.<đồn>.officers"),
+    "unknown_status": "Không có trạng thái {status!r}",
+    "transition": "{ref}: không thể chuyển từ {old} sang {new} (chỉ được chuyển sang: {allowed})",
+    "needs_reason": "Chuyển {ref} sang {new} cần ghi lý do",
+    "short_reason": "Lý do {reason!r} quá ngắn: ghi ít nhất {min} ký tự để người sau hiểu",
+    "unknown_category": "Không có loại tin {category!r}: nhờ quản trị thêm vào [[categories]]",
+    "same_category": "{ref} đã thuộc loại tin {category}",
+    "not_officer": ("{assignee} không phải cán bộ của {station}: nhờ quản trị thêm vào "
+                    "stations.{station_id}.officers"),
+    "same_assignee": "{ref} đã được phân công cho {assignee}",
+    "empty_note": "Ghi chú trống: hãy nhập nội dung",
+}
 
 # Report (``mailbridge report``)
 REPORT_TITLE = "Thống kê tin báo"
@@ -153,6 +183,12 @@ BRIEFING_TOTALS = ("Tiếp nhận {received} tin, {of_value} tin có giá trị 
                    "{handled} tin đã xử lý, {open} tin chưa xử lý xong")
 TREND = "Tin tiếp nhận theo tháng"
 MADE_AT = "Lập lúc {at} (giờ của đồn)"
+
+# Case file (``mailbridge ledger export``)
+CASE_TITLE = "Hồ sơ tin báo {ref}"
+CASE_CLOCK = "Mọi giờ ghi trong hồ sơ là giờ của đồn ({zone}, UTC{offset})"
+CASE_SHA256 = "SHA-256: {digest}"
+CASE_WRITTEN = "Đã ghi hồ sơ {ref} vào {path}"
 
 
 def status_label(status: str) -> str:
@@ -182,3 +218,41 @@ def placement_label(settings: Settings | None, station_id: str, placement_id: st
     station = settings.station(station_id) if settings is not None else None
     placement = station.placement(placement_id) if station is not None else None
     return placement.label if placement is not None else placement_id
+
+
+def refusal(settings: Settings | None, kind: str, params: Mapping[str, str]) -> str | None:
+    """A workflow refusal in officers' words (statuses, categories and stations by their
+    labels), or None for a kind without words here."""
+    template = REFUSED.get(kind)
+    if template is None:
+        return None
+    words = dict(params)
+    for key in ("old", "new"):
+        if key in words:
+            words[key] = status_label(words[key])
+    if "allowed" in words:
+        words["allowed"] = ", ".join(status_label(v) for v in words["allowed"].split(",")
+                                     if v) or NONE
+    if "category" in words:
+        words["category"] = category_label(settings, words["category"])
+    if "assignee" in words:
+        words["assignee"] = words["assignee"] or NOBODY
+    if "station" in words:
+        station = settings.station(words["station"]) if settings is not None else None
+        words["station_id"] = words["station"]
+        words["station"] = station.name if station is not None else words["station"]
+    return template.format(**words)
+
+
+def folder_label(folder: str) -> str:
+    return INBOX if folder.upper() == "INBOX" else folder
+
+
+def flags_label(flags: str) -> str:
+    """IMAP flags in officers' words: "\\Seen \\Flagged" is "đã đọc, gắn cờ"; a message
+    without \\Seen is unread; a flag of the station's own is shown as it is."""
+    names = flags.split()
+    words = [FLAGS.get(f.lower(), f) for f in names if f.lower() != "\\recent"]
+    if "\\seen" not in (f.lower() for f in names):
+        words.insert(0, UNREAD)
+    return ", ".join(words)
