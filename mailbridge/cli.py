@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ledger", help="station side: the officers' terminal UI; the acting "
                                       "officer is stations.<id>.officers[your OS account]")
     p.add_argument("--station", metavar="ID", help="only this station")
+    lsub = p.add_subparsers(dest="action", metavar="ACTION")
+    ep = lsub.add_parser("export", help="one tip for the case file: thread, attachments' "
+                                        "SHA-256 and audit, as a PDF to print")
+    ep.add_argument("ref", metavar="REF", help="the tip's number, e.g. NCS-0042")
+    ep.add_argument("--out", type=Path, metavar="FILE.pdf", required=True)
+    ep.add_argument("--station", dest="export_station", metavar="ID",
+                    help="the tip's station, when two stations use the same number")
 
     p = sub.add_parser("report", help="figures for command")
     p.add_argument("--format", dest="fmt", choices=("table", "csv", "json", "bars"),
@@ -146,6 +153,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from .checks import upgrade_databases
 
         return upgrade_databases(settings, role=settings.role)
+    if command == "ledger" and args.action == "export":
+        from .station.casefile import run_export
+
+        return run_export(settings, args.ref, args.out,
+                          station=args.export_station or args.station)
     if command == "ledger":
         from .station.tui import run_ledger
 

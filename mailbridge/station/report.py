@@ -439,8 +439,13 @@ def write_pdf(report: Report, path: Path, station_name: str = "",
 
 def new_pdf() -> Any:
     """An A4 fpdf2 document with DejaVu Sans (regular and bold) from matplotlib's files:
-    Vietnamese on any box, embedded as a subset so the text stays text."""
+    Vietnamese on any box, embedded as a subset so the text stays text. fpdf2 logs the
+    letters a font lacks, quoting them: a tipster's words never go to a log."""
+    import logging
+
     from fpdf import FPDF
+
+    logging.getLogger("fpdf").setLevel(logging.ERROR)
 
     pdf = FPDF(format="A4")
     pdf.set_margins(12, 12, 12)
