@@ -15,6 +15,7 @@ import html
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -769,3 +770,45 @@ async def test_the_tip_screen_speaks_vietnamese(
     assert any("không thể chuyển từ Tin rác sang Tin rác (chỉ được chuyển sang: Đã xử lý, "
                "Đang xác minh)" in t for t in said), said
     assert not any("cannot go" in t for t in said), said
+
+
+async def until(pilot: object, predicate: Callable[[], object], what: str,
+                timeout: float = 20.0) -> None:
+    """Let the app run until *predicate* holds; fail naming *what* after *timeout* s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@aio
+async def test_new_tips_appear_by_themselves_marked_and_counted(
+        ledger: tuple[Settings, sessionmaker[Session]], size: tuple[int, int],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the list is open, tips the poller files appear without r, the cursor stays on
+    the officer's tip, and the count line says how many arrived; r starts the count again."""
+    settings, sessions = ledger
+    monkeypatch.setattr(LedgerApp, "WATCH_SECONDS", 0.1)
+    app = app_for(ledger)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        tips = app.query_one(TipList)
+        await pilot.press("down")
+        chosen = tips.current
+        assert chosen is not None and tips.total == 6
+        with sessions() as s:
+            for n in (20, 21):
+                add_tip(s, n, f"Tin mới số {n}")
+            add_tip(s, 22, "Tin của đồn khác", station="mlt")  # not binh's: not counted
+            s.commit()
+        await until(pilot, lambda: tips.total == 8 and "● 2 tin mới" in screen_text(app),
+                    "the new tips on screen")
+        current = tips.current
+        assert current is not None and current.id == chosen.id and tips.cursor == 3
+        assert tips.new_after is not None
+        first = tips.row(0)
+        assert first is not None and first.ref == "NCS-0021" and first.id > tips.new_after
+        await pilot.press("r")
+        await settle(app, pilot)
+        assert "tin mới" not in screen_text(app)

@@ -40,10 +40,12 @@ from .data import (
     TipDetail,
     TipFilter,
     TipRow,
+    arrived_since,
     count_tips,
     figures,
     forged_count,
     load_detail,
+    newest_tip,
     page_tips,
     placements_in_use,
     position_of,
@@ -58,6 +60,7 @@ class LedgerApp(App[int]):
     CSS_PATH = "ledger.tcss"
     TITLE = S.TITLE
     ENABLE_COMMAND_PALETTE = False  # English words and commands officers do not need
+    WATCH_SECONDS = 5.0  # how often the open list looks for new tips (one max(id) lookup)
     BINDINGS = [
         Binding("q", "quit", S.KEY_QUIT),
         Binding("slash", "focus_search", S.KEY_SEARCH),
@@ -81,6 +84,9 @@ class LedgerApp(App[int]):
         self.filter = TipFilter(stations=access.stations, zone=settings.ledger.time_zone)
         self.placements: list[tuple[str, str]] = []  # (station, placement) of the tips
         self.opened: list[subprocess.Popen[bytes]] = []  # file openers, reaped when done
+        self.baseline: int | None = None  # the newest tip id when the list was (re)opened
+        self.newest = 0
+        self.fresh = 0  # tips of these stations that arrived since
         self.sub_title = ", ".join(f"{sid}: {name}" for sid, name in access.actors.items())
 
     # ---- layout ---------------------------------------------------------------------
@@ -115,6 +121,7 @@ class LedgerApp(App[int]):
     def on_mount(self) -> None:
         self.query_one(TipList).focus()
         self.startup()
+        self.set_interval(self.WATCH_SECONDS, self.watch_new)
 
     def on_resize(self) -> None:
         self.call_after_refresh(self._header)
@@ -152,6 +159,7 @@ class LedgerApp(App[int]):
                                        flag_status=self.settings.ledger.flag_status)
                 placements = placements_in_use(session, self.access.stations)
                 forged = forged_count(session, self.access.stations)
+                newest = newest_tip(session)
         except MailbridgeError as exc:
             self.call_from_thread(self.error, exc)
             return
@@ -159,7 +167,43 @@ class LedgerApp(App[int]):
             self.call_from_thread(self.notify, S.FORGED.format(count=forged),
                                   severity="warning", markup=False, timeout=30)
         self.call_from_thread(self._set_placements, placements)
+        self.call_from_thread(self._set_baseline, newest)
         self.call_from_thread(self.reload)
+
+    def _set_baseline(self, newest: int) -> None:
+        """Tips above *newest* count as new from here on (r starts the count again)."""
+        self.baseline = self.newest = newest
+        self.fresh = 0
+        self.query_one(TipList).new_after = newest
+
+    @work(thread=True, exclusive=True, group="watch")
+    def watch_new(self) -> None:
+        """Every few seconds: has a tip arrived? If so, reload around the officer's tip."""
+        baseline = self.baseline
+        if baseline is None:
+            return
+        try:
+            with self.sessions() as session:
+                newest = newest_tip(session)
+                if newest <= self.newest:
+                    return
+                fresh = arrived_since(session, self.access.stations, baseline)
+        except MailbridgeError:
+            return  # a busy ledger: the next look will do
+        self.call_from_thread(self._arrived, newest, fresh)
+
+    def _arrived(self, newest: int, fresh: int) -> None:
+        self.newest = newest
+        if fresh == self.fresh:
+            return  # another station's tips
+        self.fresh = fresh
+        row = self.query_one(TipList).current
+        self.reload(keep_cursor=True, follow=row.id if row else None)
+
+    def _count_line(self, text: str) -> None:
+        """The count line; tips arrived since the list opened come first, never cut."""
+        new = S.NEW_TIPS.format(count=self.fresh) if self.fresh else ""
+        self.query_one("#count", Static).update(Text(new + text))
 
     def _set_placements(self, placements: list[tuple[str, str]] | None = None) -> None:
         """The placement choices of the chosen station (every station's, each named, when
@@ -220,7 +264,7 @@ class LedgerApp(App[int]):
     def _show_figures(self, generation: int, counts: Figures) -> None:
         """The count line with the report's figures for what the list shows."""
         if generation == self.query_one(TipList).generation:
-            self.query_one("#count", Static).update(Text(S.FIGURES.format(**asdict(counts))))
+            self._count_line(S.FIGURES.format(**asdict(counts)))
 
     def _show(self, first: list[TipRow], total: int, keep_cursor: bool, counted: bool,
               at: int | None = None, around: list[TipRow] | None = None) -> int:
@@ -229,15 +273,14 @@ class LedgerApp(App[int]):
         if at is not None and around:
             tips.set_page(generation, at // PAGE, around)
         self._header()
-        count = S.COUNT.format(shown=total) if counted else S.LOADING
-        self.query_one("#count", Static).update(Text(count))
+        self._count_line(S.COUNT.format(shown=total) if counted else S.LOADING)
         return generation
 
     def _show_total(self, generation: int, total: int) -> None:
         tips = self.query_one(TipList)
         tips.set_total(generation, total)
         if generation == tips.generation:
-            self.query_one("#count", Static).update(Text(S.COUNT.format(shown=total)))
+            self._count_line(S.COUNT.format(shown=total))
 
     @on(TipList.NeedPage)
     def _need_page(self, message: TipList.NeedPage) -> None:

@@ -149,6 +149,19 @@ def page_tips(session: Session, f: TipFilter, offset: int, limit: int) -> list[T
 
 
 @translated(READING)
+def newest_tip(session: Session) -> int:
+    """The highest tip id: one index lookup, cheap enough to ask every few seconds."""
+    return int(session.scalar(select(func.max(Tip.id))) or 0)
+
+
+@translated(READING)
+def arrived_since(session: Session, stations: tuple[str, ...], after: int) -> int:
+    """Tips of *stations* indexed after tip *after* (whatever the filters)."""
+    return int(session.scalar(select(func.count(Tip.id)).where(
+        Tip.id > after, Tip.station_id.in_(stations))) or 0)
+
+
+@translated(READING)
 def forged_count(session: Session, stations: tuple[str, ...]) -> int:
     """Mail that claimed to be the relay's and failed its signature (never a tip)."""
     return int(session.scalar(select(func.count()).select_from(Message).where(

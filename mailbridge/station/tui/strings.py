@@ -86,6 +86,7 @@ FIGURES = ("{received} tin · có giá trị {of_value} · không có giá trị
 ANY_VERDICT = "Mọi đánh giá"
 VERDICT_NONE = "Chưa đánh giá"
 LOADING = "Đang tải…"
+NEW_TIPS = "● {count} tin mới từ khi mở (in đậm; r: bỏ đánh dấu) · "
 NOBODY = "(chưa phân công)"
 NO_PLACEMENT = "(không rõ)"
 

@@ -87,11 +87,12 @@ class TipList(ScrollView, can_focus=True):
         Binding("end", "jump(-1)", show=False),
         Binding("enter", "select", S.KEY_OPEN),
     ]
-    COMPONENT_CLASSES = {"tiplist--cursor", "tiplist--loading"}
+    COMPONENT_CLASSES = {"tiplist--cursor", "tiplist--loading", "tiplist--new"}
     DEFAULT_CSS = """
     TipList { height: 1fr; overflow-x: hidden; }
     TipList > .tiplist--cursor { background: $accent; color: $text; text-style: bold; }
     TipList > .tiplist--loading { color: $text-muted; }
+    TipList > .tiplist--new { color: $success; text-style: bold; }
     """
 
     cursor: reactive[int] = reactive(0)
@@ -117,6 +118,7 @@ class TipList(ScrollView, can_focus=True):
         self.generation = 0
         self.pages: dict[int, list[TipRow]] = {}
         self.pending: set[int] = set()
+        self.new_after: int | None = None  # tips above this id arrived while the list was open
 
     # ---- data from the app ----------------------------------------------------------
 
@@ -175,6 +177,8 @@ class TipList(ScrollView, can_focus=True):
             style = base + self.get_component_rich_style("tiplist--loading")
             return Strip([Segment(set_cell_size(S.LOADING, width), style)])
         style = base
+        if self.new_after is not None and row.id > self.new_after:
+            style = base + self.get_component_rich_style("tiplist--new")
         if index == self.cursor:
             style = base + self.get_component_rich_style("tiplist--cursor")
         text = "".join(fit(self.render_row(row), width))
