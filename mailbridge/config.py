@@ -1,9 +1,12 @@
 """Configuration: one TOML file plus ``.env`` beside it, validated into typed settings.
 
-``load_config(path=None, env=None)`` finds the file (``--config``, then
-``$MAILBRIDGE_CONFIG``, then ``./config/mailbridge.toml``), loads ``.env`` from
-the same folder without overriding the real environment, and returns one
-frozen ``Settings`` object. Every mistake becomes one line that names the key,
+``load_config(path=None, env=None, role="all")`` finds the file (``--config``,
+then ``$MAILBRIDGE_CONFIG``, then ``./config/mailbridge.toml``), loads ``.env``
+from the same folder without overriding the real environment, and returns one
+frozen ``Settings`` object. It checks what the role uses: the relay's secret and
+delivery for "relay", nothing of the two for "station" (its IMAP, ledger and the
+relay's key are checked whenever they are configured), both for "all", and for
+"auto" whatever the file configures. Every mistake becomes one line that names the key,
 the bad value, the file and the fix; all lines are collected and raised
 together as a ``ConfigError``, so an admin fixes everything in one pass.
 
