@@ -201,6 +201,8 @@ class LedgerSettings:
     relay_public_keys: tuple[bytes, ...] = ()
     # Officers read times, and the report cuts days and months, in this zone.
     time_zone: str = DEFAULT_TIME_ZONE
+    # An open tip with no officer action for this many days is highlighted in the list.
+    overdue_days: int = 3
 
 
 @dataclass(frozen=True)
@@ -676,6 +678,7 @@ def _ledger(r: _Reader | None, ctx: _Context) -> LedgerSettings:
         flag_status=_str_map(r, "flag_status"),
         relay_public_keys=_public_keys(r, "relay_public_keys"),
         time_zone=_time_zone(r, "time_zone"),
+        overdue_days=r.integer("overdue_days", 3, 1, 365),
     )
     r.finish()
     return settings

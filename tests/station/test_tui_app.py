@@ -47,6 +47,7 @@ from mailbridge.station.ledger.models import (
     Message,
     Note,
     Tip,
+    utcnow,
 )
 from mailbridge.station.tui import run_ledger
 from mailbridge.station.tui.access import resolve_access
@@ -539,8 +540,8 @@ async def test_the_desk_fits_from_80_by_24_with_two_stations(
     app = app_for(ledger, user="lan")  # two stations: one more filter
     async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
-        for wid in ("f-status", "f-category", "f-station", "f-placement", "f-from", "f-to",
-                    "f-text"):
+        for wid in ("f-status", "f-category", "f-station", "f-placement", "f-assignee",
+                    "f-from", "f-to", "f-verdict", "f-text"):
             widget = app.query_one(f"#{wid}")
             assert widget.size.width >= 10, (wid, widget.size)
             assert widget.region.right <= size[0], (wid, widget.region)
@@ -812,3 +813,34 @@ async def test_new_tips_appear_by_themselves_marked_and_counted(
         await pilot.press("r")
         await settle(app, pilot)
         assert "tin mới" not in screen_text(app)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@aio
+async def test_assigned_to_me_assignee_filters_and_overdue_tips(
+        ledger: tuple[Settings, sessionmaker[Session]], size: tuple[int, int]) -> None:
+    """"Giao cho tôi", nobody, or one officer; an open tip untouched for
+    ledger.overdue_days (3) has a ⚠ before its status, a closed or recent one none."""
+    settings, sessions = ledger
+    now = utcnow()
+    with sessions() as s:
+        tips_by_ref = {t.ref: t for t in s.scalars(select(Tip))}
+        tips_by_ref["NCS-0002"].assignee = "Trần Văn Bình"
+        tips_by_ref["NCS-0003"].assignee = "Nguyễn Thị Lan"
+        tips_by_ref["NCS-0004"].updated_at = now - timedelta(days=4)
+        tips_by_ref["NCS-0005"].updated_at = now - timedelta(days=2)
+        tips_by_ref["NCS-0001"].updated_at = now - timedelta(days=10)
+        tips_by_ref["NCS-0001"].status = "of_value"
+        s.commit()
+    app = app_for(ledger)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        lines = screen_text(app).splitlines()
+        marked = [line.split()[0] for line in lines if "⚠ Mới" in line]
+        assert marked == ["NCS-0004"], lines
+        tips, who = app.query_one(TipList), app.query_one("#f-assignee", Select)
+        for value, refs in (("me", ["NCS-0002"]), ("o:Nguyễn Thị Lan", ["NCS-0003"]),
+                            ("nobody", ["NCS-0006", "NCS-0005", "NCS-0004", "NCS-0001"])):
+            who.value = value
+            await settle(app, pilot)
+            assert [r.ref for r in (tips.row(i) for i in range(tips.total)) if r] == refs

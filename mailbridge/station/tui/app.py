@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from textual.worker import get_current_worker
 from ...config import Settings
 from ...errors import ConfigError, LedgerError, MailbridgeError, WorkflowError
 from ..ledger import workflow
-from ..ledger.models import Status
+from ..ledger.models import Status, utcnow
 from ..localtime import offset_label, parse_day
 from ..reply import reply_to_tipster, target_of
 from . import strings as S
@@ -105,6 +105,9 @@ class LedgerApp(App[int]):
                               for sid in self.access.stations], prompt=S.ANY_STATION,
                              id="f-station", compact=True)
             yield Select([], prompt=S.ANY_PLACEMENT, id="f-placement", compact=True)
+            yield Select([(Text(S.ASSIGNED_TO_ME), "me"), (Text(S.NOBODY), "nobody"),
+                          *((Text(name), f"o:{name}") for name in self._officers())],
+                         prompt=S.ANY_ASSIGNEE, id="f-assignee", compact=True)
         with Horizontal(id="filters2"):
             yield Input(placeholder=S.FROM_DATE, id="f-from", classes="date", compact=True)
             yield Input(placeholder=S.TO_DATE, id="f-to", classes="date", compact=True)
@@ -132,6 +135,28 @@ class LedgerApp(App[int]):
         self.query_one("#columns", Static).update(Text(tips.header(tips.size.width,
                                                                    received=received)))
 
+    def _officers(self) -> list[str]:
+        """Every officer of the stations on this desk, by name."""
+        names: set[str] = set()
+        for sid in self.access.stations:
+            st = self.settings.station(sid)
+            names.update(st.officers.values() if st else ())
+        return sorted(names)
+
+    def _assignees(self) -> tuple[str, ...] | None:
+        value = self.query_one("#f-assignee", Select).value
+        if value == "me":
+            return tuple(sorted(set(self.access.actors.values())))
+        if value == "nobody":
+            return ("",)
+        return (value[2:],) if isinstance(value, str) else None
+
+    def _overdue(self, row: TipRow) -> bool:
+        """Open, and no officer action for ``ledger.overdue_days``."""
+        days = timedelta(days=self.settings.ledger.overdue_days)
+        return (row.status in ("new", "verifying") and row.updated_at is not None
+                and row.updated_at < utcnow() - days)
+
     def _station_name(self, sid: str) -> str:
         st = self.settings.station(sid)
         return st.name if st else sid
@@ -140,7 +165,8 @@ class LedgerApp(App[int]):
         return [row.ref, hour(row.received_hour, self.settings.ledger.time_zone),
                 S.category_label(self.settings, row.category),
                 S.placement_label(self.settings, row.station_id, row.placement),
-                S.status_label(row.status), row.assignee, row.preview]
+                (S.OVERDUE if self._overdue(row) else "") + S.status_label(row.status),
+                row.assignee, row.preview]
 
     # ---- workers --------------------------------------------------------------------
 
@@ -326,7 +352,7 @@ class LedgerApp(App[int]):
                         status=pick("f-status"),
                         category=pick("f-category"), station=pick("f-station"),
                         placement=pick("f-placement"), verdict=pick("f-verdict"),
-                        date_from=date_from, date_to=date_to,
+                        date_from=date_from, date_to=date_to, assignees=self._assignees(),
                         text=self.query_one("#f-text", Input).value)
         if new != self.filter:
             station_changed = new.station != self.filter.station

@@ -45,6 +45,7 @@ class TipFilter:
     date_to: date | None = None
     text: str = ""
     zone: str = DEFAULT_ZONE  # the station's days, for the date boxes
+    assignees: tuple[str, ...] | None = None  # assigned to one of these ("": to nobody)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class TipRow:
     status: str
     assignee: str
     preview: str
+    updated_at: datetime | None = None  # the last officer action (or mailbox signal)
 
 
 # A tip's verdict as the report counts it: the verdict kept when it moved on (to
@@ -72,6 +74,8 @@ def apply_filter(query: Select[*Ts], f: TipFilter, dialect: str) -> Select[*Ts]:
     query = query.where(Tip.station_id.in_(stations))
     if f.status:
         query = query.where(Tip.status == f.status)
+    if f.assignees is not None:
+        query = query.where(Tip.assignee.in_(f.assignees))
     if f.category:
         query = query.where(Tip.category == f.category)
     if f.verdict in VERDICTS:
@@ -142,10 +146,10 @@ def position_of(session: Session, f: TipFilter, tip_id: int) -> int | None:
 def page_tips(session: Session, f: TipFilter, offset: int, limit: int) -> list[TipRow]:
     """One page of the list, newest first (ties broken by id, so pages never overlap)."""
     query = select(Tip.id, Tip.station_id, Tip.ref, Tip.received_hour, Tip.category,
-                   Tip.placement, Tip.status, Tip.assignee, Tip.preview)
+                   Tip.placement, Tip.status, Tip.assignee, Tip.preview, Tip.updated_at)
     query = apply_filter(query, f, _dialect(session)).order_by(
         Tip.received_hour.desc(), Tip.id.desc()).offset(offset).limit(limit)
-    return [TipRow(*row) for row in session.execute(query)]
+    return [TipRow(**row._asdict()) for row in session.execute(query)]
 
 
 @translated(READING)
