@@ -372,9 +372,13 @@ def write_png(report: Report, path: Path, station_name: str = "") -> None:
                           f"--chart path") from exc
 
 
+TREND_LINES = 6  # stations drawn one line each in the briefing's trend
+
+
 def trend_png(report: Report, *, width: float = 7.5, height: float = 2.6) -> bytes:
-    """The trend for a briefing: tips received per month, one line per station, and the
-    month's tips of value; DejaVu Sans from ``chart_font``."""
+    """The trend for a briefing: tips received per month, one line per station (the
+    total beyond ``TREND_LINES`` stations, where lines would blur), and the month's tips
+    of value; DejaVu Sans from ``chart_font``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -384,20 +388,25 @@ def trend_png(report: Report, *, width: float = 7.5, height: float = 2.6) -> byt
     figure = Figure(figsize=(width, height), dpi=150, layout="constrained")
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    for station in report.by["station"]:
+    stations = report.by["station"]
+    if len(stations) > TREND_LINES:
+        ax.plot(months, [r.figures.received for r in report.by["month"]], marker="o",
+                label=S.TOTAL)
+    for station in stations if len(stations) <= TREND_LINES else ():
         counts = [r.figures.received for r in report.by["station_month"]
                   if r.key.partition("/")[0] == station.key]
         ax.plot(months, counts, marker="o", label=station.label)
     ax.plot(months, [r.figures.of_value for r in report.by["month"]], color="#2e7d32",
             linestyle="--", marker="s", label=S.OF_VALUE)
-    ax.set_xticks(range(len(months)), months, fontproperties=font)
+    ax.set_xticks(range(len(months)), months, fontproperties=font,
+                  rotation=45 if len(months) > 12 else 0)  # two years still readable
     for tick in ax.get_yticklabels():
         tick.set_fontproperties(font)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title(S.TREND, fontproperties=chart_font(10, bold=True), loc="left")
-    ax.legend(prop=font, frameon=False)
+    figure.legend(prop=font, ncols=4, loc="outside lower left", frameon=False)
     out = io.BytesIO()
     figure.savefig(out, format="png")
     return out.getvalue()

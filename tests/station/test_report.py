@@ -342,3 +342,28 @@ def test_the_pdf_briefing_is_one_searchable_page_in_vietnamese(
     assert run_report(settings, station="ncs", pdf=named, out=io.StringIO()) == 0
     pages, text = pdf_text(named)
     assert pages == 1 and "Báo cáo tin báo: Đồn Nậm Cuổi" in text and "Đồn Mù Cả" not in text
+
+
+def test_the_briefing_stays_one_page_for_twenty_stations_over_two_years(
+        tmp_path: Path) -> None:
+    """Beyond six stations the trend draws the total (lines would blur), the legend and
+    the month labels still fit (a layout warning would be an error here)."""
+    import dataclasses
+
+    from mailbridge.station.report import write_pdf
+
+    base = settings_for(tmp_path, "sqlite://")
+    stations = {f"s{i:02d}": Station(id=f"s{i:02d}", name=f"Đồn Biên phòng số {i}",
+                                     ref_prefix="S", mailbox="s@example.test")
+                for i in range(20)}
+    settings = dataclasses.replace(base, stations=stations)
+    tips = [TipFacts(f"s{i % 20:02d}", "drugs", "", datetime(2025 + m // 12, m % 12 + 1, 2),
+                     "new") for i in range(40) for m in range(24)]
+    report = compute(tips, Period(date(2025, 1, 1), date(2026, 12, 31)), settings)
+    assert len(report.by["month"]) == 24 and len(report.by["station_month"]) == 20 * 24
+    path = tmp_path / "big.pdf"
+    write_pdf(report, path, "")
+    pages, text = pdf_text(path)
+    assert pages == 1
+    assert "Đồn Biên phòng số 19 48 0 0% 0 0 0 48 —" in [" ".join(x.split())
+                                                        for x in text.splitlines()]
