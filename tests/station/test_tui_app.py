@@ -844,3 +844,20 @@ async def test_assigned_to_me_assignee_filters_and_overdue_tips(
             who.value = value
             await settle(app, pilot)
             assert [r.ref for r in (tips.row(i) for i in range(tips.total)) if r] == refs
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@aio
+async def test_long_refs_are_never_cut(ledger: tuple[Settings, sessionmaker[Session]],
+                                       size: tuple[int, int]) -> None:
+    settings, sessions = ledger
+    with sessions() as s:
+        add_tip(s, 123456, "Tin thứ một trăm nghìn")  # NCS-123456
+        s.commit()
+    app = app_for(ledger)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        lines = screen_text(app).splitlines()
+    assert lines[4].startswith("NCS-123456 "), lines
+    assert lines[5].startswith("NCS-0006 "), lines
+    assert lines[3].index("Nhận lúc") == len("NCS-123456 ") == lines[5].index("2026-")

@@ -308,6 +308,10 @@ class LedgerApp(App[int]):
         if generation == tips.generation:
             self._count_line(S.COUNT.format(shown=total))
 
+    @on(TipList.Widened)
+    def _widened(self) -> None:
+        self._header()
+
     @on(TipList.NeedPage)
     def _need_page(self, message: TipList.NeedPage) -> None:
         self.load_page(message.generation, message.page, self.filter)

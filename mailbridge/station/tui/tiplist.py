@@ -46,11 +46,12 @@ COLUMNS = (
 # at least PREVIEW_MIN cells: the assignee, then the placement (both are in the tip).
 NARROW_DROPS = (S.COL_ASSIGNEE, S.COL_PLACEMENT)
 PREVIEW_MIN = 24
+REF_WIDTH = COLUMNS[0].width  # at least; wider when a ref needs it (NCS-100000)
 
 
-def columns_for(width: int) -> tuple[Column, ...]:
-    """The columns a line of *width* cells shows."""
-    columns: tuple[Column, ...] = COLUMNS
+def columns_for(width: int, ref_width: int = REF_WIDTH) -> tuple[Column, ...]:
+    """The columns a line of *width* cells shows, the ref's *ref_width* wide (never cut)."""
+    columns: tuple[Column, ...] = (Column(S.COL_REF, ref_width), *COLUMNS[1:])
     for title in NARROW_DROPS:
         if sum(c.width for c in columns) + PREVIEW_MIN <= width:
             break
@@ -58,13 +59,14 @@ def columns_for(width: int) -> tuple[Column, ...]:
     return columns
 
 
-def fit(cells: Sequence[str], width: int) -> list[str]:
+def fit(cells: Sequence[str], width: int, ref_width: int = REF_WIDTH) -> list[str]:
     """Cut or pad each cell to its column; the last column takes what is left."""
     out: list[str] = []
     used = 0
-    shown = columns_for(width)
-    for col, cell in zip(COLUMNS, cells, strict=True):
-        if col not in shown:
+    shown = {c.title: c for c in columns_for(width, ref_width)}
+    for title, cell in zip((c.title for c in COLUMNS), cells, strict=True):
+        col = shown.get(title)
+        if col is None:
             continue
         size = col.width or max(width - used, 0)
         text = one_line(cell)
@@ -105,6 +107,9 @@ class TipList(ScrollView, can_focus=True):
             self.generation = generation
             self.page = page
 
+    class Widened(Message):
+        """The ref column grew: the app redraws the column titles."""
+
     class Selected(Message):
         def __init__(self, tip_id: int) -> None:
             super().__init__()
@@ -119,6 +124,7 @@ class TipList(ScrollView, can_focus=True):
         self.pages: dict[int, list[TipRow]] = {}
         self.pending: set[int] = set()
         self.new_after: int | None = None  # tips above this id arrived while the list was open
+        self.ref_width = REF_WIDTH
 
     # ---- data from the app ----------------------------------------------------------
 
@@ -129,6 +135,7 @@ class TipList(ScrollView, can_focus=True):
         self.generation += 1
         self.total = total
         self.pages = {0: first_page}
+        self._fit_refs(first_page)
         self.pending = set()
         self.virtual_size = Size(self.size.width, total)
         if cursor is None:
@@ -150,8 +157,16 @@ class TipList(ScrollView, can_focus=True):
         if generation != self.generation:
             return
         self.pages[page] = rows
+        self._fit_refs(rows)
         self.pending.discard(page)
         self.refresh()
+
+    def _fit_refs(self, rows: list[TipRow]) -> None:
+        """Widen the ref column for the longest ref seen (it only grows: rows stay put)."""
+        longest = max((cell_len(r.ref) for r in rows), default=0) + 1
+        if longest > self.ref_width:
+            self.ref_width = longest
+            self.post_message(self.Widened())
 
     def row(self, index: int) -> TipRow | None:
         rows = self.pages.get(index // PAGE)
@@ -181,7 +196,7 @@ class TipList(ScrollView, can_focus=True):
             style = base + self.get_component_rich_style("tiplist--new")
         if index == self.cursor:
             style = base + self.get_component_rich_style("tiplist--cursor")
-        text = "".join(fit(self.render_row(row), width))
+        text = "".join(fit(self.render_row(row), width, self.ref_width))
         return Strip([Segment(text, style)]).crop_extend(0, width, base)
 
     def _need(self, page: int) -> None:
@@ -197,7 +212,7 @@ class TipList(ScrollView, can_focus=True):
     def header(self, width: int, *, received: str = S.COL_RECEIVED) -> str:
         """The column titles; *received* names the time column (with its zone)."""
         return "".join(fit([received if c.title == S.COL_RECEIVED else c.title
-                            for c in COLUMNS], width))
+                            for c in COLUMNS], width, self.ref_width))
 
     # ---- cursor ---------------------------------------------------------------------
 
