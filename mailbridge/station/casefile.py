@@ -55,7 +55,7 @@ def write_case_pdf(detail: TipDetail, sha256: dict[int, str], settings: Settings
     from .tui.detail import history_text, size, summary, thread_text
 
     zone_name = settings.ledger.time_zone
-    pdf = new_pdf()
+    pdf = new_pdf(S.CASE_PAGE.format(ref=detail.ref, page="{page}", pages="{pages}"))
     pdf.add_page()
     pdf.set_font("DejaVu", "B", 15)
     text_line(pdf, 8, S.CASE_TITLE.format(ref=detail.ref))

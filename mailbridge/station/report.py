@@ -446,19 +446,28 @@ def write_pdf(report: Report, path: Path, station_name: str = "",
     save_pdf(pdf, path, "--pdf")
 
 
-def new_pdf() -> Any:
+def new_pdf(footer: str = "") -> Any:
     """An A4 fpdf2 document with DejaVu Sans (regular and bold) from matplotlib's files:
     Vietnamese on any box, embedded as a subset so the text stays text. fpdf2 logs the
-    letters a font lacks, quoting them: a tipster's words never go to a log."""
+    letters a font lacks, quoting them: a tipster's words never go to a log. A *footer*
+    (with ``{page}`` and ``{pages}``) goes on every page, so loose sheets stay in order."""
     import logging
 
     from fpdf import FPDF
 
     logging.getLogger("fpdf").setLevel(logging.ERROR)
 
-    pdf = FPDF(format="A4")
+    class Document(FPDF):
+        def footer(self) -> None:
+            if footer:
+                self.set_y(-10)
+                self.set_font("DejaVu", "", 8)
+                self.cell(0, 5, footer.format(page=self.page_no(), pages="{nb}"),
+                          align="R")
+
+    pdf = Document(format="A4")
     pdf.set_margins(12, 12, 12)
-    pdf.set_auto_page_break(True, margin=12)
+    pdf.set_auto_page_break(True, margin=14)
     pdf.add_font("DejaVu", "", chart_font(10).get_file())
     pdf.add_font("DejaVu", "B", chart_font(10, bold=True).get_file())
     pdf.set_creator("mailbridge")

@@ -88,6 +88,23 @@ def test_the_case_file_holds_the_thread_hashes_and_audit_on_the_stations_clock(
     assert ("2026-03-02 01:45 Trần Văn Bình Loại tin: Buôn lậu → Xuất nhập cảnh trái phép "
             "(người báo chọn nhầm loại tin)") in lines, lines
     assert "Tin khác, không thuộc hồ sơ này" not in text
+    assert "Hồ sơ tin báo NCS-0001, trang 1/1" in lines
+
+
+def test_every_page_of_a_long_case_file_names_the_tip_and_its_page(
+        settings: Settings, tmp_path: Path) -> None:
+    engine = make_engine(settings.ledger.database)
+    with session_factory(engine)() as s:
+        for n in range(120):
+            workflow.add_note(s, 1, f"Ghi chú số {n}: đã kiểm tra đường mòn", actor="Lan")
+        s.commit()
+    engine.dispose()
+    path = tmp_path / "long.pdf"
+    run_export(settings, "NCS-0001", path, out=io.StringIO())
+    pages, text = pdf_text(path)
+    assert pages >= 2
+    for page in range(1, pages + 1):
+        assert f"Hồ sơ tin báo NCS-0001, trang {page}/{pages}" in text
 
 
 def test_an_unknown_ref_is_one_line_naming_the_fix(settings: Settings, tmp_path: Path) -> None:
@@ -120,7 +137,7 @@ mailbox = "station2@example.test"
     out = tmp_path / "c.pdf"
     assert main(["--config", str(config), "ledger", "export", "NCS-0001", "--out", str(out),
                  "--station", "ncs"]) == 0
-    assert pdf_text(out)[1].count("Hồ sơ tin báo NCS-0001") == 1
+    assert pdf_text(out)[1].startswith("Hồ sơ tin báo NCS-0001\n")
     assert main(["--config", str(config), "ledger", "--station", "mlt", "export", "NCS-0001",
                  "--out", str(out)]) == 2
     assert "no tip 'NCS-0001' in the ledger" in capsys.readouterr().err

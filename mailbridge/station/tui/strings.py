@@ -193,6 +193,7 @@ CASE_TITLE = "Hồ sơ tin báo {ref}"
 CASE_CLOCK = "Mọi giờ ghi trong hồ sơ là giờ của đồn ({zone}, UTC{offset})"
 CASE_SHA256 = "SHA-256: {digest}"
 CASE_WRITTEN = "Đã ghi hồ sơ {ref} vào {path}"
+CASE_PAGE = "Hồ sơ tin báo {ref}, trang {page}/{pages}"
 
 
 def status_label(status: str) -> str:
