@@ -284,12 +284,13 @@ async def test_status_change_and_note_are_audited(
         assert s.scalars(select(Note.text)).all() == ["Da hoi truong ban"]
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
 @aio
 async def test_after_a_save_the_cursor_stays_on_the_tip_while_new_ones_arrive(
-        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+        ledger: tuple[Settings, sessionmaker[Session]], size: tuple[int, int]) -> None:
     settings, sessions = ledger
     app = app_for(ledger)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
         tips = app.query_one(TipList)
         await pilot.press("down", "down")
@@ -309,16 +310,17 @@ async def test_after_a_save_the_cursor_stays_on_the_tip_while_new_ones_arrive(
         assert current.status == "verifying"
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
 @aio
 async def test_placement_choices_follow_the_station_filter_and_include_unknown(
-        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+        ledger: tuple[Settings, sessionmaker[Session]], size: tuple[int, int]) -> None:
     settings, sessions = ledger
     with sessions() as s:
         add_tip(s, 8, "Không qua áp phích", placement="")
         add_tip(s, 9, "Ở đồn Mù Cả", station="mlt", placement="cho")
         s.commit()
     app = app_for(ledger, user="lan")  # an officer of both stations
-    async with app.run_test(size=(160, 40)) as pilot:
+    async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
         placement = app.query_one("#f-placement", Select)
 
@@ -339,9 +341,10 @@ async def test_placement_choices_follow_the_station_filter_and_include_unknown(
         assert tips.total == 1 and first is not None and first.ref == "NCS-0008"
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
 @aio
 async def test_the_list_counts_verdicts_as_the_report_does(
-        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+        ledger: tuple[Settings, sessionmaker[Session]], size: tuple[int, int]) -> None:
     """A tip moved on to "handled" keeps its verdict: the verdict filter finds it and the
     count line prints the report's own figures for what the list shows."""
     from mailbridge.station.report import Period, build
@@ -356,7 +359,7 @@ async def test_the_list_counts_verdicts_as_the_report_does(
         s.commit()
     report = build(settings, Period(), "ncs")
     app = app_for(ledger)  # binh: station ncs only
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
         line = str(app.query_one("#count", Static).render())
         total = report.total
@@ -374,9 +377,10 @@ async def test_the_list_counts_verdicts_as_the_report_does(
         assert listed.total == 3
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
 @aio
 async def test_times_are_the_stations_and_said_so(
-        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+        ledger: tuple[Settings, sessionmaker[Session]], size: tuple[int, int]) -> None:
     """Hours are shown on the station's clock (UTC+7 by default), the heading says so, and
     a date typed in the box is the station's day."""
     settings, sessions = ledger
@@ -385,7 +389,7 @@ async def test_times_are_the_stations_and_said_so(
         tip.received_hour = datetime(2026, 1, 31, 20)  # 03h on 1 February in Vietnam
         s.commit()
     app = app_for(ledger)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
         lines = screen_text(app).splitlines()
         assert "Nhận lúc (+07)" in lines[3]
