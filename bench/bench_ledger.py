@@ -1,0 +1,127 @@
+"""The officers' desk on a big ledger, as an officer starts it from the shell.
+
+    .venv/bin/python -m bench.bench_ledger [--tips 100000] [--repeat 3]
+
+Seeds the officers' benchmark ledger (bench_tui.seed), writes a station-side config
+with this OS account as an officer of every station, then starts a fresh
+``mailbridge ledger`` process in a tmux pseudo-terminal (120×40) and reads the screen
+back: the time to a usable list (a tip's row on screen, Python start-up included),
+then, after ``/`` and a common word typed at once, the time to its first page (the
+count line changes) and to its count. Last, a full-year ``mailbridge report`` on a
+pseudo-terminal (bench_report.on_a_terminal). Prints medians in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.bench_report import ROOT, on_a_terminal
+from bench.bench_tui import STATIONS, seed
+from mailbridge.station.ledger.db import upgrade
+
+SOCKET = "mailbridge-bench"
+ROW = re.compile(r"^[A-Z]{3}-\d{6} +\d{4}-\d\d-\d\d \d\dh", re.MULTILINE)
+COUNT = re.compile(r"^(?:● .*· )?(\d+) tin\b")
+
+
+def write_config(folder: Path, officer: str) -> Path:
+    stations = "".join(f'\n[[stations]]\nid = "{sid}"\nname = "Đồn Biên phòng {sid.upper()}"\n'
+                       f'mailbox = "{sid}@example.test"\nofficers = {{ {officer} = "Cán bộ" }}\n'
+                       for sid in STATIONS)
+    path = folder / "station.toml"
+    path.write_text('[relay]\naddress = "tips@relay.example.test"\n\n[ledger]\n'
+                    'database = "sqlite:///ledger.db"\n'
+                    'relay_public_keys = ["cuBKv6+h1cuODxZ9Ik/VnKx+wslXoX9c2PpUv2zhp28="]\n'
+                    + stations, encoding="utf-8")
+    return path
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", "-L", SOCKET, *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def screen() -> str:
+    return tmux("capture-pane", "-p", "-t", "desk")
+
+
+def until(predicate: Callable[[str], bool], what: str, timeout: float = 60.0) -> float:
+    """Poll the screen every 2 ms; the moment *predicate* first holds (perf_counter)."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if predicate(screen()):
+            return time.perf_counter()
+        time.sleep(0.002)
+    raise SystemExit(f"timed out waiting for {what}:\n{screen()}")
+
+
+def count_line(text: str) -> str:
+    lines = text.rstrip("\n").splitlines()
+    return lines[-2].strip() if len(lines) >= 2 else ""
+
+
+def shown_count(text: str) -> int | None:
+    found = COUNT.match(count_line(text))
+    return int(found.group(1)) if found else None
+
+
+def one_run(config: Path, word: str) -> tuple[float, float, float]:
+    """(to a usable list, to the word's first page, to its count) in seconds."""
+    command = f"cd {ROOT} && exec {sys.executable} -m mailbridge --config {config} ledger"
+    start = time.perf_counter()
+    tmux("new-session", "-d", "-s", "desk", "-x", "120", "-y", "40", command)
+    try:
+        usable = until(lambda s: ROW.search(s) is not None, "the first page") - start
+        until(lambda s: shown_count(s) is not None, "the count")
+        total = shown_count(screen())
+        tmux("send-keys", "-t", "desk", "/")
+        until(lambda s: "⏎ Xem" not in s, "the search box")  # the list's keys gone
+        typed = time.perf_counter()
+        tmux("send-keys", "-t", "desk", "-l", word)
+        first = until(lambda s: count_line(s).startswith("Đang tải")
+                      or shown_count(s) not in (None, total), "the first page of results")
+        counted = until(lambda s: shown_count(s) not in (None, total), "the search's count")
+        return usable, first - typed, counted - typed
+    finally:
+        tmux("kill-server")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tips", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--word", default="suoi", help="a common word (in most tips)")
+    opts = parser.parse_args()
+    if shutil.which("tmux") is None:
+        raise SystemExit("bench_ledger needs tmux (scripts/system-packages)")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        url = f"sqlite:///{folder / 'ledger.db'}"
+        upgrade(url)
+        seed(url, opts.tips)
+        config = write_config(folder, getpass.getuser())
+        runs = [one_run(config, opts.word) for _ in range(opts.repeat)]
+        report = [on_a_terminal(["--config", str(config), "report", "--from", "2025-01-01",
+                                 "--to", "2025-12-31"]) for _ in range(opts.repeat)]
+    print(f"{opts.tips} tips, {len(STATIONS)} stations, median of {opts.repeat} fresh "
+          "processes on a pseudo-terminal")
+    for label, values in (("mailbridge ledger: a usable list", [r[0] for r in runs]),
+                          (f"search {opts.word!r}: first page", [r[1] for r in runs]),
+                          (f"search {opts.word!r}: counted", [r[2] for r in runs]),
+                          ("report, full year 2025 (table)", report)):
+        print(f"{label:<38} {statistics.median(values) * 1000:7.0f} ms  "
+              f"(min {min(values) * 1000:.0f}, max {max(values) * 1000:.0f})")
+
+
+if __name__ == "__main__":
+    main()
