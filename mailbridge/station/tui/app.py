@@ -123,7 +123,8 @@ class LedgerApp(App[int]):
 
     def on_mount(self) -> None:
         self.query_one(TipList).focus()
-        self.startup()
+        self.reload()  # the first page first; the rest of the start-up beside it
+        self.startup(first=True)
         self.set_interval(self.WATCH_SECONDS, self.watch_new)
 
     def on_resize(self) -> None:
@@ -177,12 +178,14 @@ class LedgerApp(App[int]):
         self.notify(words or str(exc), severity="error", markup=False, timeout=10)
 
     @work(thread=True, exclusive=True, group="startup")
-    def startup(self) -> None:
-        """Apply pending mailbox signals, fill the placement filter, then the list."""
+    def startup(self, first: bool = False) -> None:
+        """Apply pending mailbox signals, fill the placement filter, then (re)load the list:
+        on the first start only if a signal changed a tip, the list being already there."""
         try:
             with self.sessions() as session:
-                workflow.apply_signals(session, folder_status=self.settings.ledger.folder_status,
-                                       flag_status=self.settings.ledger.flag_status)
+                applied = workflow.apply_signals(
+                    session, folder_status=self.settings.ledger.folder_status,
+                    flag_status=self.settings.ledger.flag_status)
                 placements = placements_in_use(session, self.access.stations)
                 forged = forged_count(session, self.access.stations)
                 newest = newest_tip(session)
@@ -194,7 +197,12 @@ class LedgerApp(App[int]):
                                   severity="warning", markup=False, timeout=30)
         self.call_from_thread(self._set_placements, placements)
         self.call_from_thread(self._set_baseline, newest)
-        self.call_from_thread(self.reload)
+        if applied or not first:
+            self.call_from_thread(self._reload_here)
+
+    def _reload_here(self) -> None:
+        row = self.query_one(TipList).current
+        self.reload(keep_cursor=row is not None, follow=row.id if row else None)
 
     def _set_baseline(self, newest: int) -> None:
         """Tips above *newest* count as new from here on (r starts the count again)."""
@@ -290,7 +298,8 @@ class LedgerApp(App[int]):
     def _show_figures(self, generation: int, counts: Figures) -> None:
         """The count line with the report's figures for what the list shows."""
         if generation == self.query_one(TipList).generation:
-            self._count_line(S.FIGURES.format(**asdict(counts)))
+            self._count_line(S.FIGURES.format(**asdict(counts),
+                                              percent=counts.of_value_percent))
 
     def _show(self, first: list[TipRow], total: int, keep_cursor: bool, counted: bool,
               at: int | None = None, around: list[TipRow] | None = None) -> int:

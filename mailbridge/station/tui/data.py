@@ -116,7 +116,13 @@ class Figures:
     of_value: int = 0
     not_of_value: int = 0
     spam: int = 0
+    handled: int = 0
     open: int = 0
+
+    @property
+    def of_value_percent(self) -> str:
+        """As the report rounds it; "—" when nothing came in."""
+        return f"{round(100 * self.of_value / self.received)}%" if self.received else "—"
 
 
 @translated(READING)
@@ -125,7 +131,7 @@ def figures(session: Session, f: TipFilter) -> Figures:
         return func.count(case((cond, 1)))
 
     query = select(func.count(Tip.id), *(count(VERDICT.in_([v])) for v in VERDICTS),
-                   count(Tip.status.in_(OPEN)))
+                   count(Tip.status.in_(["handled"])), count(Tip.status.in_(OPEN)))
     row = session.execute(apply_filter(query, f, _dialect(session))).one()
     return Figures(*(int(n or 0) for n in row))
 

@@ -84,8 +84,8 @@ SEARCH = "Tìm trong nội dung…"
 BAD_DATE = ("Không đọc được ngày {value!r}: nhập ngày/tháng/năm, ví dụ 01/12/2026 "
             "(chưa lọc theo ngày)")
 COUNT = "{shown} tin"
-FIGURES = ("{received} tin · có giá trị {of_value} · không có giá trị {not_of_value} · "
-           "tin rác {spam} · chưa xử lý xong {open}")
+FIGURES = ("{received} tin · có giá trị {of_value} ({percent}) · không có giá trị "
+           "{not_of_value} · tin rác {spam} · đã xử lý {handled} · chưa xử lý xong {open}")
 ANY_VERDICT = "Mọi đánh giá"
 VERDICT_NONE = "Chưa đánh giá"
 LOADING = "Đang tải…"
