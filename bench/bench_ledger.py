@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import re
 import shutil
 import statistics
@@ -29,7 +30,7 @@ from bench.bench_report import ROOT, on_a_terminal
 from bench.bench_tui import STATIONS, seed
 from mailbridge.station.ledger.db import upgrade
 
-SOCKET = "mailbridge-bench"
+SOCKET = f"mailbridge-bench-{os.getpid()}"  # a tmux server of our own, one per run
 ROW = re.compile(r"^[A-Z]{3}-\d{6} +\d{4}-\d\d-\d\d \d\dh", re.MULTILINE)
 COUNT = re.compile(r"^(?:● .*· )?(\d+) tin\b")
 
@@ -46,9 +47,12 @@ def write_config(folder: Path, officer: str) -> Path:
     return path
 
 
+RUN = [0]
+
+
 def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", "-L", SOCKET, *args], check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(["tmux", "-L", f"{SOCKET}-{RUN[0]}", *args], check=True,
+                          capture_output=True, text=True).stdout
 
 
 def screen() -> str:
@@ -78,6 +82,7 @@ def shown_count(text: str) -> int | None:
 def one_run(config: Path, word: str) -> tuple[float, float, float]:
     """(to a usable list, to the word's first page, to its count) in seconds."""
     command = f"cd {ROOT} && exec {sys.executable} -m mailbridge --config {config} ledger"
+    RUN[0] += 1
     start = time.perf_counter()
     tmux("new-session", "-d", "-s", "desk", "-x", "120", "-y", "40", command)
     try:
