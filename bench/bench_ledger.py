@@ -6,8 +6,9 @@ Seeds the officers' benchmark ledger (bench_tui.seed), writes a station-side con
 with this OS account as an officer of every station, then starts a fresh
 ``mailbridge ledger`` process in a tmux pseudo-terminal (120×40) and reads the screen
 back: the time to a usable list (a tip's row on screen, Python start-up included),
-then, after ``/`` and a common word typed at once, the time to its first page (the
-count line changes) and to its count. Last, a full-year ``mailbridge report`` on a
+then, after ``/``, the word but its last letter and its list, the time from the last
+letter to the first page (the count line says "Đang tải…") and to its count. Last, a
+full-year ``mailbridge report`` on a
 pseudo-terminal (bench_report.on_a_terminal). Prints medians in milliseconds.
 """
 
@@ -91,11 +92,15 @@ def one_run(config: Path, word: str) -> tuple[float, float, float]:
         total = shown_count(screen())
         tmux("send-keys", "-t", "desk", "/")
         until(lambda s: "⏎ Xem" not in s, "the search box")  # the list's keys gone
+        # As an officer types: the word but its last letter, its list settled, then the
+        # last letter, timed to the first page ("Đang tải…" on the count line) and the count.
+        tmux("send-keys", "-t", "desk", "-l", word[:-1])
+        until(lambda s: shown_count(s) not in (None, total) and "giá trị" in count_line(s),
+              "the search so far, its figures included")
         typed = time.perf_counter()
-        tmux("send-keys", "-t", "desk", "-l", word)
-        first = until(lambda s: count_line(s).startswith("Đang tải")
-                      or shown_count(s) not in (None, total), "the first page of results")
-        counted = until(lambda s: shown_count(s) not in (None, total), "the search's count")
+        tmux("send-keys", "-t", "desk", "-l", word[-1])
+        first = until(lambda s: count_line(s).startswith("Đang tải"), "the first page")
+        counted = until(lambda s: shown_count(s) is not None, "the search's count")
         return usable, first - typed, counted - typed
     finally:
         tmux("kill-server")

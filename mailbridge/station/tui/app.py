@@ -285,9 +285,13 @@ class LedgerApp(App[int]):
                 generation = self.call_from_thread(self._show, first, total, keep_cursor,
                                                    not later, at, around)
                 if later:
+                    if worker.is_cancelled:  # typing on: never count a stale search
+                        return
                     total = count_tips(session, f)
                     if not worker.is_cancelled:
                         self.call_from_thread(self._show_total, generation, total)
+                if worker.is_cancelled:
+                    return
                 counts = figures(session, f)
         except MailbridgeError as exc:
             self.call_from_thread(self.error, exc)
