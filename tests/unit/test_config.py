@@ -312,6 +312,16 @@ def test_the_time_zone_is_checked_and_defaults_to_vietnams(tmp_path: Path) -> No
         "'Asia/Ho_Chi_Minh'" in str(err.value)
 
 
+def test_overdue_days_defaults_to_three_and_is_checked(tmp_path: Path) -> None:
+    env = {"MB_SECRET": SECRET}
+    assert load_config(_write(tmp_path, GOOD), env=env).ledger.overdue_days == 3
+    week = load_config(_write(tmp_path, GOOD + "\n[ledger]\noverdue_days = 7\n"), env=env)
+    assert week.ledger.overdue_days == 7
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, GOOD + "\n[ledger]\noverdue_days = 0\n"), env=env)
+    assert "ledger.overdue_days" in str(err.value) and "\n" not in str(err.value)
+
+
 STATION_EXAMPLE = ROOT / "config" / "station.example.toml"
 STATION_ENV = {"MAILBRIDGE_NCS_IMAP_PASSWORD": "p", "PATH": ""}
 RELAY_ONLY = GOOD  # secret and a maildir, no [ledger], no IMAP
