@@ -866,3 +866,25 @@ async def test_long_refs_are_never_cut(ledger: tuple[Settings, sessionmaker[Sess
     assert lines[4].startswith("NCS-123456 "), lines
     assert lines[5].startswith("NCS-0006 "), lines
     assert lines[3].index("Nhận lúc") == len("NCS-123456 ") == lines[5].index("2026-")
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@aio
+async def test_stations_are_told_apart_and_enter_goes_back_to_the_list(
+        ledger: tuple[Settings, sessionmaker[Session]], size: tuple[int, int]) -> None:
+    """"Đồn Biên phòng Nậm Cuổi" and "Đồn Biên phòng Mù Cả" are "Nậm Cuổi" and "Mù Cả" in
+    the station box; Enter in the search box (or Escape in a filter) is the list again."""
+    app = app_for(ledger, user="lan")
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        app.query_one("#f-station", Select).value = "mlt"
+        await settle(app, pilot)
+        assert "Mù Cả" in screen_text(app).splitlines()[1]
+        assert "Đồn Biên phòng" not in screen_text(app).splitlines()[1]
+        await pilot.press("slash", *"tin", "enter")
+        await settle(app, pilot)
+        assert app.query_one(TipList).has_focus and app.query_one(TipList).total == 1
+        await pilot.press("f")
+        assert app.query_one("#f-status", Select).has_focus
+        await pilot.press("escape")
+        assert app.query_one(TipList).has_focus

@@ -101,9 +101,10 @@ class LedgerApp(App[int]):
                           for c in self.settings.categories], prompt=S.ANY_CATEGORY,
                          id="f-category", compact=True)
             if len(self.access.stations) > 1:
-                yield Select([(Text(self._station_name(sid)), sid)
-                              for sid in self.access.stations], prompt=S.ANY_STATION,
-                             id="f-station", compact=True)
+                names = S.short_names({sid: self._station_name(sid)
+                                       for sid in self.access.stations})
+                yield Select([(Text(name), sid) for sid, name in names.items()],
+                             prompt=S.ANY_STATION, id="f-station", compact=True)
             yield Select([], prompt=S.ANY_PLACEMENT, id="f-placement", compact=True)
             yield Select([(Text(S.ASSIGNED_TO_ME), "me"), (Text(S.NOBODY), "nobody"),
                           *((Text(name), f"o:{name}") for name in self._officers())],
@@ -391,6 +392,11 @@ class LedgerApp(App[int]):
         except ValueError:
             box.set_class(True, "invalid")
             return None
+
+    @on(Input.Submitted, "#filters2 Input")
+    def _filter_done(self) -> None:
+        """Enter in a date or the search box: back to the list, filtered."""
+        self.query_one(TipList).focus()
 
     def action_focus_list(self) -> None:
         """Escape leaves a filter or the search box for the list."""

@@ -261,3 +261,16 @@ def flags_label(flags: str) -> str:
     if "\\seen" not in (f.lower() for f in names):
         words.insert(0, UNREAD)
     return ", ".join(words)
+
+
+def short_names(names: Mapping[str, str]) -> dict[str, str]:
+    """Station names without the words they all begin with ("Đồn Biên phòng Nậm Cuổi"
+    and "Đồn Biên phòng Mù Cả" are "Nậm Cuổi" and "Mù Cả"), so a narrow box tells them
+    apart; a name that would be left empty stays whole."""
+    split = {key: name.split() for key, name in names.items()}
+    common = 0
+    if len(split) > 1:
+        first = next(iter(split.values()))
+        while all(len(w) > common + 1 and w[common] == first[common] for w in split.values()):
+            common += 1
+    return {key: " ".join(words[common:]) for key, words in split.items()}
