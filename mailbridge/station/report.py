@@ -272,12 +272,14 @@ def write_table(report: Report, out: TextIO) -> None:
 
 
 def write_csv(report: Report, out: TextIO) -> None:
+    """Vietnamese headers and groupings for Excel users; the keys stay ids (JSON keeps
+    ids throughout)."""
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["dimension", "key", "label", *COLUMNS])
-    writer.writerow(["total", "", S.TOTAL, *_csv(report.total)])
+    writer.writerow([S.CSV_BY, S.CSV_KEY, S.CSV_LABEL, *_HEADERS])
+    writer.writerow([S.TOTAL, "", S.TOTAL, *_csv(report.total)])
     for dim in DIMENSIONS:
         for row in report.by[dim]:
-            writer.writerow([dim, row.key, row.label, *_csv(row.figures)])
+            writer.writerow([S.BY[dim], row.key, row.label, *_csv(row.figures)])
 
 
 def _csv(figs: Figures) -> list[object]:

@@ -157,14 +157,15 @@ def test_csv_and_table_and_bars(settings: Settings, tmp_path: Path) -> None:
     chart = tmp_path / "chart" / "briefing.png"
     assert run_report(settings, fmt="csv", chart=chart, out=out) == 0
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert list(rows[0])[:5] == ["Phân theo", "Mã", "Tên", "Tiếp nhận", "Có giá trị"]
     total = rows[0]
-    assert (total["dimension"], total["received"], total["of_value"], total["open"]) == (
-        "total", "9", "3", "3")
-    theft = next(r for r in rows if r["dimension"] == "category" and r["key"] == "theft")
-    assert (theft["label"], theft["not_of_value"], theft["spam"],
-            theft["median_hours_to_first_action"]) == ("Trộm cắp tài sản", "1", "1", "5.5")
-    mlt_march = next(r for r in rows if r["dimension"] == "month" and r["key"] == "2026-03")
-    assert mlt_march["median_hours_to_first_action"] == ""  # no action yet: blank, not 0
+    assert (total["Phân theo"], total["Tiếp nhận"], total["Có giá trị"],
+            total["Chưa xử lý xong"]) == ("Tổng cộng", "9", "3", "3")
+    theft = next(r for r in rows if r["Phân theo"] == "Theo loại tin" and r["Mã"] == "theft")
+    assert (theft["Tên"], theft["Không có giá trị"], theft["Tin rác"],
+            theft["Trung vị giờ đến xử lý đầu"]) == ("Trộm cắp tài sản", "1", "1", "5.5")
+    mlt_march = next(r for r in rows if r["Phân theo"] == "Theo tháng" and r["Mã"] == "2026-03")
+    assert mlt_march["Trung vị giờ đến xử lý đầu"] == ""  # no action yet: blank, not 0
     with Image.open(chart) as image:
         assert image.format == "PNG"
         colours = {c for _, c in image.convert("RGB").getcolors(1_000_000) or []}

@@ -182,6 +182,9 @@ BY = {
 }
 HANDLED = "Đã xử lý"
 OF_VALUE_PERCENT = "% có giá trị"
+CSV_BY = "Phân theo"  # CSV headers: Vietnamese for Excel (JSON keeps the machine ids)
+CSV_KEY = "Mã"
+CSV_LABEL = "Tên"
 BRIEFING_TITLE = "Báo cáo tin báo: {station}"
 BRIEFING_TOTALS = ("Tiếp nhận {received} tin, {of_value} tin có giá trị ({percent}), "
                    "{handled} tin đã xử lý, {open} tin chưa xử lý xong")
