@@ -75,40 +75,39 @@ def _revision(name: str) -> ModuleType:
     return module
 
 
+def _drop_index(dialect: str) -> None:
+    if dialect == "sqlite":
+        for trigger in OLD_TRIGGERS:
+            op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+        op.execute("DROP TABLE IF EXISTS messages_fts")
+    elif dialect == "postgresql":
+        op.execute("DROP INDEX IF EXISTS ix_messages_fts")
+
+
+def _create_index(dialect: str, sqlite_statements: list[str], pg_document: str) -> None:
+    if dialect == "sqlite":
+        for statement in sqlite_statements:
+            op.execute(statement)
+    elif dialect == "postgresql":
+        op.execute(f"CREATE INDEX ix_messages_fts ON messages USING gin ({pg_document})")
+
+
 def upgrade() -> None:
     for table in ("messages", "notes"):
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("search_text", sa.Text(), nullable=False,
                                        server_default=""))
     dialect = op.get_bind().dialect.name
-    if dialect == "sqlite":  # drop the old index first: filling would update it row by row
-        for trigger in OLD_TRIGGERS:
-            op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
-        op.execute("DROP TABLE IF EXISTS messages_fts")
-    elif dialect == "postgresql":
-        op.execute("DROP INDEX IF EXISTS ix_messages_fts")
+    _drop_index(dialect)  # first: filling would update the old index row by row
     _fill("messages", "text_body", lambda kind, body: searchable(kind in RELAY_KINDS, body))
     _fill("notes", "text", lambda _kind, body: search_form(body))
-    if dialect == "sqlite":
-        for statement in SQLITE_FTS:
-            op.execute(statement)
-    elif dialect == "postgresql":
-        op.execute(f"CREATE INDEX ix_messages_fts ON messages USING gin ({PG_DOCUMENT})")
+    _create_index(dialect, SQLITE_FTS, PG_DOCUMENT)
 
 
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
-    if dialect == "sqlite":
-        for trigger in OLD_TRIGGERS:
-            op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
-        op.execute("DROP TABLE IF EXISTS messages_fts")
-    elif dialect == "postgresql":
-        op.execute("DROP INDEX IF EXISTS ix_messages_fts")
+    _drop_index(dialect)
     for table in ("messages", "notes"):  # SQLite ≥ 3.35 drops a column in place
         op.drop_column(table, "search_text")
     previous = _revision("0002_workflow")
-    if dialect == "sqlite":
-        for statement in previous.SQLITE_FTS:
-            op.execute(statement)
-    elif dialect == "postgresql":
-        op.execute(f"CREATE INDEX ix_messages_fts ON messages USING gin ({previous.PG_DOCUMENT})")
+    _create_index(dialect, previous.SQLITE_FTS, previous.PG_DOCUMENT)
