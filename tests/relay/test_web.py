@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 
 from mailbridge.config import Settings, load_config
 from mailbridge.core.receipts import ReceiptHasher, derive_key, parse_receipt
+from mailbridge.relay import web
 from mailbridge.relay.store import RelayStore
 from mailbridge.relay.web import FORM_TYPE, SECURITY_HEADERS, create_app
 from tests.e2e.support import HOTLINE_STATION, relay_toml
@@ -214,6 +215,17 @@ def test_inline_style_is_the_one_the_csp_allows(relay: Relay) -> None:
     assert style is not None
     digest = base64.b64encode(hashlib.sha256(style.group(1).encode()).digest()).decode()
     assert f"style-src 'sha256-{digest}'" in page.headers["content-security-policy"]
+
+
+def test_every_static_script_is_allowed_by_its_hash_and_nothing_else() -> None:
+    files = sorted((Path(web.__file__).parent / "static").glob("*.js"))
+    allowed = re.search(r"script-src ([^;]*)", web.CSP)
+    hashes = {"'sha256-" + base64.b64encode(hashlib.sha256(
+        f.read_text("utf-8").strip().encode()).digest()).decode() + "'" for f in files}
+    assert set(allowed.group(1).split() if allowed else ()) == hashes
+    for f in files:
+        assert f"<script>{f.read_text('utf-8').strip()}</script>" == web.inline_script(f.stem)
+        assert "</script" not in f.read_text("utf-8").lower()
 
 
 def test_form_page_with_all_its_resources_is_within_8_kb_gzip(relay: Relay) -> None:
