@@ -76,11 +76,31 @@ def hour_of(moment: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class Attachment:
-    """An attachment that has already been cleaned (re-encoded, renamed)."""
+    """An attachment that has already been cleaned (re-encoded, renamed).
+
+    A tip's attachments are one ordered tuple (``Submission.attachments``) that
+    ``compose`` turns into MIME parts after the text, so whatever wraps them later
+    (encryption) has one list to work on.
+    """
 
     filename: str
     content_type: str
     data: bytes
+
+    @property
+    def sha256(self) -> str:
+        """The cleaned file's SHA-256, listed in the body so its integrity can be checked."""
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def photo(index: int, data: bytes) -> Attachment:
+    """A cleaned photo under the only name it ever gets (the phone's name is never kept)."""
+    return Attachment(f"anh-{index}.jpg", "image/jpeg", data)
+
+
+def voice(index: int, data: bytes) -> Attachment:
+    """A cleaned voice message (AAC in an M4A container), named like ``photo``."""
+    return Attachment(f"ghi-am-{index}.m4a", "audio/mp4", data)
 
 
 @dataclass(frozen=True)
@@ -209,8 +229,13 @@ def _build(sub: Submission, env: Envelope, gettext: Callable[[str], str],
         rows.append((_("Where / when"), where))
     rows.append((_("Received (hour, UTC)"), hour.strftime("%Y-%m-%d %H:00")))
 
+    files = [(att.filename, att.sha256) for att in sub.attachments]
+    files_title = _("Attached files (SHA-256 of each file as sent)")
     plain = "\n".join(f"{label}: {value}" for label, value in rows)
-    plain += "\n\n" + (text or _("(no text)")) + "\n\n-- \n"
+    plain += "\n\n" + (text or _("(no text)")) + "\n\n"
+    if files:
+        plain += files_title + ":\n" + "".join(f"{n}  {h}\n" for n, h in files) + "\n"
+    plain += "-- \n"
     plain += _("Reply to this message to answer the tipster; they read it with their receipt code.")
     plain += "\n"
     msg.set_content(plain, subtype="plain", charset="utf-8")
@@ -220,7 +245,10 @@ def _build(sub: Submission, env: Envelope, gettext: Callable[[str], str],
         for label, value in rows
     )
     body = html.escape(text or _("(no text)")).replace("\n", "<br>\n")
-    page = f"<!doctype html><html><body><table>{cells}</table><p>{body}</p></body></html>\n"
+    listed = "".join(f"<li>{html.escape(n)} <code>{h}</code></li>" for n, h in files)
+    listing = f"<p>{html.escape(files_title)}:</p><ul>{listed}</ul>" if files else ""
+    page = (f"<!doctype html><html><body><table>{cells}</table><p>{body}</p>{listing}"
+            "</body></html>\n")
     msg.add_alternative(page, subtype="html", charset="utf-8")
     if BOUNDARY not in plain + page:
         msg.set_boundary(BOUNDARY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import hashlib
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -24,10 +25,12 @@ from mailbridge.core.message import (
     hour_of,
     message_ids,
     parse_public_key,
+    photo,
     public_key_text,
     reply_token_of,
     signing_key,
     verify_contract,
+    voice,
 )
 from mailbridge.core.receipts import new_reply_token
 
@@ -240,6 +243,32 @@ def test_signature_survives_reencoding_and_header_only_checks() -> None:
     parsed = email.message_from_bytes(header, policy=default_policy)
     assert isinstance(parsed, EmailMessage)
     assert verify_contract(_lists(parsed), None, KEYS).contract is not None
+
+
+def test_attachments_are_signed_named_and_listed_by_their_sha256() -> None:
+    """A tip may be a photo or a voice message alone; each cleaned file is a part
+    after the text, under its fixed name, its SHA-256 in both bodies, and signed."""
+    files = (photo(1, b"\xff\xd8 jpeg bytes"), photo(2, b"\xff\xd8 more"),
+             voice(1, b"\x00\x00\x00\x18ftypM4A "))
+    raw = _signed(text="", attachments=files)
+    assert _check(raw).contract is not None
+    msg = email.message_from_bytes(raw, policy=default_policy)
+    assert isinstance(msg, EmailMessage)
+    found = [(p.get_filename(), p.get_content_type(), p.get_content())
+             for p in msg.iter_attachments()]
+    assert found == [("anh-1.jpg", "image/jpeg", files[0].data),
+                     ("anh-2.jpg", "image/jpeg", files[1].data),
+                     ("ghi-am-1.m4a", "audio/mp4", files[2].data)]
+    for kind in ("plain", "html"):
+        body = msg.get_body((kind,))
+        assert body is not None
+        for att in files:
+            assert hashlib.sha256(att.data).hexdigest() in body.get_content()
+    for part in msg.walk():  # any changed byte of a file is a changed body
+        if part.get_filename() == "anh-2.jpg":
+            part.set_content(b"\xff\xd8 other", maintype="image", subtype="jpeg",
+                             filename="anh-2.jpg")
+    assert "body was changed" in verify_contract(_lists(msg), body_digest(msg), KEYS).problem
 
 
 def test_ids_match_case_insensitively_and_public_keys_round_trip() -> None:
