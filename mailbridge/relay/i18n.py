@@ -24,6 +24,7 @@ from babel.numbers import format_decimal
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..labels import translations
+from ..pictograms import shape
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 MESSAGE_LANGUAGE = "vi"
@@ -79,4 +80,5 @@ def environment(lang: str) -> Environment:
         auto_reload=False,
     )
     env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
+    env.globals["pictogram_shape"] = shape  # the posters draw the same shapes
     return env
