@@ -35,8 +35,8 @@ bench: setup  ## print the figures recorded in docs/PERFORMANCE.md
 	for b in bench/bench_*.py; do $(BIN)/python -m bench.$$(basename $$b .py) || exit 1; done
 
 catalogs: setup  ## re-extract strings and refresh the gettext catalogs
-	$(BIN)/pybabel extract -F babel.cfg -o mailbridge/locale/messages.pot .
-	$(BIN)/pybabel update -i mailbridge/locale/messages.pot -d mailbridge/locale --ignore-obsolete --width 100
+	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output -o mailbridge/locale/messages.pot .
+	$(BIN)/pybabel update -i mailbridge/locale/messages.pot -d mailbridge/locale --ignore-obsolete --no-fuzzy-matching --width 100
 	$(BIN)/pybabel compile -d mailbridge/locale
 
 lock: setup  ## re-resolve the lock within pyproject's ranges (keeps versions that still fit)

@@ -98,7 +98,7 @@ SCRIPTS: Mapping[str, str] = {
 _SCRIPT_SRC = "".join(f" 'sha256-{_sha256(text)}'" for text in SCRIPTS.values())
 _CSS_HASH = _sha256(CSS)
 CSP = (f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; "
-       + (f"script-src{_SCRIPT_SRC}; " if SCRIPTS else "")
+       + (f"script-src{_SCRIPT_SRC}; connect-src 'self'; " if SCRIPTS else "")
        + "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
 
