@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve", help="run the relay: web form and delivery to station mailboxes")
 
+    p = sub.add_parser("dkim-key", help="relay: create the DKIM key (if missing) and print "
+                                        "the DNS TXT record to publish")
+    p.add_argument("--selector", metavar="S",
+                   help="selector of a new key, to change keys (default: relay.dkim_selector)")
+
     p = sub.add_parser("check", help="validate the configuration; one line per mistake")
     p.add_argument("--connect", action="store_true",
                    help="also log in to every station's SMTP and IMAP server")
@@ -120,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
 def _role(args: argparse.Namespace) -> Role | Literal["auto"]:
     """What the command uses, so a station-side file is not asked for the relay's secret
     nor a relay-side one for IMAP; ``check`` and ``db upgrade`` go by the file."""
-    if args.command in ("serve", "outbox"):
+    if args.command in ("serve", "outbox", "dkim-key"):
         return "relay"
     if args.command in ("poll", "ledger", "report"):
         return "station"
@@ -140,6 +145,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         serve(settings)
         return EXIT_OK
+    if command == "dkim-key":
+        from .relay.dkim import run_dkim_key
+
+        return run_dkim_key(settings, args.selector)
     if command == "outbox":
         from .relay.admin import run_outbox
 

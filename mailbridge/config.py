@@ -43,6 +43,7 @@ Role = Literal["relay", "station", "all"]
 
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
+DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -185,6 +186,10 @@ class RelaySettings:
     smtp_tls_cert: Path | None = None
     smtp_tls_key: Path | None = None
     mail_tips_per_hour: int = 60  # tips by mail, all senders together
+    # DKIM (relay/dkim.py): the key file (default dkim-SELECTOR.key beside the config)
+    # and the selector its DNS record is published under.
+    dkim_key: Path | None = None
+    dkim_selector: str = "mailbridge"
 
 
 DEFAULT_TIME_ZONE = "Asia/Ho_Chi_Minh"
@@ -530,7 +535,12 @@ def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings
         smtp_tls_cert=r.path("smtp_tls_cert"),
         smtp_tls_key=r.path("smtp_tls_key"),
         mail_tips_per_hour=r.integer("mail_tips_per_hour", 60, 1),
+        dkim_key=r.path("dkim_key"),
+        dkim_selector=r.text("dkim_selector", "mailbridge"),
     )
+    if not DNS_LABEL.match(settings.dkim_selector):
+        r.error("dkim_selector", f"must be one DNS label (letters, digits, -), got "
+                                 f"{settings.dkim_selector!r}")
     if (settings.smtp_tls_cert is None) != (settings.smtp_tls_key is None):
         r.error("smtp_tls_cert", "and relay.smtp_tls_key go together: set both (certificate "
                                  "and its private key, PEM) or neither")

@@ -6,10 +6,12 @@
         ├── DeliveryError           sending a tip to a station mailbox failed
         │   └── PermanentDeliveryError  the server refused for good (5xx): dead-letter
         ├── IntakeError             a submission or incoming mail was refused
+        │   └── MediaRefused        a photo or voice message that cannot be cleaned
         ├── StoreError              the relay database failed
         ├── LedgerError             the station ledger failed
         │   └── WorkflowError       a status change or assignment the rules refuse
-        └── PollError               talking to a station mailbox (IMAP) failed
+        ├── PollError               talking to a station mailbox (IMAP) failed
+        └── TokenError              the OAuth2 token endpoint could not be reached
 
 Messages name the bad value, where it came from and the fix.
 """
@@ -47,6 +49,20 @@ class IntakeError(RuntimeFailure):
     """A submission or incoming mail was refused."""
 
 
+class MediaRefused(IntakeError):
+    """One uploaded file is refused and never forwarded (the tip's text is kept).
+
+    ``reason`` (``empty``, ``too_big``, ``wrong_type``, ``unreadable``) and
+    ``field`` (``photo`` or ``voice``) with ``number`` (1-based) let the form say
+    which file and why in the tipster's language; the message is for logs."""
+
+    def __init__(self, field: str, number: int, reason: str) -> None:
+        super().__init__(f"{field} {number} refused: {reason}")
+        self.field = field
+        self.number = number
+        self.reason = reason
+
+
 class StoreError(RuntimeFailure):
     """The relay database failed."""
 
@@ -69,3 +85,8 @@ class WorkflowError(LedgerError):
 
 class PollError(RuntimeFailure):
     """Talking to a station mailbox over IMAP failed."""
+
+
+class TokenError(RuntimeFailure):
+    """An OAuth2 access token could not be had for now (network, the provider's 5xx).
+    A refresh token or client the provider refuses is a ConfigError: retrying won't help."""
