@@ -171,6 +171,10 @@ class RelaySettings:
     rate_limit_per_hour: int = 30
     retry_days: int = 5
     max_text_chars: int = 5000
+    # Photos and a voice message a tip may carry (relay/media.py cleans each).
+    max_photos: int = 3
+    photo_max_px: int = 2048
+    voice_max_seconds: int = 180
     conversation_days: int = 90
     # Receipt-code lookups at /status: per network and for all networks together.
     status_lookups_per_hour: int = 10
@@ -523,6 +527,9 @@ def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings
         rate_limit_per_hour=rate,
         retry_days=r.integer("retry_days", 5, 1),
         max_text_chars=r.integer("max_text_chars", 5000, 1),
+        max_photos=r.integer("max_photos", 3, 0, 10),
+        photo_max_px=r.integer("photo_max_px", 2048, 320, 8192),
+        voice_max_seconds=r.integer("voice_max_seconds", 180, 0, 1800),
         conversation_days=r.integer("conversation_days", 90, 1, 3650),
         status_lookups_per_hour=r.integer("status_lookups_per_hour", 10, 1),
         status_lookups_total_per_hour=r.integer("status_lookups_total_per_hour", 600, 1),
