@@ -1,7 +1,8 @@
 """The signed contract's cost: composing a tip on the relay, checking it on the station.
 
 Pure (no servers): the relay's ``compose`` (build, sign, serialise, parse back and
-verify) against building and serialising alone, and the poller's ``index_message``
+verify) against building and serialising alone, its DKIM signature at delivery
+(RSA-2048, dkimpy with OpenSSL's RSA step), and the poller's ``index_message``
 of a signed tip with the relay's key (verified) and without (the forged path).
 Prints numbers; asserts nothing.
 
@@ -26,6 +27,7 @@ from mailbridge.core.message import (
     signing_key,
 )
 from mailbridge.core.receipts import new_reply_token
+from mailbridge.relay.dkim import DkimSigner, generate_key
 from mailbridge.station.poller.index import index_message
 
 KEY = signing_key("bench-contract-secret-" + "b" * 32)
@@ -57,10 +59,12 @@ def main() -> None:
     raw = compose(SUB, ENV, KEY).data
     trusted = RelayIdentity(ENV.relay_address, (bytes(KEY.verify_key),))
     untrusted = RelayIdentity(ENV.relay_address, ())
+    dkim = DkimSigner(ENV.relay_domain, "mailbridge", generate_key())
     rows = {
         "relay: build + serialise (unsigned)":
             lambda: build_message(SUB, ENV).as_bytes(policy=SMTP),
         "relay: compose (+ sign, parse back, verify)": lambda: compose(SUB, ENV, KEY),
+        "relay: DKIM-sign at delivery": lambda: dkim.sign(raw),
         "station: index a signed tip (verified)": lambda: index_message(raw, relay=trusted),
         "station: index it without the key (forged)": lambda: index_message(raw, relay=untrusted),
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email
+import hashlib
 import secrets
 import stat
 from datetime import datetime
@@ -149,3 +150,19 @@ def test_maildir_delivery_is_signed_and_named_by_the_unsigned_bytes(tmp_path: Pa
     [path] = (tmp_path / "Maildir" / "new").iterdir()
     assert dkim.verify(path.read_bytes(), dnsfunc=stub_dns(signer))
     assert path.name == maildir_name(1, sent)  # a redelivery finds this copy
+
+
+def test_the_openssl_signature_is_dkimpys_own_byte_for_byte() -> None:
+    """The relay's RSA step is OpenSSL's; dkimpy's pure-Python one gives the same bytes."""
+    import dkim.crypto
+
+    import mailbridge.relay.dkim as relay_dkim
+
+    pem = generate_key()
+    pk = dkim.crypto.parse_pem_private_key(pem)
+    for text in (b"", b"From: a@b\r\n", secrets.token_bytes(300)):
+        digest = dkim.HashThrough(hashlib.sha256())
+        digest.update(text)
+        assert (relay_dkim._openssl_rsa_sign(digest, pk)
+                == dkim.crypto.RSASSA_PKCS1_v1_5_sign(digest, pk))
+    assert dkim.RSASSA_PKCS1_v1_5_sign is relay_dkim._openssl_rsa_sign
