@@ -20,6 +20,7 @@ signed token (HMAC, coarse issue time) that is accepted once.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -48,6 +49,7 @@ from ..config import Category, Placement, Settings, Station
 from ..core.conversation import Sealer, seal
 from ..core.message import (
     MAX_WHERE,
+    Attachment,
     Composed,
     ContractError,
     Envelope,
@@ -65,7 +67,7 @@ from ..core.receipts import (
     parse_receipt,
 )
 from ..core.text import clean_text, is_slug
-from ..errors import MailbridgeError, StoreError
+from ..errors import MailbridgeError, MediaRefused, StoreError
 from ..labels import category_label
 from .i18n import (
     HTML_LANG,
@@ -77,8 +79,18 @@ from .i18n import (
     format_number,
     gettext_for,
 )
+from .media import MediaCleaner, MediaLimits
 from .ratelimit import RateLimiter
 from .store import TIPSTER, Accepted, Conversation, RelayStore
+from .uploads import (
+    MULTIPART_TYPE,
+    BodyTooLarge,
+    BodyUnreadable,
+    Uploads,
+    read_multipart,
+    refusal_text,
+    too_many_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,11 +192,13 @@ class FormTokens:
 
 @dataclass(frozen=True)
 class FormInput:
-    """What the tipster typed, already cleaned (NFC, no controls or escapes)."""
+    """What the tipster typed, already cleaned (NFC, no controls or escapes), and the
+    files they chose, once cleaned (``media.py``)."""
 
     category: str = ""
     text: str = ""
     where: str = ""
+    files: tuple[Attachment, ...] = ()
 
 
 class _Refused(Exception):
@@ -243,6 +257,10 @@ class WebForm:
         self.signer = signing_key(secret)
         # A URL-encoded UTF-8 character takes at most 9 bytes (%XX%XX%XX).
         self.max_body = (self.relay.max_text_chars + MAX_WHERE) * 9 + 4096
+        self.media = MediaLimits(max_photos=self.relay.max_photos,
+                                 photo_max_px=self.relay.photo_max_px,
+                                 voice_max_seconds=self.relay.voice_max_seconds)
+        self.cleaner = MediaCleaner(self.media)
 
     # -- rendering ------------------------------------------------------------------
 
@@ -255,7 +273,8 @@ class WebForm:
                switch: bool = False, **context: Any) -> HTMLResponse:
         page = environment(lang).get_template(template).render(
             lang=lang, html_lang=HTML_LANG.get(lang, lang), css=Markup(CSS),  # noqa: S704
-            script=inline_script,
+            script=inline_script, max_photos=self.relay.max_photos,
+            voice=self.relay.voice_max_seconds > 0,
             switch=[(code, LANGUAGE_NAMES[code]) for code in self.relay.languages]
             if switch and len(self.relay.languages) > 1 else None,
             **context)
@@ -314,7 +333,7 @@ class WebForm:
     async def submit(self, request: Request, station: Station,
                      placement: Placement | None) -> Response:
         try:
-            fields = await self._read_form(request)
+            fields, uploads = await self._read_form(request)
         except ClientDisconnect:  # nobody is left to answer; nothing about them is logged
             log.info("a client went away before its form arrived")
             return Response(status_code=400)
@@ -347,7 +366,7 @@ class WebForm:
         category = self.settings.category(form.category) if form.category else None
         if category is None:
             return again(400, _("Please choose what it is about."))
-        if not form.text:
+        if not form.text and not uploads:
             return again(400, _("Please write what you saw."))
         if len(form.text) > self.relay.max_text_chars:
             return again(400, _("The text is too long: at most %(max)s characters.")
@@ -357,6 +376,9 @@ class WebForm:
         if not self.limiter.hit(request.scope):
             return again(429, _("Too many tips were sent from your network in the last "
                                 "hour. Please try again later."))
+        files, problem = await self._clean(lang, uploads)
+        if problem:  # the form again, the text kept, the token unused
+            return again(400, problem)
         try:
             fresh = await run_in_threadpool(self.tokens.consume, token, station.id)
         except StoreError as exc:
@@ -365,6 +387,7 @@ class WebForm:
             return again(400, expired)
         try:
             code = new_receipt_code()
+            form = dataclasses.replace(form, files=files)
             accepted = await run_in_threadpool(
                 self._accept, station, placement, category, form, code)
         except ContractError:  # by construction never; if it happens, nothing was stored
@@ -385,6 +408,15 @@ class WebForm:
                            code=format_receipt(code), action=_form_path(station, placement),
                            status_link=_lang_query("/status", lang))
 
+    async def _clean(self, lang: str, uploads: Uploads) -> tuple[tuple[Attachment, ...], str]:
+        """The chosen files cleaned, or the refusal to show with the text kept."""
+        if len(uploads.photos) > self.relay.max_photos:
+            return (), too_many_text(lang, self.relay.max_photos)
+        try:
+            return await self.cleaner.clean(uploads.photos, uploads.voice), ""
+        except MediaRefused as refused:
+            return (), refusal_text(lang, refused, self.media)
+
     def _compose(self, station: Station, category: Category, form: FormInput, *, ref: str,
                  date: datetime, envelope: Envelope,
                  placement: Placement | None = None) -> Composed:
@@ -395,7 +427,8 @@ class WebForm:
             category_label=category_label(category, MESSAGE_LANGUAGE),
             text=form.text, placement_id=placement.id if placement else "",
             placement_label=placement.label if placement else "",
-            where_when=form.where, received_hour=hour_of(datetime.now(UTC)))
+            where_when=form.where, received_hour=hour_of(datetime.now(UTC)),
+            attachments=form.files)
         return compose(submission, envelope, self.signer,
                        gettext=gettext_for(MESSAGE_LANGUAGE), now=date)
 
@@ -424,7 +457,7 @@ class WebForm:
         if request.method in ("GET", "HEAD"):
             return self.status_page(self.language(request.query_params.get("lang")))
         try:
-            fields = await self._read_form(request, STATUS_FIELDS)
+            fields, uploads = await self._read_form(request, STATUS_FIELDS)
         except ClientDisconnect:
             return Response(status_code=400)
         except _Refused as refused:
@@ -450,7 +483,7 @@ class WebForm:
                 "No tip has this code. Replies are kept for %(days)s days, then deleted."),
                 days=format_number(self.relay.conversation_days, lang))
         if request.url.path.rstrip("/").endswith("/add"):
-            return await self._add(lang, code, station, conversation, fields)
+            return await self._add(lang, code, station, conversation, fields, uploads)
         return self.conversation(lang, code, station, conversation)
 
     def _open(self, code: str) -> Conversation | None:
@@ -458,7 +491,7 @@ class WebForm:
         return self.store.open_conversation(derived.receipt_hash, derived.seal_key, self.sealer)
 
     async def _add(self, lang: str, code: str, station: Station, conversation: Conversation,
-                   fields: Mapping[str, str]) -> Response:
+                   fields: Mapping[str, str], uploads: Uploads) -> Response:
         """Forward what the tipster adds as a follow-up, threaded under the tip."""
         _ = gettext_for(lang)
         text = clean_text(fields.get("text", ""))
@@ -470,16 +503,21 @@ class WebForm:
             return self.conversation(lang, code, station, conversation, status=status,
                                      error=error, text=text)
 
-        if not text:
+        if not text and not uploads:
             return again(400, _("Please write what you want to add."))
         if len(text) > self.relay.max_text_chars:
             return again(400, _("The text is too long: at most %(max)s characters.")
                          % {"max": format_number(self.relay.max_text_chars, lang)})
+        files, problem = await self._clean(lang, uploads)
+        if problem:
+            return again(400, problem)
         envelope = Envelope(self.relay.address, self.relay.domain, conversation.reply_token,
                             references=(conversation.tip.message_id,))
+        # The tipster's page shows the follow-up's text and the names of its files.
+        said = "\n".join(filter(None, [text, *(f.filename for f in files)]))
 
         def build(date: datetime) -> Composed:
-            return self._compose(station, category, FormInput(text=text),
+            return self._compose(station, category, FormInput(text=text, files=files),
                                  ref=conversation.tip.ref, date=date, envelope=envelope)
 
         try:
@@ -487,7 +525,7 @@ class WebForm:
                 return again(400, _("This form has expired or was already sent. If your text "
                                     "is among the replies above, it was sent."))
             await run_in_threadpool(self.store.add_followup, conversation, build,
-                                    seal(conversation.public_key, text),
+                                    seal(conversation.public_key, said),
                                     delay_minutes=station.delivery_delay_minutes)
         except Exception as exc:  # the tipster must learn it was not sent, whatever failed
             log.error("a follow-up for station %s was not accepted: %s", station.id,
@@ -519,10 +557,20 @@ class WebForm:
                            error=error, notice=notice, text=text,
                            max_text=self.relay.max_text_chars)
 
-    async def _read_form(self, request: Request,
-                         allowed: frozenset[str] = FORM_FIELDS) -> dict[str, str]:
-        """The allow-listed fields of a URL-encoded body, refused early when too big."""
+    async def _read_form(self, request: Request, allowed: frozenset[str] = FORM_FIELDS
+                         ) -> tuple[dict[str, str], Uploads]:
+        """The allow-listed fields of a URL-encoded or multipart body and its files,
+        refused early when too big."""
         content_type = request.headers.get("content-type", "").partition(";")[0]
+        if content_type.strip().lower() == MULTIPART_TYPE:
+            try:
+                return await read_multipart(
+                    request, allowed, max_bytes=self.max_body + self.media.max_upload_bytes,
+                    max_field_bytes=self.max_body, max_files=self.relay.max_photos + 4)
+            except BodyTooLarge:
+                raise _Refused(413) from None
+            except BodyUnreadable:
+                raise _Refused(400) from None
         if content_type.strip().lower() != FORM_TYPE:
             raise _Refused(415)
         length = request.headers.get("content-length", "")
@@ -543,7 +591,7 @@ class WebForm:
         for name, value in pairs:
             if name in allowed and name not in fields:
                 fields[name] = value
-        return fields
+        return fields, Uploads()
 
     # -- errors ---------------------------------------------------------------------
 
