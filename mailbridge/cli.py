@@ -57,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selector", metavar="S",
                    help="selector of a new key, to change keys (default: relay.dkim_selector)")
 
+    p = sub.add_parser("sms-config", help="relay: write the gammu-smsd configuration of a "
+                                          "station's SMS modem (keeps numbers out of its files)")
+    p.add_argument("--station", metavar="ID", required=True)
+    p.add_argument("--out", type=Path, metavar="FILE", help="write it here (0600), not to stdout")
+    p.add_argument("--log", metavar="FILE", default="/dev/null",
+                   help="gammu-smsd's log (default /dev/null: its lines time each text)")
+    p.add_argument("--poll-seconds", type=int, default=5, choices=range(1, 61), metavar="N",
+                   help="how often gammu-smsd asks the modem for new texts (default 5)")
+    p = sub.add_parser("sms-intake", help="relay: gammu-smsd's RunOnReceive: one text from "
+                                          "the environment into the outbox")
+    p.add_argument("--station", metavar="ID", required=True)
+
     p = sub.add_parser("check", help="validate the configuration; one line per mistake")
     p.add_argument("--connect", action="store_true",
                    help="also log in to every station's SMTP and IMAP server")
@@ -125,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
 def _role(args: argparse.Namespace) -> Role | Literal["auto"]:
     """What the command uses, so a station-side file is not asked for the relay's secret
     nor a relay-side one for IMAP; ``check`` and ``db upgrade`` go by the file."""
-    if args.command in ("serve", "outbox", "dkim-key"):
+    if args.command in ("serve", "outbox", "sms-config", "sms-intake", "dkim-key"):
         return "relay"
     if args.command in ("poll", "ledger", "report"):
         return "station"
@@ -145,6 +157,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         serve(settings)
         return EXIT_OK
+    if command == "sms-config":
+        from .relay.sms import run_sms_config
+
+        return run_sms_config(settings, args.station, out=args.out, log_file=args.log,
+                              poll_seconds=args.poll_seconds)
+    if command == "sms-intake":
+        from .relay.sms import run_sms_intake
+
+        return run_sms_intake(settings, args.station, os.environ)
     if command == "dkim-key":
         from .relay.dkim import run_dkim_key
 

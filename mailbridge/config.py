@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dotenv import dotenv_values
 
 from .core.message import RelayIdentity, parse_public_key, signing_key
+from .core.sms import fold_keyword
 from .core.text import is_slug
 from .errors import ConfigError
 
@@ -125,6 +126,24 @@ class ImapSettings:
 
 
 @dataclass(frozen=True)
+class SmsSettings:
+    """A station's SMS number: a SIM in a GSM modem on the relay box, read by
+    gammu-smsd (``mailbridge sms-config`` writes its configuration)."""
+
+    number: str
+    device: str = "/dev/ttyUSB0"
+    connection: str = "at"
+    model: str = ""
+    # Leading keyword or digit (folded: no diacritics, lower case) -> category id;
+    # empty: 1, 2, ... in the order of the categories, and their Vietnamese labels.
+    keywords: Mapping[str, str] = field(default_factory=dict)
+    per_hour: int = 5  # texts per sender number and hour; more are dropped
+    # A reply text is a trace on the tipster's phone: off unless the station wants it.
+    acknowledge: bool = False
+    acknowledge_text: str = "Đã nhận"
+
+
+@dataclass(frozen=True)
 class Placement:
     id: str
     label: str
@@ -152,6 +171,8 @@ class Station:
     # to ``sent_folder`` over IMAP, as a mail client files it.
     reply_smtp: SmtpSettings | None = None
     sent_folder: str = "Sent"
+    # Tips by text message to a SIM on the relay box; None keeps SMS off.
+    sms: SmsSettings | None = None
 
     def placement(self, placement_id: str) -> Placement | None:
         return next((p for p in self.placements if p.id == placement_id), None)
@@ -660,6 +681,7 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None, *,
     for sender in senders:
         if not isinstance(sender, str) or not _EMAIL.match(sender):
             r.error("officer_senders", f"must list e-mail addresses, got {sender!r}")
+    sms_r = r.table("sms")
     mail_tips = r.text("mail_tips_address")
     if mail_tips and not _EMAIL.match(mail_tips):
         r.error("mail_tips_address", f"must be an e-mail address, got {mail_tips!r}")
@@ -679,9 +701,44 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None, *,
         mail_tips_address=mail_tips.lower(),
         reply_smtp=reply_smtp,
         sent_folder=r.text("sent_folder", "Sent"),
+        sms=_sms(sms_r) if sms_r else None,
     )
     r.finish()
     return station if sid else None
+
+
+_SMS_NUMBER = re.compile(r"^\+?[0-9][0-9 .-]{2,19}$")
+_GAMMU_VALUE = re.compile(r"^[A-Za-z0-9_./:-]*$")
+
+
+def _sms(r: _Reader) -> SmsSettings:
+    number = r.text("number", required=True, hint=' (the SIM\'s number as the poster prints '
+                                                  'it, e.g. "0912 345 678")')
+    if number and not _SMS_NUMBER.match(number):
+        r.error("number", f"must be a phone number such as \"0912 345 678\", got {number!r}")
+    gammu = {name: r.text(name, default) for name, default in
+             (("device", "/dev/ttyUSB0"), ("connection", "at"), ("model", ""))}
+    for name, value in gammu.items():
+        if not _GAMMU_VALUE.match(value):
+            r.error(name, f"must be one word of gammu's configuration (letters, digits, "
+                          f"'/', '.', ':', '_' or '-'), got {value!r}")
+    keywords: dict[str, str] = {}
+    for word, category in r.get("keywords", dict, {}).items():
+        folded = fold_keyword(word)
+        if not folded or not isinstance(category, str) or not is_slug(category):
+            r.error("keywords", f"must map a word or digit to a category id, e.g. "
+                                f"{{ \"1\" = \"drugs\" }}, got {word!r} = {category!r}")
+            continue
+        keywords[folded] = category
+    text = r.text("acknowledge_text", "Đã nhận")
+    if not 0 < len(text) <= 70:
+        r.error("acknowledge_text", f"must be 1-70 characters (one text message), "
+                                    f"got {len(text)}")
+    settings = SmsSettings(
+        number=number, keywords=keywords, per_hour=r.integer("per_hour", 5, 1, 1000),
+        acknowledge=r.get("acknowledge", bool, False), acknowledge_text=text, **gammu)
+    r.finish()
+    return settings
 
 
 def _ledger(r: _Reader | None, ctx: _Context) -> LedgerSettings:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from babel.support import Translations
 
-from .config import BUILTIN_LABELS, Category
+from .config import BUILTIN_LABELS, Category, SmsSettings
+from .core.sms import fold_keyword
 
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 DOMAIN = "messages"
@@ -39,6 +40,32 @@ def translations(lang: str) -> _gettext.NullTranslations:
     if lang in _FALLBACK:
         result.add_fallback(translations(_FALLBACK[lang]))
     return result
+
+
+SMS_LANGUAGE = "vi"  # the language a villager texts in, and the poster's keyword list
+
+
+def sms_keywords(sms: SmsSettings, categories: tuple[Category, ...]) -> dict[str, str]:
+    """Folded keyword -> category id: the station's own, else each category's number
+    (1, 2, ... in the config's order) and its Vietnamese label, as the poster prints them."""
+    if sms.keywords:
+        return dict(sms.keywords)
+    numbers = {str(i): c.id for i, c in enumerate(categories, start=1)}
+    return {**{fold_keyword(category_label(c, SMS_LANGUAGE)): c.id for c in categories},
+            **numbers}
+
+
+def sms_menu(sms: SmsSettings, categories: tuple[Category, ...],
+             lang: str = SMS_LANGUAGE) -> list[tuple[str, str]]:
+    """(keyword, label) per category for the poster: "1 Ma túy", "2 Buôn lậu", ...; with
+    the station's own keywords, the shortest one of each category."""
+    words = sms_keywords(sms, categories)
+    menu = []
+    for category in categories:
+        mine = sorted((w for w, c in words.items() if c == category.id), key=lambda w: (len(w), w))
+        if mine:
+            menu.append((mine[0], category_label(category, lang)))
+    return menu
 
 
 def category_label(category: Category, lang: str) -> str:

@@ -25,7 +25,6 @@ import asyncio
 import email
 import errno
 import logging
-import secrets
 import ssl
 import weakref
 from collections.abc import Callable
@@ -39,15 +38,13 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ..config import Settings, Station
-from ..core.message import Composed, Submission, compose, hour_of, reply_token_of, signing_key
-from ..core.message import Envelope as TipEnvelope
-from ..core.receipts import derive_key, is_reply_token, new_reply_token
+from ..core.message import hour_of, reply_token_of, signing_key
+from ..core.receipts import derive_key, is_reply_token
 from ..core.reply import noise, reply_text
 from ..errors import ConfigError, RuntimeFailure
-from ..labels import category_label
-from .i18n import MESSAGE_LANGUAGE, gettext_for
 from .ratelimit import RateLimiter
 from .store import RelayStore
+from .unreceipted import accept_unreceipted
 
 log = logging.getLogger(__name__)
 
@@ -178,26 +175,11 @@ class Intake:
         return OK
 
     def accept_tip(self, station: Station, text: str) -> None:
-        """A tip by mail (``_tip_text``), composed and stored as a form tip is. It has no
-        receipt code, so its receipt hash is a random value no code opens."""
+        """A tip by mail (``_tip_text``), composed and stored as a form tip is, without
+        receipt (``accept_unreceipted``)."""
         category = (self.settings.category(MAIL_TIP_CATEGORY)
                     or self.settings.categories[0])
-        relay = self.settings.relay
-        token = new_reply_token()
-        hour = hour_of(datetime.now(UTC))
-
-        def build(ref: str, date: datetime) -> Composed:
-            submission = Submission(
-                station_id=station.id, station_name=station.name, mailbox=station.mailbox,
-                ref=ref, category_id=category.id,
-                category_label=category_label(category, MESSAGE_LANGUAGE), text=text,
-                received_hour=hour)
-            return compose(submission, TipEnvelope(relay.address, relay.domain, token),
-                           self.signer, gettext=gettext_for(MESSAGE_LANGUAGE), now=date)
-
-        self.store.accept(station, build, receipt_hash=secrets.token_hex(32),
-                          reply_token=token, delay_minutes=station.delivery_delay_minutes,
-                          category_id=category.id)
+        accept_unreceipted(self.settings, self.store, self.signer, station, category, text)
         log.debug("smtp: a tip by mail for station %s was stored", station.id)
 
     async def handle_exception(self, error: Exception) -> str:

@@ -16,6 +16,9 @@ What is kept, and why it is enough:
 - ``relay_form_tokens``: an HMAC of each form token used, with the hour after
   which it can no longer be valid; purged then. A restart does not make a
   used token valid again.
+- ``relay_sms_keys`` and ``relay_sms_counts``: for the current hour only, a
+  random key and, per 16-bit HMAC of a sender's number under it, how many
+  texts came (``count_sms``); earlier hours are deleted at the next text.
 - ``relay_conversations``: per tip, its public key, its private key sealed
   with a key only the receipt code gives (core/conversation.py), its category
   (follow-ups carry it) and how many follow-ups it had.
@@ -129,6 +132,19 @@ form_tokens = Table(
     Column("digest", String(64), primary_key=True),
     Column("expires_hour", DateTime, nullable=False),
     Index("ix_relay_form_tokens_expires", "expires_hour"),
+)
+# The SMS rate limit across intake processes (relay/sms.py): this hour's random key and,
+# per 16-bit bucket of a sender under it, a count. Never a number.
+sms_keys = Table(
+    "relay_sms_keys", metadata,
+    Column("hour", DateTime, primary_key=True),
+    Column("key", LargeBinary, nullable=False),
+)
+sms_counts = Table(
+    "relay_sms_counts", metadata,
+    Column("hour", DateTime, primary_key=True),
+    Column("bucket", String(16), primary_key=True),
+    Column("count", Integer, nullable=False),
 )
 conversations = Table(
     "relay_conversations", metadata,
@@ -477,6 +493,28 @@ class RelayStore:
         with self._write("recording a used form token") as conn:
             conn.execute(delete(form_tokens).where(form_tokens.c.expires_hour <= _naive(now)))
             return conn.execute(insert_once).first() is not None
+
+    def count_sms(self, bucket_of: Callable[[bytes], str]) -> int:
+        """Count one text in this hour's bucket ``bucket_of(key)`` (an HMAC of the sender
+        under this hour's random key, which never leaves this transaction); return the
+        bucket's count. Earlier hours' keys and counts are deleted first, so once an
+        hour is over nothing can tie a bucket to a number any more."""
+        hour = _hour(self.clock())
+        new_key = (_insert_for(self.engine.dialect.name)(sms_keys)
+                   .values(hour=hour, key=secrets.token_bytes(32))
+                   .on_conflict_do_nothing(index_elements=[sms_keys.c.hour]))
+        with self._write("counting a text message") as conn:
+            conn.execute(delete(sms_counts).where(sms_counts.c.hour < hour))
+            conn.execute(delete(sms_keys).where(sms_keys.c.hour < hour))
+            conn.execute(new_key)
+            key = conn.execute(select(sms_keys.c.key).where(sms_keys.c.hour == hour)).scalar_one()
+            bucket = bucket_of(bytes(key))
+            count = (_insert_for(conn.dialect.name)(sms_counts)
+                     .values(hour=hour, bucket=bucket, count=1)
+                     .on_conflict_do_update(index_elements=[sms_counts.c.hour, sms_counts.c.bucket],
+                                            set_={"count": sms_counts.c.count + 1})
+                     .returning(sms_counts.c.count))
+            return int(conn.execute(count).scalar_one())
 
     def tip_by_receipt(self, receipt_hash: str) -> TipRecord | None:
         return self._tip(tips.c.receipt_hash == receipt_hash)
