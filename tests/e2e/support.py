@@ -139,20 +139,28 @@ class Receipt:
 class RelayProcess:
     """``mailbridge serve`` as its own process, its output kept in files under the folder."""
 
-    def __init__(self, config: Path, port: int, *, open_files: int | None = None) -> None:
+    def __init__(self, config: Path, port: int, *, open_files: int | None = None,
+                 command: list[str] | None = None, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
         self.config = config
         self.base = f"http://127.0.0.1:{port}"
         self.open_files = open_files  # RLIMIT_NOFILE of the process, as systemd's LimitNOFILE
         self.stdout = config.parent / "serve.out"
         self.stderr = config.parent / "serve.err"
         self.proc: subprocess.Popen[bytes] | None = None
+        # By default `mailbridge --config FILE serve` in the config's folder; a unit's
+        # ExecStart, environment and working directory instead (tests/e2e/service.py).
+        self.command = command or [sys.executable, "-m", "mailbridge", "--config",
+                                   str(config), "serve"]
+        self.env = env
+        self.cwd = cwd or config.parent
 
     def start(self, timeout: float = 30) -> RelayProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBRIDGE")}
+        env = self.env if self.env is not None else {
+            k: v for k, v in os.environ.items() if not k.startswith("MAILBRIDGE")}
         with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailbridge", "--config", str(self.config), "serve"],
-                stdout=out, stderr=err, cwd=self.config.parent, env=env,
+                self.command, stdout=out, stderr=err, cwd=self.cwd, env=env,
                 preexec_fn=None if self.open_files is None else self._limit_open_files)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
