@@ -24,7 +24,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, cast, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
@@ -38,6 +38,10 @@ DEFAULT_PATH = Path("config/mailbridge.toml")
 ENV_VAR = "MAILBRIDGE_CONFIG"
 LANGUAGES = ("vi", "hmn", "en")
 TlsMode = Literal["none", "starttls", "tls"]
+# What a box is for: villagers' tips to the border guards, or soldiers' opinions to their
+# unit ("hòm thư góp ý"); one engine, its own categories, form words and posters.
+Purpose = Literal["tips", "feedback"]
+PURPOSES: tuple[Purpose, ...] = ("tips", "feedback")
 # What a command needs checked: the relay's (secret, delivery), the station side's
 # (IMAP, ledger, the relay's key), or both; "auto" reads it from what the file configures.
 Role = Literal["relay", "station", "all"]
@@ -86,6 +90,16 @@ BUILTIN_CATEGORIES: tuple[Category, ...] = (
     Category("trafficking", "trafficking"),
     Category("other", "other"),
 )
+# A feedback box's defaults: what soldiers raise with their unit's command.
+FEEDBACK_CATEGORIES: tuple[Category, ...] = (
+    Category("living", "living"),
+    Category("training", "training"),
+    Category("entitlements", "entitlements"),
+    Category("discipline", "discipline"),
+    Category("leadership", "leadership"),
+    Category("ideas", "ideas"),
+    Category("other", "other"),
+)
 BUILTIN_LABELS: Mapping[str, str] = {
     "drugs": "Drugs",
     "smuggling": "Smuggling",
@@ -95,6 +109,12 @@ BUILTIN_LABELS: Mapping[str, str] = {
     "guns": "Homemade guns",
     "trafficking": "Human trafficking",
     "other": "Other",
+    "living": "Daily life and meals",
+    "training": "Training and duty",
+    "entitlements": "Pay and entitlements",
+    "discipline": "Discipline and conduct",
+    "leadership": "Officers and command",
+    "ideas": "Ideas and proposals",
 }
 
 
@@ -162,6 +182,10 @@ class Station:
     delivery_delay_minutes: int = 0
     officers: Mapping[str, str] = field(default_factory=dict)
     hotline: str = ""
+    # What the box is for, and the categories its form offers (by default the
+    # top-level [[categories]] for "tips", FEEDBACK_CATEGORIES for "feedback").
+    purpose: Purpose = "tips"
+    categories: tuple[Category, ...] = BUILTIN_CATEGORIES
     # Who may answer a tipster by mail besides ``mailbox`` (lower-case addresses).
     officer_senders: tuple[str, ...] = ()
     # The relay address that takes tips by e-mail for this station; "" keeps it off.
@@ -176,6 +200,10 @@ class Station:
 
     def placement(self, placement_id: str) -> Placement | None:
         return next((p for p in self.placements if p.id == placement_id), None)
+
+    def category(self, category_id: str) -> Category | None:
+        """One of this box's categories (a feedback box does not take "drugs")."""
+        return next((c for c in self.categories if c.id == category_id), None)
 
 
 @dataclass(frozen=True)
@@ -482,10 +510,10 @@ def _parse(top: _Reader, ctx: _Context) -> Settings | None:
     smtp_top = top.table("smtp")
     smtp = _smtp(smtp_top) if smtp_top else None
     ledger = _ledger(top.table("ledger"), ctx)
-    categories = _categories(top, ctx)
+    tip_categories = _categories(top, ctx)
     stations: dict[str, Station] = {}
     for st in top.tables("stations"):
-        station = _station(st, smtp, delivers=ctx.relay_side)
+        station = _station(st, smtp, tip_categories, delivers=ctx.relay_side)
         if station is None:
             continue
         if station.id in stations:
@@ -496,7 +524,10 @@ def _parse(top: _Reader, ctx: _Context) -> Settings | None:
     top.finish()
     if relay is None:
         return None
-    return Settings(ctx.path, relay, ledger, stations, categories, smtp, ctx.role)
+    # Every box's categories, in order, each once: the officers' filters and the report.
+    categories = tuple({c.id: c for s in stations.values() for c in s.categories}.values())
+    return Settings(ctx.path, relay, ledger, stations, categories or tip_categories, smtp,
+                    ctx.role)
 
 
 def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings | None:
@@ -641,8 +672,8 @@ def _imap(r: _Reader) -> ImapSettings:
     return settings
 
 
-def _station(r: _Reader, default_smtp: SmtpSettings | None, *,
-             delivers: bool) -> Station | None:
+def _station(r: _Reader, default_smtp: SmtpSettings | None,
+             tip_categories: tuple[Category, ...], *, delivers: bool) -> Station | None:
     sid = r.text("id", required=True, hint=' (short lower-case letters, e.g. "ncs")').lower()
     if sid and not is_slug(sid):
         r.error("id", f"must be short lower-case ASCII letters, digits or '-', got {sid!r}")
@@ -677,6 +708,10 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None, *,
         r.error("officers", "must map OS account names to officer names (strings)")
         officers = {}
     delay = r.integer("delivery_delay_minutes", 0, 0, 120)
+    purpose = r.text("purpose", "tips")
+    if purpose not in PURPOSES:
+        r.error("purpose", f'must be "tips" or "feedback", got {purpose!r}')
+        purpose = "tips"
     senders = r.get("officer_senders", list, [])
     for sender in senders:
         if not isinstance(sender, str) or not _EMAIL.match(sender):
@@ -697,6 +732,8 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None, *,
         delivery_delay_minutes=delay,
         officers=dict(officers),
         hotline=r.text("hotline"),
+        purpose=cast(Purpose, purpose),
+        categories=FEEDBACK_CATEGORIES if purpose == "feedback" else tip_categories,
         officer_senders=tuple(s.lower() for s in senders if isinstance(s, str)),
         mail_tips_address=mail_tips.lower(),
         reply_smtp=reply_smtp,

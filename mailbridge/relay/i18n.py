@@ -52,6 +52,12 @@ BUILTIN_LABEL_MSGIDS = (
     N_("Homemade guns"),
     N_("Human trafficking"),
     N_("Other"),
+    N_("Daily life and meals"),
+    N_("Training and duty"),
+    N_("Pay and entitlements"),
+    N_("Discipline and conduct"),
+    N_("Officers and command"),
+    N_("Ideas and proposals"),
 )
 
 

@@ -290,7 +290,7 @@ class WebForm:
              status: int = 200, error: str = "", form: FormInput | None = None,
              switch: bool = False) -> HTMLResponse:
         categories = [{"id": c.id, "pictogram": c.pictogram, "label": category_label(c, lang)}
-                      for c in self.settings.categories]
+                      for c in station.categories]
         return self.render(
             lang, "form.html", status, switch=switch, station=station, placement=placement,
             action=_form_path(station, placement), token=self.tokens.issue(station.id),
@@ -363,7 +363,7 @@ class WebForm:
         token = fields.get("t", "")
         if not self.tokens.genuine(token, station.id):
             return again(400, expired)
-        category = self.settings.category(form.category) if form.category else None
+        category = station.category(form.category) if form.category else None
         if category is None:
             return again(400, _("Please choose what it is about."))
         if not form.text and not uploads:

@@ -13,7 +13,7 @@ from babel.messages.frontend import CommandLineInterface, parse_mapping_cfg
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po, write_po
 
-from mailbridge.config import BUILTIN_LABELS, Category
+from mailbridge.config import BUILTIN_CATEGORIES, BUILTIN_LABELS, FEEDBACK_CATEGORIES, Category
 from mailbridge.labels import catalog_path, category_label
 from mailbridge.relay.i18n import LANGUAGE_NAMES, babel_locale, format_number, gettext_for
 
@@ -128,9 +128,13 @@ def test_vietnamese_uses_the_agreed_terms() -> None:
     assert _("Send a tip") == "Gửi tin báo"
     assert _("You do not need to give your name. This form does not ask who you are."
              ).startswith("Không cần ghi tên.")
-    assert [_(label) for label in BUILTIN_LABELS.values()] == [
+    assert [_(BUILTIN_LABELS[c.id]) for c in BUILTIN_CATEGORIES] == [
         "Ma túy", "Buôn lậu", "Xuất nhập cảnh trái phép", "Cư trú trái phép",
         "Trộm cắp tài sản", "Vũ khí, súng tự chế", "Mua bán người", "Việc khác"]
+    assert _("Suggestion box") == "Hòm thư góp ý"
+    assert [_(BUILTIN_LABELS[c.id]) for c in FEEDBACK_CATEGORIES] == [
+        "Đời sống, ăn ở", "Huấn luyện, công tác", "Chế độ, chính sách", "Kỷ luật, tác phong",
+        "Cán bộ, chỉ huy", "Sáng kiến, đề xuất", "Việc khác"]
 
 
 def test_hmong_numbers_follow_vietnamese() -> None:
