@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--role", choices=("relay", "station", "all"), default="all",
                     help="only the relay database, only the ledger, or both (default)")
 
+    p = sub.add_parser("purge", help="delete what is past its retention and vacuum the "
+                                     "database (docs/ADMIN.md: what is kept, how long)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    p.add_argument("--role", choices=("relay", "station", "all"),
+                   help="only the relay side, only the station side, or both (default: "
+                        "what the config file configures)")
+
     p = sub.add_parser("ledger", help="station side: the officers' terminal UI; the acting "
                                       "officer is stations.<id>.officers[your OS account]")
     p.add_argument("--station", metavar="ID", help="only this station")
@@ -141,7 +148,7 @@ def _role(args: argparse.Namespace) -> Role | Literal["auto"]:
         return "relay"
     if args.command in ("poll", "ledger", "report"):
         return "station"
-    if args.command == "db" and args.role != "all":
+    if args.command in ("db", "purge") and args.role not in (None, "all"):
         return cast(Role, args.role)
     return "auto"
 
@@ -183,6 +190,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from .checks import upgrade_databases
 
         return upgrade_databases(settings, role=settings.role)
+    if command == "purge":
+        from .purge import run_purge
+
+        return run_purge(settings, dry_run=args.dry_run)
     if command == "ledger" and args.action == "export":
         from .station.casefile import run_export
 

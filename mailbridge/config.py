@@ -225,6 +225,10 @@ class RelaySettings:
     photo_max_px: int = 2048
     voice_max_seconds: int = 180
     conversation_days: int = 90
+    # Delivered and dropped outbox rows (ref, state, hours; the text is gone at delivery)
+    # are deleted after this many days: at least conversation_days (the status page
+    # reads a tip's row while its conversation lasts), and as long by default.
+    outbox_days: int = 90
     # Receipt-code lookups at /status: per network and for all networks together.
     status_lookups_per_hour: int = 10
     status_lookups_total_per_hour: int = 600
@@ -261,6 +265,11 @@ class LedgerSettings:
     time_zone: str = DEFAULT_TIME_ZONE
     # An open tip with no officer action for this many days is highlighted in the list.
     overdue_days: int = 3
+    # Retention (`mailbridge purge`): quarantined raw mail, attachment files, and the
+    # officers' audit trail; 0 keeps forever. Audit is never shorter than the law asks.
+    quarantine_days: int = 90
+    attachment_days: int = 0
+    audit_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -566,6 +575,7 @@ def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings
     rate = r.integer("rate_limit_per_hour", 30, 1)
     listen_port = r.port("listen_port", 8080)
     listen_host = r.text("listen_host", "127.0.0.1")
+    conversation_days = r.integer("conversation_days", 90, 1, 3650)
     settings = RelaySettings(
         address=address,
         domain=domain,
@@ -582,7 +592,8 @@ def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings
         max_photos=r.integer("max_photos", 3, 0, 10),
         photo_max_px=r.integer("photo_max_px", 2048, 320, 8192),
         voice_max_seconds=r.integer("voice_max_seconds", 180, 0, 1800),
-        conversation_days=r.integer("conversation_days", 90, 1, 3650),
+        conversation_days=conversation_days,
+        outbox_days=r.integer("outbox_days", conversation_days, conversation_days, 36500),
         status_lookups_per_hour=r.integer("status_lookups_per_hour", 10, 1),
         status_lookups_total_per_hour=r.integer("status_lookups_total_per_hour", 600, 1),
         trusted_proxies=_addresses(r, "trusted_proxies"),
@@ -790,6 +801,9 @@ def _ledger(r: _Reader | None, ctx: _Context) -> LedgerSettings:
         relay_public_keys=_public_keys(r, "relay_public_keys"),
         time_zone=_time_zone(r, "time_zone"),
         overdue_days=r.integer("overdue_days", 3, 1, 365),
+        quarantine_days=r.integer("quarantine_days", 90, 0, 36500),
+        attachment_days=r.integer("attachment_days", 0, 0, 36500),
+        audit_days=r.integer("audit_days", 0, 0, 36500),
     )
     r.finish()
     return settings

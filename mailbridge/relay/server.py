@@ -155,7 +155,8 @@ async def run_relay(settings: Settings, *, ready: Callable[[int], None] | None =
     """
     stop = stop or asyncio.Event()
     store = RelayStore(settings.relay.database,
-                       conversation_days=settings.relay.conversation_days)
+                       conversation_days=settings.relay.conversation_days,
+                       outbox_days=settings.relay.outbox_days)
     try:
         await asyncio.to_thread(store.upgrade)
         worker = DeliveryWorker(settings, store)

@@ -25,7 +25,8 @@ What is kept, and why it is enough:
 - ``relay_messages``: officers' replies and the tipster's follow-ups, each
   sealed to the tip's public key, with the day (not the hour) and who wrote it.
   After ``conversation_days`` the tip record, its conversation and its
-  messages are deleted (``purge_expired``).
+  messages are deleted (``purge_expired``), and delivered or dropped outbox
+  rows after ``outbox_days``.
 
 Never an address, a user agent, a header of the request or a finer time.
 
@@ -79,6 +80,7 @@ from ..core.message import Composed, hour_of
 from ..core.receipts import format_ref
 from ..errors import ConfigError, StoreError
 from ..fsmodes import FILE_MODE, private_file
+from ..scrub import compact
 
 QUEUED, SENDING, DELIVERED, DEAD, DROPPED = "queued", "sending", "delivered", "dead", "dropped"
 STATION, TIPSTER = "station", "tipster"  # who wrote a message of a conversation
@@ -172,6 +174,18 @@ class Accepted:
 
     ref: str
     outbox_id: int
+
+
+@dataclass(frozen=True)
+class Expired:
+    """What a retention pass deletes: tips with their conversation, and old outbox rows."""
+
+    conversations: int
+    outbox_rows: int
+
+    @property
+    def total(self) -> int:
+        return self.conversations + self.outbox_rows
 
 
 @dataclass(frozen=True)
@@ -285,10 +299,12 @@ class RelayStore:
     """The relay database. Blocking: async callers use ``asyncio.to_thread``."""
 
     def __init__(self, url: str, *, clock: Clock = utcnow,
-                 conversation_days: int = CONVERSATION_DAYS) -> None:
+                 conversation_days: int = CONVERSATION_DAYS,
+                 outbox_days: int | None = None) -> None:
         self.url = database_url(url)
         self.clock = clock
         self.conversation_days = conversation_days
+        self.outbox_days = max(outbox_days or conversation_days, conversation_days)
         self.safe_url = self.url.render_as_string(hide_password=True)
         # hide_parameters: a failing INSERT must not put the tip into an exception text.
         if self.url.get_backend_name() == "sqlite":
@@ -473,14 +489,38 @@ class RelayStore:
                                                  day=self._today(), sealed=sealed))
         return Accepted(ref=ref, outbox_id=outbox_id)
 
-    def purge_expired(self) -> int:
-        """Delete expired tips: their record, keys and messages. Returns how many."""
+    def purge_expired(self, *, dry_run: bool = False) -> Expired:
+        """Delete expired tips (their record, keys and messages) and delivered or
+        dropped outbox rows past ``outbox_days``; with *dry_run* only count them.
+        Dead rows stay: they hold a tip not yet delivered (`mailbridge outbox`)."""
         expired = select(tips.c.id).where(tips.c.created_hour <= self._open_since())
+        old_rows = (outbox.c.state.in_((DELIVERED, DROPPED)),
+                    outbox.c.updated_hour <= _hour(self.clock()) - timedelta(
+                        days=self.outbox_days))
         with self._write("deleting expired conversations") as conn:
+            if dry_run:
+                count = select(func.count()).select_from
+                return Expired(
+                    int(conn.execute(count(tips).where(tips.c.id.in_(expired))).scalar_one()),
+                    int(conn.execute(count(outbox).where(*old_rows)).scalar_one()))
             conn.execute(delete(messages).where(messages.c.tip_id.in_(expired)))
             conn.execute(delete(conversations).where(conversations.c.tip_id.in_(expired)))
-            return int(conn.execute(delete(tips).where(
-                tips.c.created_hour <= self._open_since())).rowcount)
+            return Expired(
+                int(conn.execute(delete(tips).where(
+                    tips.c.created_hour <= self._open_since())).rowcount),
+                int(conn.execute(delete(outbox).where(*old_rows)).rowcount))
+
+    def dead_count(self) -> int:
+        """Rows given up on that still hold their tip's text, for an admin to decide."""
+        query = select(func.count()).select_from(outbox).where(outbox.c.state == DEAD)
+        with self._read("counting the outbox") as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def compact(self) -> bool:
+        """VACUUM after a purge (``scrub.compact``), so deleted rows leave no bytes in
+        free pages or the WAL; False when a reader kept the WAL from being truncated."""
+        with self._errors("vacuuming"):
+            return compact(self.engine, [t.name for t in metadata.sorted_tables])
 
     def use_form_token(self, digest: str, valid_until: datetime) -> bool:
         """Record a form token as used: True the first time, False ever after while it

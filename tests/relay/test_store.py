@@ -29,6 +29,7 @@ from mailbridge.relay.store import (
     TIPSTER,
     Accepted,
     Conversation,
+    Expired,
     RelayStore,
     Said,
     conversations,
@@ -473,6 +474,29 @@ def test_a_followup_is_queued_under_its_own_row_and_kept_sealed(store: RelayStor
         (TIPSTER, "the truck is blue"), (TIPSTER, "and has two men")]
 
 
+def test_old_outbox_rows_expire_but_dead_ones_stay(url: str, clock: FakeClock) -> None:
+    store = RelayStore(url, clock=clock, conversation_days=30, outbox_days=60)
+    store.upgrade()
+    try:
+        delivered, dead, dropped = (submit(store, NCS, t) for t in ("a", "b", "c"))
+        for claim in store.claim_due(10, LEASE):
+            if claim.id == delivered.outbox_id:
+                store.mark_delivered(claim)
+            else:
+                store.mark_failed(claim, "550 no", None)
+        store.drop(dropped.outbox_id)
+        clock.advance(days=59, hours=23)
+        assert store.purge_expired() == Expired(conversations=3, outbox_rows=0)
+        clock.advance(hours=1)
+        assert store.purge_expired(dry_run=True) == Expired(conversations=0, outbox_rows=2)
+        assert len(store.list_outbox()) == 3  # a dry run deletes nothing
+        assert store.purge_expired() == Expired(conversations=0, outbox_rows=2)
+        assert [(r.ref, r.state) for r in store.list_outbox()] == [("NCS-0002", DEAD)]
+        assert store.dead_count() == 1
+    finally:
+        store.close()
+
+
 def test_conversations_expire_and_are_deleted(url: str, clock: FakeClock) -> None:
     store = RelayStore(url, clock=clock, conversation_days=90)
     store.upgrade()
@@ -480,12 +504,12 @@ def test_conversations_expire_and_are_deleted(url: str, clock: FakeClock) -> Non
         receipt, token = converse(store)
         assert store.add_reply(token, "x", station_id="ncs")
         clock.advance(days=89, hours=23)
-        assert store.purge_expired() == 0
+        assert store.purge_expired().conversations == 0
         assert store.open_conversation(receipt, CODE, SEALER) is not None
         clock.advance(hours=1)
         assert not store.add_reply(token, "x", station_id="ncs")
         assert store.open_conversation(receipt, CODE, SEALER) is None
-        assert store.purge_expired() == 1
+        assert store.purge_expired().conversations == 1
         with store.engine.connect() as conn:
             for table in (tips, conversations, messages):
                 assert conn.execute(select(table)).first() is None
