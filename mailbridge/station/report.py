@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..errors import ConfigError, MailbridgeError
+from ..fonts import dejavu
 from .ledger.db import make_engine, session_factory, translated
 from .ledger.models import Status, Tip
 from .localtime import DEFAULT_ZONE, local, show_hour, utc_bounds
@@ -328,12 +329,9 @@ _PNG_COLOURS = (("of_value", S.OF_VALUE, "#2e7d32"),
 def chart_font(size: float, *, bold: bool = False) -> Any:
     """DejaVu Sans from matplotlib's own files: every Vietnamese letter, on any box,
     whatever fonts the system has (a missing font drew boxes)."""
-    import matplotlib
     from matplotlib.font_manager import FontProperties
 
-    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
-    return FontProperties(fname=Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name,
-                          size=size)
+    return FontProperties(fname=dejavu(bold=bold), size=size)
 
 
 def write_png(report: Report, path: Path, station_name: str = "") -> None:
