@@ -24,7 +24,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import Any, Literal, TypeVar, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
@@ -38,10 +38,6 @@ DEFAULT_PATH = Path("config/mailbridge.toml")
 ENV_VAR = "MAILBRIDGE_CONFIG"
 LANGUAGES = ("vi", "hmn", "en")
 TlsMode = Literal["none", "starttls", "tls"]
-# What a box is for: villagers' tips to the border guards, or soldiers' opinions to their
-# unit ("hòm thư góp ý"); one engine, its own categories, form words and posters.
-Purpose = Literal["tips", "feedback"]
-PURPOSES: tuple[Purpose, ...] = ("tips", "feedback")
 # What a command needs checked: the relay's (secret, delivery), the station side's
 # (IMAP, ledger, the relay's key), or both; "auto" reads it from what the file configures.
 Role = Literal["relay", "station", "all"]
@@ -90,16 +86,6 @@ BUILTIN_CATEGORIES: tuple[Category, ...] = (
     Category("trafficking", "trafficking"),
     Category("other", "other"),
 )
-# A feedback box's defaults: what soldiers raise with their unit's command.
-FEEDBACK_CATEGORIES: tuple[Category, ...] = (
-    Category("living", "living"),
-    Category("training", "training"),
-    Category("entitlements", "entitlements"),
-    Category("discipline", "discipline"),
-    Category("leadership", "leadership"),
-    Category("ideas", "ideas"),
-    Category("other", "other"),
-)
 BUILTIN_LABELS: Mapping[str, str] = {
     "drugs": "Drugs",
     "smuggling": "Smuggling",
@@ -109,13 +95,48 @@ BUILTIN_LABELS: Mapping[str, str] = {
     "guns": "Homemade guns",
     "trafficking": "Human trafficking",
     "other": "Other",
-    "living": "Daily life and meals",
-    "training": "Training and duty",
-    "entitlements": "Pay and entitlements",
-    "discipline": "Discipline and conduct",
-    "leadership": "Officers and command",
-    "ideas": "Ideas and proposals",
 }
+
+
+@dataclass(frozen=True)
+class OAuth2Provider:
+    """Where a provider signs in and trades refresh tokens, and the scope each protocol
+    needs (``{tenant}`` is the table's ``tenant``); ``extra`` is asked for, never checked."""
+
+    authorize_url: str
+    token_url: str
+    imap_scope: str
+    smtp_scope: str
+    extra: tuple[str, ...] = ()
+
+
+OAUTH2_PROVIDERS: Mapping[str, OAuth2Provider] = {
+    "google": OAuth2Provider("https://accounts.google.com/o/oauth2/v2/auth",
+                             "https://oauth2.googleapis.com/token",
+                             "https://mail.google.com/", "https://mail.google.com/"),
+    "microsoft": OAuth2Provider(
+        "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize",
+        "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+        "https://outlook.office.com/IMAP.AccessAsUser.All",
+        "https://outlook.office.com/SMTP.Send", ("offline_access",)),
+}
+
+
+@dataclass(frozen=True)
+class OAuth2Settings:
+    """XOAUTH2 sign-in (``[...oauth2]``): ``refresh_token`` is traded at ``token_url`` for
+    access tokens, which must carry every ``scope``. ``key`` is the table, for errors."""
+
+    key: str
+    token_url: str
+    scope: tuple[str, ...]
+    client_id: str
+    client_secret: Secret
+    refresh_token: Secret
+    refresh_token_env: str
+    extra_scope: tuple[str, ...] = ()
+    provider: str = ""
+    tenant: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +150,7 @@ class SmtpSettings:
     password: Secret = field(default_factory=lambda: Secret(""))
     timeout: float = 30.0
     ca_file: Path | None = None
+    oauth2: OAuth2Settings | None = None  # XOAUTH2 instead of the password
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,7 @@ class ImapSettings:
     folders: tuple[str, ...] = ("INBOX",)
     timeout: float = 60.0
     ca_file: Path | None = None
+    oauth2: OAuth2Settings | None = None  # XOAUTH2 instead of the password
 
 
 @dataclass(frozen=True)
@@ -182,10 +205,6 @@ class Station:
     delivery_delay_minutes: int = 0
     officers: Mapping[str, str] = field(default_factory=dict)
     hotline: str = ""
-    # What the box is for, and the categories its form offers (by default the
-    # top-level [[categories]] for "tips", FEEDBACK_CATEGORIES for "feedback").
-    purpose: Purpose = "tips"
-    categories: tuple[Category, ...] = BUILTIN_CATEGORIES
     # Who may answer a tipster by mail besides ``mailbox`` (lower-case addresses).
     officer_senders: tuple[str, ...] = ()
     # The relay address that takes tips by e-mail for this station; "" keeps it off.
@@ -200,10 +219,6 @@ class Station:
 
     def placement(self, placement_id: str) -> Placement | None:
         return next((p for p in self.placements if p.id == placement_id), None)
-
-    def category(self, category_id: str) -> Category | None:
-        """One of this box's categories (a feedback box does not take "drugs")."""
-        return next((c for c in self.categories if c.id == category_id), None)
 
 
 @dataclass(frozen=True)
@@ -225,10 +240,6 @@ class RelaySettings:
     photo_max_px: int = 2048
     voice_max_seconds: int = 180
     conversation_days: int = 90
-    # Delivered and dropped outbox rows (ref, state, hours; the text is gone at delivery)
-    # are deleted after this many days: at least conversation_days (the status page
-    # reads a tip's row while its conversation lasts), and as long by default.
-    outbox_days: int = 90
     # Receipt-code lookups at /status: per network and for all networks together.
     status_lookups_per_hour: int = 10
     status_lookups_total_per_hour: int = 600
@@ -265,11 +276,6 @@ class LedgerSettings:
     time_zone: str = DEFAULT_TIME_ZONE
     # An open tip with no officer action for this many days is highlighted in the list.
     overdue_days: int = 3
-    # Retention (`mailbridge purge`): quarantined raw mail, attachment files, and the
-    # officers' audit trail; 0 keeps forever. Audit is never shorter than the law asks.
-    quarantine_days: int = 90
-    attachment_days: int = 0
-    audit_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -519,10 +525,10 @@ def _parse(top: _Reader, ctx: _Context) -> Settings | None:
     smtp_top = top.table("smtp")
     smtp = _smtp(smtp_top) if smtp_top else None
     ledger = _ledger(top.table("ledger"), ctx)
-    tip_categories = _categories(top, ctx)
+    categories = _categories(top, ctx)
     stations: dict[str, Station] = {}
     for st in top.tables("stations"):
-        station = _station(st, smtp, tip_categories, delivers=ctx.relay_side)
+        station = _station(st, smtp, delivers=ctx.relay_side)
         if station is None:
             continue
         if station.id in stations:
@@ -533,10 +539,7 @@ def _parse(top: _Reader, ctx: _Context) -> Settings | None:
     top.finish()
     if relay is None:
         return None
-    # Every box's categories, in order, each once: the officers' filters and the report.
-    categories = tuple({c.id: c for s in stations.values() for c in s.categories}.values())
-    return Settings(ctx.path, relay, ledger, stations, categories or tip_categories, smtp,
-                    ctx.role)
+    return Settings(ctx.path, relay, ledger, stations, categories, smtp, ctx.role)
 
 
 def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings | None:
@@ -575,7 +578,6 @@ def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings
     rate = r.integer("rate_limit_per_hour", 30, 1)
     listen_port = r.port("listen_port", 8080)
     listen_host = r.text("listen_host", "127.0.0.1")
-    conversation_days = r.integer("conversation_days", 90, 1, 3650)
     settings = RelaySettings(
         address=address,
         domain=domain,
@@ -592,8 +594,7 @@ def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings
         max_photos=r.integer("max_photos", 3, 0, 10),
         photo_max_px=r.integer("photo_max_px", 2048, 320, 8192),
         voice_max_seconds=r.integer("voice_max_seconds", 180, 0, 1800),
-        conversation_days=conversation_days,
-        outbox_days=r.integer("outbox_days", conversation_days, conversation_days, 36500),
+        conversation_days=r.integer("conversation_days", 90, 1, 3650),
         status_lookups_per_hour=r.integer("status_lookups_per_hour", 10, 1),
         status_lookups_total_per_hour=r.integer("status_lookups_total_per_hour", 600, 1),
         trusted_proxies=_addresses(r, "trusted_proxies"),
@@ -642,18 +643,74 @@ def _addresses(r: _Reader, name: str) -> tuple[str, ...]:
     return tuple(good)
 
 
+def _oauth2(r: _Reader, use: Literal["imap", "smtp"]) -> OAuth2Settings:
+    """A ``[....oauth2]`` table: a provider's preset, or an explicit token_url and scope."""
+    provider = r.text("provider")
+    preset = OAUTH2_PROVIDERS.get(provider)
+    if provider and preset is None:
+        r.error("provider", f'must be "google" or "microsoft", got {provider!r}; or remove '
+                            "it and set token_url and scope")
+    tenant = r.text("tenant")
+    if provider == "microsoft" and not tenant:
+        r.error("tenant", "is missing: copy the Directory (tenant) ID from the app's "
+                          "Overview page in Entra ID")
+    elif tenant and provider != "microsoft":
+        r.error("tenant", 'is for provider = "microsoft" only: remove it')
+    hint = ' or set provider = "google" or "microsoft"'
+    token_url = r.text("token_url", preset.token_url.format(tenant=tenant) if preset else "",
+                       required=preset is None, hint=hint)
+    host = token_url.partition("://")[2].split("/")[0].rsplit(":", 1)[0]
+    if token_url and not (token_url.startswith("https://") or (
+            token_url.startswith("http://") and host in ("127.0.0.1", "localhost", "[::1]"))):
+        r.error("token_url", f"must be an https:// URL, got {token_url!r}")
+    scope = r.text("scope", getattr(preset, f"{use}_scope") if preset else "",
+                   required=preset is None, hint=hint)
+    refresh_env = r.text("refresh_token_env")
+    settings = OAuth2Settings(
+        key=r.where,
+        token_url=token_url,
+        scope=tuple(scope.split()),
+        client_id=r.text("client_id", required=True, hint=" (from the app registration)"),
+        client_secret=r.secret("client_secret_env"),
+        refresh_token=r.secret("refresh_token_env"),
+        refresh_token_env=refresh_env,
+        extra_scope=preset.extra if preset else (),
+        provider=provider,
+        tenant=tenant,
+    )
+    if not refresh_env:
+        r.error("refresh_token_env", "is missing: name the environment variable that holds "
+                                     "the refresh token `mailbridge oauth2-token` prints")
+    r.finish()
+    return settings
+
+
+def _sign_in(r: _Reader, use: Literal["imap", "smtp"]) -> tuple[Secret, OAuth2Settings | None]:
+    """The password, or the ``oauth2`` table that replaces it (never both)."""
+    oauth_r = r.table("oauth2")
+    oauth2 = _oauth2(oauth_r, use) if oauth_r else None
+    if oauth2 is not None and "password_env" in r.data:
+        r.error("password_env", "and oauth2 exclude each other: keep the [oauth2] table "
+                                "or the password, not both")
+    if oauth2 is not None and not r.data.get("username"):
+        r.error("username", "is missing: XOAUTH2 signs in as the mailbox address, add it")
+    return r.secret("password_env"), oauth2
+
+
 def _smtp(r: _Reader) -> SmtpSettings:
     tls = r.tls("tls", "starttls")
+    password, oauth2 = _sign_in(r, "smtp")
     settings = SmtpSettings(
         host=r.text("host", required=True, hint=" (the station's mail server)"),
         port=r.port("port", 465 if tls == "tls" else 587),
         tls=tls,
         username=r.text("username"),
-        password=r.secret("password_env"),
+        password=password,
         timeout=r.seconds("timeout", 30.0),
         ca_file=r.path("ca_file"),
+        oauth2=oauth2,
     )
-    if settings.username and "password_env" not in r.data:
+    if settings.username and "password_env" not in r.data and oauth2 is None:
         r.error("password_env", "is missing: username is set, so name the environment "
                                 "variable that holds the password")
     r.finish()
@@ -666,25 +723,27 @@ def _imap(r: _Reader) -> ImapSettings:
     if not folders or not all(isinstance(f, str) and f for f in folders):
         r.error("folders", f'must list one folder name or more, e.g. ["INBOX"], got {folders!r}')
         folders = ["INBOX"]
+    password, oauth2 = _sign_in(r, "imap")
     settings = ImapSettings(
         host=r.text("host", required=True, hint=" (the station's IMAP server)"),
         port=r.port("port", 993 if tls == "tls" else 143),
         tls=tls,
         username=r.text("username", required=True, hint=" (the mailbox login)"),
-        password=r.secret("password_env"),
+        password=password,
         folders=tuple(folders),
         timeout=r.seconds("timeout", 60.0),
         ca_file=r.path("ca_file"),
+        oauth2=oauth2,
     )
-    if "password_env" not in r.data:
+    if "password_env" not in r.data and oauth2 is None:
         r.error("password_env", "is missing: name the environment variable that holds the "
-                                "IMAP password")
+                                "IMAP password (or add an [oauth2] table)")
     r.finish()
     return settings
 
 
-def _station(r: _Reader, default_smtp: SmtpSettings | None,
-             tip_categories: tuple[Category, ...], *, delivers: bool) -> Station | None:
+def _station(r: _Reader, default_smtp: SmtpSettings | None, *,
+             delivers: bool) -> Station | None:
     sid = r.text("id", required=True, hint=' (short lower-case letters, e.g. "ncs")').lower()
     if sid and not is_slug(sid):
         r.error("id", f"must be short lower-case ASCII letters, digits or '-', got {sid!r}")
@@ -719,10 +778,6 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None,
         r.error("officers", "must map OS account names to officer names (strings)")
         officers = {}
     delay = r.integer("delivery_delay_minutes", 0, 0, 120)
-    purpose = r.text("purpose", "tips")
-    if purpose not in PURPOSES:
-        r.error("purpose", f'must be "tips" or "feedback", got {purpose!r}')
-        purpose = "tips"
     senders = r.get("officer_senders", list, [])
     for sender in senders:
         if not isinstance(sender, str) or not _EMAIL.match(sender):
@@ -743,8 +798,6 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None,
         delivery_delay_minutes=delay,
         officers=dict(officers),
         hotline=r.text("hotline"),
-        purpose=cast(Purpose, purpose),
-        categories=FEEDBACK_CATEGORIES if purpose == "feedback" else tip_categories,
         officer_senders=tuple(s.lower() for s in senders if isinstance(s, str)),
         mail_tips_address=mail_tips.lower(),
         reply_smtp=reply_smtp,
@@ -801,9 +854,6 @@ def _ledger(r: _Reader | None, ctx: _Context) -> LedgerSettings:
         relay_public_keys=_public_keys(r, "relay_public_keys"),
         time_zone=_time_zone(r, "time_zone"),
         overdue_days=r.integer("overdue_days", 3, 1, 365),
-        quarantine_days=r.integer("quarantine_days", 90, 0, 36500),
-        attachment_days=r.integer("attachment_days", 0, 0, 36500),
-        audit_days=r.integer("audit_days", 0, 0, 36500),
     )
     r.finish()
     return settings

@@ -40,8 +40,9 @@ import aiosmtplib
 
 from ..config import Settings, SmtpSettings, Station
 from ..core.text import one_line
-from ..errors import DeliveryError, PermanentDeliveryError, StoreError
+from ..errors import ConfigError, DeliveryError, PermanentDeliveryError, StoreError, TokenError
 from ..fsmodes import open_private, private_dir
+from ..oauth2 import token_source
 from .dkim import DkimSigner, load_signer
 from .store import DEAD, Claimed, RelayStore
 
@@ -163,19 +164,17 @@ class DeliveryWorker:
         return sum(results)
 
     async def purge_expired(self) -> int:
-        """Once an hour: delete conversations older than ``relay.conversation_days``
-        and outbox rows past ``relay.outbox_days``, then fold the WAL so their rows
-        leave no copy. Returns how many."""
+        """Once an hour: delete conversations older than ``relay.conversation_days``,
+        then fold the WAL so their sealed rows leave no copy. Returns how many."""
         hour = self.clock().replace(minute=0, second=0, microsecond=0)
         if hour == self._expiry_hour:
             return 0
         self._expiry_hour = hour
-        expired = await asyncio.to_thread(self.store.purge_expired)
-        if expired.total:
-            log.info("outbox: %d expired conversations and %d old outbox rows deleted",
-                     expired.conversations, expired.outbox_rows)
+        count = await asyncio.to_thread(self.store.purge_expired)
+        if count:
+            log.info("outbox: %d expired conversations deleted", count)
             await self._purge()
-        return expired.total
+        return count
 
     async def _purge(self) -> None:
         self._purge_pending = not await asyncio.to_thread(self.store.purge_freed)
@@ -267,9 +266,16 @@ def smtp_client(smtp: SmtpSettings, *, local_hostname: str) -> aiosmtplib.SMTP:
         except (OSError, ssl.SSLError) as exc:
             raise DeliveryError(f"smtp.ca_file {smtp.ca_file} cannot be used ({exc}): fix "
                                 f"the path, then `mailbridge outbox retry`") from exc
+    oauth2 = token_source(smtp.oauth2) if smtp.oauth2 else None
+
+    async def access_token() -> str:  # XOAUTH2; a refused one is renewed by deliver_smtp
+        assert oauth2 is not None
+        return (await asyncio.to_thread(oauth2.access_token)).reveal()
+
     return aiosmtplib.SMTP(
         hostname=smtp.host, port=smtp.port, username=smtp.username or None,
-        password=smtp.password.reveal() if smtp.username else None,
+        password=smtp.password.reveal() if smtp.username and not oauth2 else None,
+        oauth_token_generator=access_token if oauth2 else None,
         local_hostname=local_hostname, timeout=smtp.timeout,
         use_tls=smtp.tls == "tls", start_tls=smtp.tls == "starttls", tls_context=context)
 
@@ -279,10 +285,18 @@ async def deliver_smtp(smtp: SmtpSettings, sender: str, recipient: str, data: by
     """Send ``data`` to one recipient; 5xx raises PermanentDeliveryError, the rest
     DeliveryError, with the server's code and text (never the message)."""
     where = f"{smtp.host}:{smtp.port}"
-    client = smtp_client(smtp, local_hostname=local_hostname)
     try:
-        async with client:
-            await client.sendmail(sender, [recipient], data)
+        try:
+            await _send(smtp, sender, recipient, data, local_hostname=local_hostname)
+        except aiosmtplib.SMTPAuthenticationError:
+            if smtp.oauth2 is None:
+                raise
+            # The access token may have ended early: once more with a new one.
+            source = token_source(smtp.oauth2)
+            await asyncio.to_thread(lambda: source.access_token(stale=source.access_token()))
+            await _send(smtp, sender, recipient, data, local_hostname=local_hostname)
+    except (ConfigError, TokenError) as exc:  # OAuth2: the row waits for the admin's fix
+        raise DeliveryError(str(exc)) from exc
     except aiosmtplib.SMTPRecipientsRefused as exc:
         first = exc.recipients[0]
         raise _classify(first.code, first.message) from exc
@@ -291,6 +305,13 @@ async def deliver_smtp(smtp: SmtpSettings, sender: str, recipient: str, data: by
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         detail = one_line(str(exc), max_length=200) or type(exc).__name__
         raise DeliveryError(f"{where}: {detail}") from exc
+
+
+async def _send(smtp: SmtpSettings, sender: str, recipient: str, data: bytes, *,
+                local_hostname: str) -> None:
+    client = smtp_client(smtp, local_hostname=local_hostname)
+    async with client:
+        await client.sendmail(sender, [recipient], data)
 
 
 def _classify(code: int, message: str) -> DeliveryError:

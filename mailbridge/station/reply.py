@@ -23,10 +23,11 @@ from email.utils import format_datetime, getaddresses, make_msgid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..config import Settings, SmtpSettings, Station
+from ..config import Secret, Settings, SmtpSettings, Station
 from ..core.message import reply_token_of
 from ..core.text import clean_text, one_line
-from ..errors import ConfigError, LedgerError, PollError
+from ..errors import ConfigError, LedgerError, PollError, TokenError
+from ..oauth2 import sign_in, token_source, xoauth2
 from .ledger.models import Location, Message, Tip
 from .poller.imap import ImapConnection
 
@@ -102,15 +103,32 @@ def send(smtp: SmtpSettings, msg: EmailMessage) -> None:
         with client:
             if smtp.tls == "starttls":
                 client.starttls(context=context)
-            if smtp.username:
-                client.login(smtp.username, smtp.password.reveal())
+            _login(client, smtp)
             client.send_message(msg)
+    except (ConfigError, TokenError) as exc:
+        raise LedgerError(f"the reply was NOT sent: {exc}") from exc
     except smtplib.SMTPAuthenticationError as exc:
+        what = "oauth2" if smtp.oauth2 else "password_env"
         raise LedgerError(f"the reply was NOT sent: login to {where} as {smtp.username!r} "
-                          f"failed; check stations.reply_smtp.username and password_env") from exc
+                          f"failed; check stations.reply_smtp.username and {what}") from exc
     except (smtplib.SMTPException, OSError) as exc:
         raise LedgerError(f"the reply was NOT sent: {where} answered {exc}; check "
                           f"stations.reply_smtp and try again") from exc
+
+
+def _login(client: smtplib.SMTP, smtp: SmtpSettings) -> None:
+    if smtp.oauth2 is None:
+        if smtp.username:
+            client.login(smtp.username, smtp.password.reveal())
+        return
+    client.ehlo_or_helo_if_needed()
+
+    def attempt(token: Secret) -> None:
+        # A refusal comes as a 334 challenge (a JSON error) awaiting an empty line.
+        client.auth("XOAUTH2", lambda challenge=None: "" if challenge else xoauth2(
+            smtp.username, token))
+
+    sign_in(token_source(smtp.oauth2), attempt, smtplib.SMTPAuthenticationError)
 
 
 def file_in_sent(conn: ImapConnection, folder: str, msg: EmailMessage) -> None:

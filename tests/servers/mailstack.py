@@ -220,12 +220,13 @@ ssl_cert = <$root/ssl/cert.pem
 ssl_key = <$root/ssl/key.pem
 ssl_dh = <$root/ssl/dh.pem
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login$oauth2_mechanisms
 passdb {
   driver = passwd-file
   args = scheme=PLAIN username_format=%Lu $root/users
+  mechanisms = plain login
 }
-userdb {
+${oauth2_passdb}userdb {
   driver = passwd-file
   args = username_format=%Lu $root/users
   default_fields = uid=vmail gid=vmail home=$root/mail/%Ld/%Ln
@@ -265,6 +266,24 @@ service auth {
     group = postfix
   }
 }
+""")
+
+# With MailStack(oauth2_introspection_url=...): XOAUTH2 and OAUTHBEARER for IMAP and, through
+# Postfix's Dovecot SASL, for SMTP. Dovecot POSTs each access token to the URL (as a
+# provider's token check does) and takes it when the answer says active and names the user.
+DOVECOT_OAUTH2_PASSDB = """\
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = $root/dovecot-oauth2.conf.ext
+}
+"""
+DOVECOT_OAUTH2_EXT = Template("""\
+introspection_mode = post
+introspection_url = $url
+username_attribute = username
+active_attribute = active
+active_value = true
 """)
 
 POSTFIX_MAIN_CF = Template("""\
@@ -349,8 +368,10 @@ class MailStack:
         smtp_port: int | None = None,
         lmtp_port: int | None = None,
         domains: Sequence[str] = DEFAULT_DOMAINS,
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         self.root = Path(root).absolute()
+        self.oauth2_introspection_url = oauth2_introspection_url
         free = iter(free_ports(4))
         self.imap_port = imap_port or next(free)
         self.imaps_port = imaps_port or next(free)
@@ -575,7 +596,15 @@ class MailStack:
             "imaps_port": str(self.imaps_port),
             "lmtp_port": str(self.lmtp_port),
             "smtp_port": str(self.smtp_port),
+            "oauth2_mechanisms": "",
+            "oauth2_passdb": "",
         }
+        if self.oauth2_introspection_url:
+            values["oauth2_mechanisms"] = " xoauth2 oauthbearer"
+            values["oauth2_passdb"] = Template(DOVECOT_OAUTH2_PASSDB).substitute(root=root)
+            ext = root / "dovecot-oauth2.conf.ext"
+            ext.write_text(DOVECOT_OAUTH2_EXT.substitute(url=self.oauth2_introspection_url))
+            ext.chmod(0o644)
         self.conf.write_text(DOVECOT_CONF.substitute(values, root=root))
         postfix_values = dict(values, root=str(self._postfix_root))
         (self.postfix_dir / "main.cf").write_text(POSTFIX_MAIN_CF.substitute(postfix_values))

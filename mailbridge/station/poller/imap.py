@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from imapclient import IMAPClient, SocketTimeout, imap_utf7
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
 from ...config import ImapSettings
-from ...errors import ConfigError, PollError
+from ...errors import ConfigError, PollError, TokenError
+from ...oauth2 import sign_in, token_source
 
 FetchData = dict[int, dict[bytes, Any]]
 _ERRORS = (OSError, IMAPClientError, imaplib.IMAP4.error, ValueError)
@@ -121,14 +122,22 @@ class ImapConnection:
             self._record()
             if s.tls == "starttls":
                 self.client.starttls(context)
-            self.client.login(s.username, s.password.reveal())
+            self._login()
             caps = {c.upper() for c in self.client.capabilities()}
         except IMAPClientError as exc:
             self.close()
             if "auth" in str(exc).lower() or "login" in str(exc).lower():
+                what = ("imap.oauth2 (the app's IMAP permission)" if s.oauth2
+                        else "the password in imap.password_env")
                 raise PollError(f"IMAP login to {where} as {s.username!r} failed: {exc}; check "
-                                f"imap.username and the password in imap.password_env") from exc
+                                f"imap.username and {what}") from exc
             raise PollError(f"IMAP connection to {where} failed: {exc}") from exc
+        except TokenError as exc:
+            self.close()
+            raise PollError(str(exc)) from exc
+        except ConfigError:
+            self.close()
+            raise
         except _ERRORS as exc:
             self.close()
             raise PollError(f"cannot reach the IMAP server {where}: {exc}; check imap.host, "
@@ -140,6 +149,14 @@ class ImapConnection:
             enabled = self._call(self.client.enable, *wanted)
             self.qresync = b"QRESYNC" in {e.upper() for e in enabled}
         self.selected = None
+
+    def _login(self) -> None:
+        s = self.settings
+        if s.oauth2 is None:
+            self.client.login(s.username, s.password.reveal())
+            return
+        sign_in(token_source(s.oauth2),
+                lambda token: self.client.oauth2_login(s.username, token.reveal()), LoginError)
 
     def _record(self) -> None:
         """Wrap the socket writer so every command sent is counted by name."""
