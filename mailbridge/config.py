@@ -24,7 +24,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, cast, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
@@ -38,6 +38,10 @@ DEFAULT_PATH = Path("config/mailbridge.toml")
 ENV_VAR = "MAILBRIDGE_CONFIG"
 LANGUAGES = ("vi", "hmn", "en")
 TlsMode = Literal["none", "starttls", "tls"]
+# What a box is for: villagers' tips to the border guards, or soldiers' opinions to their
+# unit ("hòm thư góp ý"); one engine, its own categories, form words and posters.
+Purpose = Literal["tips", "feedback"]
+PURPOSES: tuple[Purpose, ...] = ("tips", "feedback")
 # What a command needs checked: the relay's (secret, delivery), the station side's
 # (IMAP, ledger, the relay's key), or both; "auto" reads it from what the file configures.
 Role = Literal["relay", "station", "all"]
@@ -86,6 +90,16 @@ BUILTIN_CATEGORIES: tuple[Category, ...] = (
     Category("trafficking", "trafficking"),
     Category("other", "other"),
 )
+# A feedback box's defaults: what soldiers raise with their unit's command.
+FEEDBACK_CATEGORIES: tuple[Category, ...] = (
+    Category("living", "living"),
+    Category("training", "training"),
+    Category("entitlements", "entitlements"),
+    Category("discipline", "discipline"),
+    Category("leadership", "leadership"),
+    Category("ideas", "ideas"),
+    Category("other", "other"),
+)
 BUILTIN_LABELS: Mapping[str, str] = {
     "drugs": "Drugs",
     "smuggling": "Smuggling",
@@ -95,6 +109,12 @@ BUILTIN_LABELS: Mapping[str, str] = {
     "guns": "Homemade guns",
     "trafficking": "Human trafficking",
     "other": "Other",
+    "living": "Daily life and meals",
+    "training": "Training and duty",
+    "entitlements": "Pay and entitlements",
+    "discipline": "Discipline and conduct",
+    "leadership": "Officers and command",
+    "ideas": "Ideas and proposals",
 }
 
 
@@ -205,6 +225,10 @@ class Station:
     delivery_delay_minutes: int = 0
     officers: Mapping[str, str] = field(default_factory=dict)
     hotline: str = ""
+    # What the box is for, and the categories its form offers (by default the
+    # top-level [[categories]] for "tips", FEEDBACK_CATEGORIES for "feedback").
+    purpose: Purpose = "tips"
+    categories: tuple[Category, ...] = BUILTIN_CATEGORIES
     # Who may answer a tipster by mail besides ``mailbox`` (lower-case addresses).
     officer_senders: tuple[str, ...] = ()
     # The relay address that takes tips by e-mail for this station; "" keeps it off.
@@ -219,6 +243,10 @@ class Station:
 
     def placement(self, placement_id: str) -> Placement | None:
         return next((p for p in self.placements if p.id == placement_id), None)
+
+    def category(self, category_id: str) -> Category | None:
+        """One of this box's categories (a feedback box does not take "drugs")."""
+        return next((c for c in self.categories if c.id == category_id), None)
 
 
 @dataclass(frozen=True)
@@ -240,6 +268,10 @@ class RelaySettings:
     photo_max_px: int = 2048
     voice_max_seconds: int = 180
     conversation_days: int = 90
+    # Delivered and dropped outbox rows (ref, state, hours; the text is gone at delivery)
+    # are deleted after this many days: at least conversation_days (the status page
+    # reads a tip's row while its conversation lasts), and as long by default.
+    outbox_days: int = 90
     # Receipt-code lookups at /status: per network and for all networks together.
     status_lookups_per_hour: int = 10
     status_lookups_total_per_hour: int = 600
@@ -276,6 +308,11 @@ class LedgerSettings:
     time_zone: str = DEFAULT_TIME_ZONE
     # An open tip with no officer action for this many days is highlighted in the list.
     overdue_days: int = 3
+    # Retention (`mailbridge purge`): quarantined raw mail, attachment files, and the
+    # officers' audit trail; 0 keeps forever. Audit is never shorter than the law asks.
+    quarantine_days: int = 90
+    attachment_days: int = 0
+    audit_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -525,10 +562,10 @@ def _parse(top: _Reader, ctx: _Context) -> Settings | None:
     smtp_top = top.table("smtp")
     smtp = _smtp(smtp_top) if smtp_top else None
     ledger = _ledger(top.table("ledger"), ctx)
-    categories = _categories(top, ctx)
+    tip_categories = _categories(top, ctx)
     stations: dict[str, Station] = {}
     for st in top.tables("stations"):
-        station = _station(st, smtp, delivers=ctx.relay_side)
+        station = _station(st, smtp, tip_categories, delivers=ctx.relay_side)
         if station is None:
             continue
         if station.id in stations:
@@ -539,7 +576,10 @@ def _parse(top: _Reader, ctx: _Context) -> Settings | None:
     top.finish()
     if relay is None:
         return None
-    return Settings(ctx.path, relay, ledger, stations, categories, smtp, ctx.role)
+    # Every box's categories, in order, each once: the officers' filters and the report.
+    categories = tuple({c.id: c for s in stations.values() for c in s.categories}.values())
+    return Settings(ctx.path, relay, ledger, stations, categories or tip_categories, smtp,
+                    ctx.role)
 
 
 def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings | None:
@@ -578,6 +618,7 @@ def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings
     rate = r.integer("rate_limit_per_hour", 30, 1)
     listen_port = r.port("listen_port", 8080)
     listen_host = r.text("listen_host", "127.0.0.1")
+    conversation_days = r.integer("conversation_days", 90, 1, 3650)
     settings = RelaySettings(
         address=address,
         domain=domain,
@@ -594,7 +635,8 @@ def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings
         max_photos=r.integer("max_photos", 3, 0, 10),
         photo_max_px=r.integer("photo_max_px", 2048, 320, 8192),
         voice_max_seconds=r.integer("voice_max_seconds", 180, 0, 1800),
-        conversation_days=r.integer("conversation_days", 90, 1, 3650),
+        conversation_days=conversation_days,
+        outbox_days=r.integer("outbox_days", conversation_days, conversation_days, 36500),
         status_lookups_per_hour=r.integer("status_lookups_per_hour", 10, 1),
         status_lookups_total_per_hour=r.integer("status_lookups_total_per_hour", 600, 1),
         trusted_proxies=_addresses(r, "trusted_proxies"),
@@ -742,8 +784,8 @@ def _imap(r: _Reader) -> ImapSettings:
     return settings
 
 
-def _station(r: _Reader, default_smtp: SmtpSettings | None, *,
-             delivers: bool) -> Station | None:
+def _station(r: _Reader, default_smtp: SmtpSettings | None,
+             tip_categories: tuple[Category, ...], *, delivers: bool) -> Station | None:
     sid = r.text("id", required=True, hint=' (short lower-case letters, e.g. "ncs")').lower()
     if sid and not is_slug(sid):
         r.error("id", f"must be short lower-case ASCII letters, digits or '-', got {sid!r}")
@@ -778,6 +820,10 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None, *,
         r.error("officers", "must map OS account names to officer names (strings)")
         officers = {}
     delay = r.integer("delivery_delay_minutes", 0, 0, 120)
+    purpose = r.text("purpose", "tips")
+    if purpose not in PURPOSES:
+        r.error("purpose", f'must be "tips" or "feedback", got {purpose!r}')
+        purpose = "tips"
     senders = r.get("officer_senders", list, [])
     for sender in senders:
         if not isinstance(sender, str) or not _EMAIL.match(sender):
@@ -798,6 +844,8 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None, *,
         delivery_delay_minutes=delay,
         officers=dict(officers),
         hotline=r.text("hotline"),
+        purpose=cast(Purpose, purpose),
+        categories=FEEDBACK_CATEGORIES if purpose == "feedback" else tip_categories,
         officer_senders=tuple(s.lower() for s in senders if isinstance(s, str)),
         mail_tips_address=mail_tips.lower(),
         reply_smtp=reply_smtp,
@@ -854,6 +902,9 @@ def _ledger(r: _Reader | None, ctx: _Context) -> LedgerSettings:
         relay_public_keys=_public_keys(r, "relay_public_keys"),
         time_zone=_time_zone(r, "time_zone"),
         overdue_days=r.integer("overdue_days", 3, 1, 365),
+        quarantine_days=r.integer("quarantine_days", 90, 0, 36500),
+        attachment_days=r.integer("attachment_days", 0, 0, 36500),
+        audit_days=r.integer("audit_days", 0, 0, 36500),
     )
     r.finish()
     return settings

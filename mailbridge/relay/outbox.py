@@ -164,17 +164,19 @@ class DeliveryWorker:
         return sum(results)
 
     async def purge_expired(self) -> int:
-        """Once an hour: delete conversations older than ``relay.conversation_days``,
-        then fold the WAL so their sealed rows leave no copy. Returns how many."""
+        """Once an hour: delete conversations older than ``relay.conversation_days``
+        and outbox rows past ``relay.outbox_days``, then fold the WAL so their rows
+        leave no copy. Returns how many."""
         hour = self.clock().replace(minute=0, second=0, microsecond=0)
         if hour == self._expiry_hour:
             return 0
         self._expiry_hour = hour
-        count = await asyncio.to_thread(self.store.purge_expired)
-        if count:
-            log.info("outbox: %d expired conversations deleted", count)
+        expired = await asyncio.to_thread(self.store.purge_expired)
+        if expired.total:
+            log.info("outbox: %d expired conversations and %d old outbox rows deleted",
+                     expired.conversations, expired.outbox_rows)
             await self._purge()
-        return count
+        return expired.total
 
     async def _purge(self) -> None:
         self._purge_pending = not await asyncio.to_thread(self.store.purge_freed)
