@@ -21,17 +21,28 @@ def _analyze(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-def test_both_units_are_there() -> None:
-    assert [u.name for u in UNITS] == ["mailbridge-poller.service", "mailbridge-relay.service"]
+def test_the_units_are_there() -> None:
+    assert [u.name for u in UNITS] == ["mailbridge-poller.service", "mailbridge-purge@.service",
+                                       "mailbridge-relay.service"]
+    assert (ROOT / "systemd" / "mailbridge-purge@.timer").is_file()
+
+
+def _instance(unit: Path, folder: Path) -> Path:
+    """A copy systemd can load: a template as its station instance, and the install
+    path of the command swapped for one that exists here."""
+    copy = folder / unit.name.replace("@.", "@station.")
+    copy.write_text(unit.read_text().replace("/opt/mailbridge/bin/mailbridge", "/usr/bin/true"))
+    return copy
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
 def test_the_unit_verifies_without_a_warning(unit: Path, tmp_path: Path) -> None:
-    """Unknown or misspelt keys are only warnings to systemd: any output is a failure.
-    The install path of the command is swapped for one that exists here."""
-    copy = tmp_path / unit.name
-    copy.write_text(unit.read_text().replace("/opt/mailbridge/bin/mailbridge", "/usr/bin/true"))
-    proc = _analyze("verify", str(copy))
+    """Unknown or misspelt keys are only warnings to systemd: any output is a failure."""
+    paths = [_instance(unit, tmp_path)]
+    timer = unit.with_suffix(".timer")
+    if timer.is_file():
+        paths.append(_instance(timer, tmp_path))
+    proc = _analyze("verify", *map(str, paths))
     assert (proc.returncode, proc.stdout + proc.stderr) == (0, "")
 
 
