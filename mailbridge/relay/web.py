@@ -274,6 +274,7 @@ class WebForm:
         page = environment(lang).get_template(template).render(
             lang=lang, html_lang=HTML_LANG.get(lang, lang), css=Markup(CSS),  # noqa: S704
             script=inline_script, max_photos=self.relay.max_photos,
+            photo_max_px=self.relay.photo_max_px,
             voice=self.relay.voice_max_seconds > 0,
             switch=[(code, LANGUAGE_NAMES[code]) for code in self.relay.languages]
             if switch and len(self.relay.languages) > 1 else None,

@@ -8,7 +8,11 @@ try{o=JSON.parse(s.getItem(k))}catch(e){}
 each(function(x){if(x.type=='radio'?x.checked:x.value)n=1});
 if(o&&!n)each(function(x){var v=o[x.name];if(v!=null){if(x.type=='radio')x.checked=x.value==v;else x.value=v}});
 function send(){m.hidden=a.hidden=true;var t=new FormData(f);
-fetch(f.action,{method:'POST',body:/multipart/.test(f.enctype)?t:new URLSearchParams(t)}).then(function(r){if(r.ok)s.removeItem(k);return r.text()}).then(function(h){d.open();d.write(h);d.close()},function(){m.hidden=false;a.hidden=!navigator.onLine})}
+var x=new XMLHttpRequest(),p=g('up');x.open('POST',f.action);
+if(p)x.upload.onprogress=function(e){p.hidden=!e.lengthComputable;p.value=e.loaded/e.total};
+x.onload=function(){if(x.status<300)s.removeItem(k);d.open();d.write(x.responseText);d.close()};
+x.onerror=function(){if(p)p.hidden=true;m.hidden=false;a.hidden=!navigator.onLine};
+x.send(/multipart/.test(f.enctype)?t:new URLSearchParams(t))}
 f.addEventListener('input',save);f.addEventListener('change',save);
 f.addEventListener('submit',function(e){e.preventDefault();send()});
 addEventListener('online',function(){if(!m.hidden)a.hidden=false});
