@@ -1,8 +1,9 @@
 """Configuration: one TOML file plus ``.env`` beside it, validated into typed settings.
 
 ``load_config(path=None, env=None, role="all")`` finds the file (``--config``,
-then ``$MAILBRIDGE_CONFIG``, then ``./config/mailbridge.toml``), loads ``.env``
-from the same folder without overriding the real environment, and returns one
+then ``$MAILBRIDGE_CONFIG``, then ``./config/mailbridge.toml``), loads ``NAME.env``
+beside ``NAME.toml`` (else ``.env`` from the same folder) without overriding the
+real environment, and returns one
 frozen ``Settings`` object. It checks what the role uses: the relay's secret and
 delivery for "relay", nothing of the two for "station" (its IMAP, ledger and the
 relay's key are checked whenever they are configured), both for "all", and for
@@ -539,7 +540,11 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             f"config file {cfg_path} does not exist: pass --config PATH, set ${ENV_VAR}, "
             f"or copy config/mailbridge.example.toml to {DEFAULT_PATH}"
         )
-    dotenv = cfg_path.parent / ".env"
+    # relay.toml's secrets in relay.env (the unit's EnvironmentFile), so a command run by
+    # hand as the service's user finds them too; else .env beside the file.
+    dotenv = cfg_path.with_suffix(".env")
+    if not dotenv.is_file():
+        dotenv = cfg_path.parent / ".env"
     merged: dict[str, str] = {}
     if dotenv.is_file():
         merged.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
