@@ -50,7 +50,7 @@ def test_the_form_asks_for_photos_and_a_recording_without_javascript(relay: Rela
     with relay.client() as client:
         page = client.get(FORM).text
     assert 'enctype=multipart/form-data' in page
-    assert '<input type=file id=photo name=photo accept="image/*" multiple>' in page
+    assert "<input type=file id=photo name=photo accept=\"image/*\" multiple data-max=2048>" in page
     assert '<input type=file id=voice name=voice accept="audio/*" capture>' in page
     assert "<textarea" in page and "required>" not in page.split("<textarea")[1][:120]
 
