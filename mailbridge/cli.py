@@ -65,9 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gammu-smsd's log (default /dev/null: its lines time each text)")
     p.add_argument("--poll-seconds", type=int, default=5, choices=range(1, 61), metavar="N",
                    help="how often gammu-smsd asks the modem for new texts (default 5)")
+    p.add_argument("--spool", type=Path, metavar="DIR",
+                   help="with acknowledge = true: gammu's spool (default "
+                        "/var/spool/mailbridge-sms/ID)")
     p = sub.add_parser("sms-intake", help="relay: gammu-smsd's RunOnReceive: one text from "
                                           "the environment into the outbox")
     p.add_argument("--station", metavar="ID", required=True)
+    p.add_argument("--inbox", type=Path, metavar="DIR", help=argparse.SUPPRESS)
+    p.add_argument("--gammu-config", type=Path, metavar="FILE", help=argparse.SUPPRESS)
+    p.add_argument("files", nargs="*", help=argparse.SUPPRESS)  # the files service's
 
     p = sub.add_parser("check", help="validate the configuration; one line per mistake")
     p.add_argument("--connect", action="store_true",
@@ -168,11 +174,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from .relay.sms import run_sms_config
 
         return run_sms_config(settings, args.station, out=args.out, log_file=args.log,
-                              poll_seconds=args.poll_seconds)
+                              poll_seconds=args.poll_seconds, spool=args.spool)
     if command == "sms-intake":
         from .relay.sms import run_sms_intake
 
-        return run_sms_intake(settings, args.station, os.environ)
+        return run_sms_intake(settings, args.station, os.environ, inbox=args.inbox,
+                              files=args.files, gammu_config_file=args.gammu_config)
     if command == "dkim-key":
         from .relay.dkim import run_dkim_key
 

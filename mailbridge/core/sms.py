@@ -37,10 +37,12 @@ class SmsRefused(Exception):
 
 @dataclass(frozen=True)
 class Sms:
-    """A received text: its words (NFC, cleaned) and the sender's number as digits."""
+    """A received text: its words (NFC, cleaned), the sender's number as digits for the
+    limiter, and as gammu gave it, for an acknowledgement only."""
 
     text: str
     number_key: str
+    reply_number: str = ""
 
     def __repr__(self) -> str:  # a traceback or a debug print never shows the number
         return f"Sms(text=<{len(self.text)} characters>)"
@@ -66,7 +68,8 @@ def read_sms(env: Mapping[str, str], *, max_chars: int) -> Sms:
                       max_length=max_chars)
     if not text:
         raise SmsRefused(EMPTY)
-    return Sms(text, number_key(env.get("SMS_1_NUMBER", "")))
+    number = env.get("SMS_1_NUMBER", "").strip()
+    return Sms(text, number_key(number), number)
 
 
 def _readable(value: str) -> str:

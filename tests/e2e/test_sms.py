@@ -103,11 +103,13 @@ class GammuRun:
         folder = self.phone / "sms" / "1"
         return sorted(folder.iterdir()) if folder.is_dir() else []
 
-    def run(self, messages: int, timeout: float = 300) -> None:
-        """gammu-smsd until every message went through RunOnReceive, then SIGTERM."""
+    def run(self, messages: int, timeout: float = 300, *, then: str = "") -> None:
+        """gammu-smsd until every message went through RunOnReceive (and its log says
+        *then*), then SIGTERM."""
         daemon = self.start()
         try:
-            wait_for(lambda: self.finished() >= messages and not self.inbox(),
+            wait_for(lambda: self.finished() >= messages and not self.inbox()
+                     and then in self.log.read_text(errors="replace"),
                      f"gammu-smsd handing over {messages} messages", timeout, interval=0.2)
         finally:
             daemon.send_signal(signal.SIGTERM)
@@ -123,7 +125,7 @@ def gammu_run(folder: Path, config: Path, *extra: str) -> GammuRun:
     return GammuRun(folder, folder / "phone", smsdrc, log, folder / "gammu-smsd.out")
 
 
-def sms_config(folder: Path, stack: Any, prefix: str) -> Path:
+def sms_config(folder: Path, stack: Any, prefix: str, extra: str = "") -> Path:
     stations = smtp_station(stack, prefix) + f"""
 [stations.sms]
 number = "{STATION_NUMBER}"
@@ -131,7 +133,7 @@ device = "{folder / 'phone'}"
 connection = "none"
 model = "dummy"
 per_hour = {PER_HOUR}
-"""
+{extra}"""
     config = write_config(folder, free_port(), stations)
     with (folder / ".env").open("a") as env:
         env.write("STATION_SMTP_PASSWORD=secret\n")
@@ -306,3 +308,26 @@ def test_without_each_setting_gammu_writes_the_number(tmp_path: Path, mailstack:
     written = b"".join(p.read_bytes() + p.name.encode() for p in tmp_path.rglob("*")
                        if p.is_file() and p.name not in ("mailbridge.toml", ".env", "smsdrc"))
     assert spellings(SENDERS["single"])[0] in written
+
+
+def test_an_acknowledgement_is_sent_and_its_files_deleted(tmp_path: Path,
+                                                         mailstack: Any) -> None:
+    """acknowledge = true: the files service, whose inbox file and queued reply name the
+    number, both deleted; the reply goes out (the only place left is gammu's own log,
+    asked for here to see it, which is why sms-config sends it to /dev/null)."""
+    prefix = "S" + secrets.token_hex(3).upper()
+    config = sms_config(tmp_path, mailstack, prefix, 'acknowledge = true\n')
+    spool = tmp_path / "spool"
+    run = gammu_run(tmp_path, config, "--spool", str(spool))
+    assert "service = files" in run.smsdrc.read_text()
+    savesms(run.smsdrc, SENDERS["single"], "TEXT", "-text", "co nguoi la o bai da")
+    run.run(messages=1, then="Transmitted")  # the acknowledgement went out
+    [tip] = station_tips(mailstack, prefix)
+    assert "co nguoi la o bai da" in text_of(tip)
+    assert [p for p in spool.rglob("*") if p.is_file()] == []
+    assert spellings(SENDERS["single"])[0] in run.log.read_bytes()  # hence /dev/null
+    run.log.unlink()
+    written = b"".join(p.read_bytes() + p.name.encode() for p in tmp_path.rglob("*")
+                       if p.is_file() and p.name not in ("mailbridge.toml", ".env"))
+    for needle in spellings(SENDERS["single"]):
+        assert needle not in written + tip.as_bytes()
