@@ -3,18 +3,49 @@
 from __future__ import annotations
 
 import asyncio
+import smtplib
+import socket
+import ssl
 import sys
+from collections.abc import Iterator
 from typing import TextIO
 
-from .config import ImapSettings, Settings, SmtpSettings
+from .config import ImapSettings, Settings, SmtpSettings, Station
 from .core.message import public_key_text, signing_key
-from .errors import MailbridgeError
+from .core.text import one_line
+from .errors import ConfigError, MailbridgeError, TokenError
 
 
-def _problem(exc: Exception) -> str:
-    """``Type: text``; for our own errors the type of what they wrap (``LoginError``)."""
-    cause = exc.__cause__ if isinstance(exc, MailbridgeError) and exc.__cause__ else exc
-    return f"{type(cause).__name__}: {exc}"
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def problem(exc: BaseException, host: str) -> str:
+    """What failed, in one line that starts with its kind: DNS, TLS, network, auth or
+    oauth2 (a refused refresh token, client or scope), else the error's type."""
+    chain = list(_chain(exc))
+    kinds = {type(e).__name__ for e in chain}
+    line = f"{type(exc).__name__}: {exc}"
+    for e in chain:
+        if isinstance(e, socket.gaierror):
+            line = f"DNS: {host} does not resolve ({e.strerror}): check the host name"
+        elif isinstance(e, ssl.SSLCertVerificationError):
+            line = (f"TLS: the certificate of {host} is not trusted ({e.verify_message}): "
+                    f"check the host name, or set ca_file to its CA certificate")
+        elif isinstance(e, ssl.SSLError):
+            line = (f"TLS: {e.reason or e}: check tls (\"tls\" on ports 993 and 465, "
+                    f"\"starttls\" on 143 and 587)")
+        elif isinstance(e, ConfigError | TokenError) and ".oauth2" in str(e):
+            line = f"oauth2: {e}"
+        elif kinds & {"LoginError", "SMTPAuthenticationError"}:
+            line = f"auth: {exc}"
+        else:
+            continue
+        break
+    return one_line(line, max_length=600)
 
 
 def check_smtp(smtp: SmtpSettings, *, local_hostname: str) -> str | None:
@@ -31,25 +62,58 @@ def check_smtp(smtp: SmtpSettings, *, local_hostname: str) -> str | None:
     try:
         asyncio.run(login())
     except (MailbridgeError, aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        return _problem(exc)
+        return problem(exc, smtp.host)
     return None
 
 
-def check_imap(imap: ImapSettings) -> str | None:
+def check_reply_smtp(smtp: SmtpSettings) -> str | None:
+    """Log in as the officers' replies do (``station.reply.signed_in``); nothing is sent."""
+    from .station.reply import signed_in
+
+    try:
+        with signed_in(smtp):
+            pass
+    except (MailbridgeError, smtplib.SMTPException, OSError) as exc:
+        return problem(exc, smtp.host)
+    return None
+
+
+def check_imap(imap: ImapSettings, extra_folders: tuple[str, ...] = ()) -> str | None:
     """Log in and EXAMINE every folder with the poller's own connection; None when it
-    works."""
-    from .station.poller.imap import ImapConnection
+    works. Folders the server lacks are named with those it has."""
+    from .station.poller.imap import ImapConnection, folder_name
 
     conn = ImapConnection(imap)
     try:
         conn.connect()
-        for folder in imap.folders:
+        wanted = dict.fromkeys(folder_name(f) for f in (*imap.folders, *extra_folders))
+        have = [str(f[2]) for f in conn.client.list_folders()]
+        missing = [f for f in wanted if f not in have]
+        if missing:
+            return (f"folders: {', '.join(map(repr, missing))} not found; the server has "
+                    f"{', '.join(map(repr, sorted(have)))}")
+        for folder in wanted:
             conn.examine(folder)
-    except MailbridgeError as exc:
-        return _problem(exc)
+    except Exception as exc:  # ours, or imapclient's own from list_folders
+        return problem(exc, imap.host)
     finally:
         conn.close()
     return None
+
+
+def check_station(settings: Settings, station: Station) -> Iterator[tuple[str, str | None]]:
+    """(account, problem or None) for each server the station's config logs in to."""
+    if station.maildir is None and station.smtp is not None:
+        smtp = station.smtp
+        yield (f"smtp {smtp.host}:{smtp.port}",
+               check_smtp(smtp, local_hostname=settings.relay.domain))
+    if station.imap is not None:
+        imap = station.imap
+        sent = (station.sent_folder,) if station.reply_smtp is not None else ()
+        yield f"imap {imap.host}:{imap.port}", check_imap(imap, sent)
+    if station.reply_smtp is not None and settings.role != "relay":
+        reply = station.reply_smtp
+        yield f"reply_smtp {reply.host}:{reply.port}", check_reply_smtp(reply)
 
 
 def print_keys(settings: Settings, out: TextIO) -> None:
@@ -99,15 +163,9 @@ def run_check(settings: Settings, *, connect: bool = False, out: TextIO = sys.st
               f"{len(station.placements)} placements", file=out)
         if not connect:
             continue
-        if station.maildir is None and station.smtp is not None:
-            problem = check_smtp(station.smtp,
-                                 local_hostname=settings.relay.domain)
-            failures += problem is not None
-            print(f"  smtp: {problem or 'ok'}", file=out)
-        if station.imap is not None:
-            problem = check_imap(station.imap)
-            failures += problem is not None
-            print(f"  imap: {problem or 'ok'}", file=out)
+        for account, failed in check_station(settings, station):
+            failures += failed is not None
+            print(f"  {account}: {failed or 'ok'}", file=out)
     print_smtp_intake(settings, out)
     print_keys(settings, out)
     print(f"config {settings.path}: ok, {len(settings.stations)} stations, "

@@ -11,8 +11,10 @@ the relay's SMTP intake seals the new text for the tipster.
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -87,23 +89,31 @@ def compose_reply(station: Station, to: str, target: ReplyTarget, text: str,
     return msg
 
 
-def send(smtp: SmtpSettings, msg: EmailMessage) -> None:
-    """Submit through the station's own account (smtplib: this runs in a UI thread)."""
-    where = f"{smtp.host}:{smtp.port}"
+@contextlib.contextmanager
+def signed_in(smtp: SmtpSettings) -> Iterator[smtplib.SMTP]:
+    """Connected, upgraded to TLS as configured and logged in: what ``send`` and
+    ``mailbridge check --connect`` use. smtplib's own errors pass through."""
     try:
         context = ssl.create_default_context(
             cafile=str(smtp.ca_file) if smtp.ca_file else None)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"stations.reply_smtp.ca_file cannot be read: {exc}; point it at "
                           f"the server's CA certificate (PEM)") from exc
+    client: smtplib.SMTP = (
+        smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
+        if smtp.tls == "tls" else smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout))
+    with client:
+        if smtp.tls == "starttls":
+            client.starttls(context=context)
+        _login(client, smtp)
+        yield client
+
+
+def send(smtp: SmtpSettings, msg: EmailMessage) -> None:
+    """Submit through the station's own account (smtplib: this runs in a UI thread)."""
+    where = f"{smtp.host}:{smtp.port}"
     try:
-        client: smtplib.SMTP = (
-            smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
-            if smtp.tls == "tls" else smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout))
-        with client:
-            if smtp.tls == "starttls":
-                client.starttls(context=context)
-            _login(client, smtp)
+        with signed_in(smtp) as client:
             client.send_message(msg)
     except (ConfigError, TokenError) as exc:
         raise LedgerError(f"the reply was NOT sent: {exc}") from exc

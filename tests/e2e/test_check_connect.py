@@ -45,7 +45,8 @@ def _check(config: Path) -> subprocess.CompletedProcess[str]:
 def test_connect_logs_in_to_smtp_and_imap(tmp_path: Path, mailstack: MailStack) -> None:
     result = _check(_config(tmp_path, mailstack, "secret"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "  smtp: ok" in result.stdout and "  imap: ok" in result.stdout
+    assert f"  smtp 127.0.0.1:{mailstack.smtp_port}: ok" in result.stdout
+    assert f"  imap 127.0.0.1:{mailstack.imaps_port}: ok" in result.stdout
 
 
 @pytest.mark.servers
@@ -53,8 +54,10 @@ def test_connect_names_a_wrong_password(tmp_path: Path, mailstack: MailStack) ->
     result = _check(_config(tmp_path, mailstack, "wrong-password"))
     assert result.returncode == 3
     lines = result.stdout.splitlines()
-    assert any(line.startswith("  smtp: SMTPAuthenticationError") for line in lines), lines
-    assert any(line.startswith("  imap: LoginError") for line in lines), lines
+    assert any(line.startswith(f"  smtp 127.0.0.1:{mailstack.smtp_port}: auth: ")
+               for line in lines), lines
+    assert any(line.startswith(f"  imap 127.0.0.1:{mailstack.imaps_port}: auth: ")
+               for line in lines), lines
     assert "wrong-password" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
 
@@ -80,3 +83,29 @@ def test_connect_uses_the_delivery_and_poller_connections(
     settings = load_config(_config(tmp_path, mailstack, "secret"), env={})
     assert run_check(settings, connect=True, out=out) == 0, out.getvalue()
     assert used == ["smtp", "imap"]
+
+
+@pytest.mark.servers
+def test_connect_names_dns_tls_and_missing_folders(tmp_path: Path, mailstack: MailStack) -> None:
+    """One line per account, starting with what to look at."""
+    config = _config(tmp_path, mailstack, "secret")
+    text = config.read_text()
+    text = text.replace('folders = ["INBOX"]', 'folders = ["INBOX", "Sent Items"]')
+    text = text.replace(f'ca_file = "{mailstack.ca_file}"\n', "", 1)  # smtp: default trust
+    text = text.replace('host = "127.0.0.1"\nport = ' + str(mailstack.imaps_port),
+                        'host = "mail.example.invalid"\nport = ' + str(mailstack.imaps_port))
+    config.write_text(text)
+    lines = _check(config).stdout.splitlines()
+    smtp = next(line for line in lines if line.startswith("  smtp "))
+    assert smtp.startswith(f"  smtp 127.0.0.1:{mailstack.smtp_port}: TLS: the certificate of "
+                           "127.0.0.1 is not trusted"), lines
+    imap = next(line for line in lines if line.startswith("  imap "))
+    assert imap.startswith("  imap mail.example.invalid:"), lines
+    assert ": DNS: mail.example.invalid does not resolve" in imap, lines
+
+    config.write_text(text.replace('host = "mail.example.invalid"', 'host = "127.0.0.1"'))
+    lines = _check(config).stdout.splitlines()
+    imap = next(line for line in lines if line.startswith("  imap "))
+    assert imap.startswith(f"  imap 127.0.0.1:{mailstack.imaps_port}: folders: 'Sent Items' "
+                           "not found; the server has "), lines
+    assert "'INBOX'" in imap, lines

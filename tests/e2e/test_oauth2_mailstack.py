@@ -182,3 +182,46 @@ def test_delivery_and_replies_sign_in_to_postfix_with_xoauth2(
         wait_for(_arrived(stack, auth.user, answer), "the reply in the mailbox")
         assert auth.refreshes == 2 * (attempt + 1)  # a token per account, renewed if refused
         auth.expire_access_tokens()
+
+
+ACCOUNTS = ("  smtp ", "  imap ", "  reply_smtp ")
+
+
+def _check(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mailbridge", "--config", str(config),
+                           "check", "--connect"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, check=False, env={"PATH": ""})
+
+
+def test_check_connect_says_ok_or_the_exact_oauth2_problem(
+        tmp_path: Path, stack: MailStack, auth: AuthServer) -> None:
+    with stack.imap_client(auth.user, "secret") as client:
+        client.create_folder("Sent")  # stations.sent_folder, where replies are filed
+    config = write_config(tmp_path, stack, auth)
+    result = _check(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    accounts = [line for line in result.stdout.splitlines() if line.startswith(ACCOUNTS)]
+    assert accounts == [f"  smtp 127.0.0.1:{stack.smtp_port}: ok",
+                        f"  imap 127.0.0.1:{stack.imap_port}: ok",
+                        f"  reply_smtp 127.0.0.1:{stack.smtp_port}: ok"]
+
+    auth.scope = "https://other.example.test/"  # the app was never granted mail access
+    result = _check(config)
+    assert result.returncode == 3
+    accounts = [line for line in result.stdout.splitlines() if line.startswith(ACCOUNTS)]
+    assert [line.split(": oauth2: ")[1] for line in accounts] == [
+        f"stations.ncs.{table}.oauth2: the access token lacks the scope {authserver.SCOPE}: "
+        f"grant it to the app (API permissions, with consent), then make a new one with "
+        f"`mailbridge oauth2-token --token-url {auth.url}/token --client-id "
+        f"{authserver.CLIENT_ID}` and put it in $NCS_REFRESH"
+        for table in ("smtp", "imap", "reply_smtp")]
+
+    auth.scope = authserver.SCOPE
+    revoked = auth.new_refresh_token()
+    auth.revoke(revoked)
+    result = _check(write_config(tmp_path, stack, auth, refresh_token=revoked))
+    accounts = [line for line in result.stdout.splitlines() if line.startswith(ACCOUNTS)]
+    assert len(accounts) == 3 and all(
+        ": oauth2: stations.ncs." in line and "(invalid_grant: revoked, expired, or made for "
+        "another client)" in line for line in accounts), accounts
+    assert revoked not in result.stdout + result.stderr
