@@ -104,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the relay side, only the station side, or both (default: "
                         "what the config file configures)")
 
+    for name, flag, what in (("backup", "--to", "copy the databases (and attachments) into "
+                                                 "DIR, 0600; never the secret"),
+                             ("restore", "--from", "put a backup from DIR back (stop the "
+                                                   "services first)")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument(flag, dest="folder", type=Path, metavar="DIR", required=True)
+        p.add_argument("--role", choices=("relay", "station", "all"),
+                       help="only the relay side, only the station side, or both (default: "
+                            "what the config file configures)")
+
     p = sub.add_parser("ledger", help="station side: the officers' terminal UI; the acting "
                                       "officer is stations.<id>.officers[your OS account]")
     p.add_argument("--station", metavar="ID", help="only this station")
@@ -154,7 +164,8 @@ def _role(args: argparse.Namespace) -> Role | Literal["auto"]:
         return "relay"
     if args.command in ("poll", "ledger", "report"):
         return "station"
-    if args.command in ("db", "purge") and args.role not in (None, "all"):
+    if (args.command in ("db", "purge", "backup", "restore")
+            and args.role not in (None, "all")):
         return cast(Role, args.role)
     return "auto"
 
@@ -201,6 +212,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from .purge import run_purge
 
         return run_purge(settings, dry_run=args.dry_run)
+    if command in ("backup", "restore"):
+        from .backup import run_backup, run_restore
+
+        return (run_backup if command == "backup" else run_restore)(settings, args.folder)
     if command == "ledger" and args.action == "export":
         from .station.casefile import run_export
 
