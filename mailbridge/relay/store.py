@@ -18,7 +18,8 @@ What is kept, and why it is enough:
   used token valid again.
 - ``relay_sms_keys`` and ``relay_sms_counts``: for the current hour only, a
   random key and, per 16-bit HMAC of a sender's number under it, how many
-  texts came (``count_sms``); earlier hours are deleted at the next text.
+  texts came (``count_sms``); earlier hours are deleted at the next text and
+  by the hourly ``purge_expired``.
 - ``relay_conversations``: per tip, its public key, its private key sealed
   with a key only the receipt code gives (core/conversation.py), its category
   (follow-ups carry it) and how many follow-ups it had.
@@ -505,6 +506,7 @@ class RelayStore:
                     int(conn.execute(count(outbox).where(*old_rows)).scalar_one()))
             conn.execute(delete(messages).where(messages.c.tip_id.in_(expired)))
             conn.execute(delete(conversations).where(conversations.c.tip_id.in_(expired)))
+            _forget_sms_hours(conn, _hour(self.clock()))  # even if no text came since
             return Expired(
                 int(conn.execute(delete(tips).where(
                     tips.c.created_hour <= self._open_since())).rowcount),
@@ -544,8 +546,7 @@ class RelayStore:
                    .values(hour=hour, key=secrets.token_bytes(32))
                    .on_conflict_do_nothing(index_elements=[sms_keys.c.hour]))
         with self._write("counting a text message") as conn:
-            conn.execute(delete(sms_counts).where(sms_counts.c.hour < hour))
-            conn.execute(delete(sms_keys).where(sms_keys.c.hour < hour))
+            _forget_sms_hours(conn, hour)
             conn.execute(new_key)
             key = conn.execute(select(sms_keys.c.key).where(sms_keys.c.hour == hour)).scalar_one()
             bucket = bucket_of(bytes(key))
@@ -763,6 +764,12 @@ def _enqueue(conn: Connection, station_id: str, ref: str, now: datetime, delay_m
         window_hour=hour,
     ).returning(outbox.c.id)).scalar_one()
     return composed, int(outbox_id)
+
+
+def _forget_sms_hours(conn: Connection, hour: datetime) -> None:
+    """Delete the SMS limiter's keys and counts of the hours before *hour*."""
+    conn.execute(delete(sms_counts).where(sms_counts.c.hour < hour))
+    conn.execute(delete(sms_keys).where(sms_keys.c.hour < hour))
 
 
 def _next_number(conn: Connection, station_id: str) -> int:

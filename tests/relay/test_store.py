@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
@@ -46,24 +45,7 @@ NCS = maildir_station("ncs", Path("/nonexistent"))
 ABC = maildir_station("abc", Path("/nonexistent"))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'relay.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(url: str, clock: FakeClock) -> Iterator[RelayStore]:
-    s = RelayStore(url, clock=clock)
-    s.upgrade()
-    yield s
-    s.close()
+# url, clock and store: tests/relay/conftest.py
 
 
 def raw_message(store: RelayStore, outbox_id: int) -> bytes | None:
