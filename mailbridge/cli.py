@@ -136,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pdf", type=Path, metavar="FILE",
                    help="also write the period's one-page briefing (Vietnamese PDF)")
 
+    p = sub.add_parser("posters", help="printable QR posters (PDF and 300 dpi PNG) for each "
+                                       "station and placement")
+    p.add_argument("--station", metavar="ID", help="only this station")
+    p.add_argument("--placement", metavar="ID", help="only this placement")
+    p.add_argument("--size", choices=("A4", "A5"), help="only this size (default: both)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="folder to write to (default: posters/ beside the config)")
+    p.add_argument("--template", default="default", metavar="NAME",
+                   help="poster_templates/NAME.toml beside the config, or the bundled one, "
+                        "or a .toml file (default: default)")
+
     p = sub.add_parser("demo", help="run everything on this machine: no mail server needed")
     p.add_argument("--dir", type=Path, default=Path("demo"), help="demo folder (default: demo)")
     p.add_argument("--port", type=int, default=8080, help="web port (default: 8080)")
@@ -231,6 +242,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_report(settings, fmt=args.fmt, date_from=args.date_from,
                           date_to=args.date_to, month=args.month, station=args.station,
                           chart=args.chart, pdf=args.pdf)
+    if command == "posters":
+        from .relay.posters import run_posters
+
+        return run_posters(settings, station=args.station, placement=args.placement,
+                           size=args.size, out=args.out, template=args.template)
     raise AssertionError(f"unhandled command {command!r}")
 
 

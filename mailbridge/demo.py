@@ -1,7 +1,7 @@
 """``mailbridge demo``: the whole chain on one machine, with no mail server.
 
-Writes a demo configuration (two stations delivering into Maildirs under the
-demo folder), then runs the two roles as separate processes, exactly as in
+Writes a demo configuration (two tip stations and a feedback box, delivering into
+Maildirs under the demo folder), then runs the two roles as separate processes, exactly as in
 production: ``serve`` (the public relay) and ``poll`` (the station side, here
 indexing the Maildirs). A few sample tips go through the real web form so the
 mailboxes and the ledger have something to show. Ctrl-C and SIGTERM stop both
@@ -72,6 +72,19 @@ officers = {{ {user} = "Cán bộ trực ban" }}
 officer_senders = ["tinbao@ncs.demo.test", "tinbao@pvs.demo.test"]
 placements = [
   {{ id = "nha-van-hoa", label = "Nhà văn hóa bản" }},
+]
+
+# A feedback box ("hòm thư góp ý"): the unit's soldiers send their opinions to its command.
+[[stations]]
+id = "gy"
+name = "Hòm thư góp ý Đồn Nậm Cha (demo)"
+purpose = "feedback"
+ref_prefix = "GY"
+mailbox = "gopy@ncs.demo.test"
+maildir = "mail/gy"
+officers = {{ {user} = "Cán bộ trực ban" }}
+placements = [
+  {{ id = "nha-an", label = "Nhà ăn" }},
 ]
 """
 
