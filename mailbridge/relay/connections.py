@@ -41,6 +41,11 @@ HEAD_BYTES = 8 * 1024
 # the database pool (up to 15 connections, three files each on SQLite), delivery, and
 # the accepts of one burst (up to BACKLOG) plus the connections they push out.
 RESERVED_FDS = 64 + 2 * BACKLOG
+# A body with photos gets more time than a text: one more second per 4 KB announced beyond
+# 64 KiB (a weak 2G uplink sends about 32 kbit/s), at most half an hour more.
+SLOW_UPLOAD_BYTES_PER_SECOND = 4000
+TEXT_BODY_BYTES = 64 * 1024
+MAX_EXTRA_BODY_SECONDS = 1800.0
 MIN_CONNECTIONS = 16
 
 
@@ -105,6 +110,14 @@ class ConnectionGuard:
         self.waiting.pop(conn, None)
 
 
+def body_seconds(body_timeout: float, content_length: bytes) -> float:
+    """The body's deadline: ``body_timeout``, plus time for a large body (photos) at a
+    slow 2G rate; a text form's is ``body_timeout`` itself."""
+    size = int(content_length) if content_length.isdigit() else 0
+    extra = max(0, size - TEXT_BODY_BYTES) / SLOW_UPLOAD_BYTES_PER_SECOND
+    return body_timeout + min(extra, MAX_EXTRA_BODY_SECONDS)
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with the cap and the deadlines (see ``protocol_for``)."""
 
@@ -161,8 +174,12 @@ class GuardedH11Protocol(H11Protocol):
             self.guard.waiting.pop(self, None)
         limits = self.guard.limits
         if phase:
-            seconds = limits.header_timeout if phase == "head" else limits.body_timeout
+            seconds = limits.header_timeout if phase == "head" else self._body_seconds()
             self._deadline = self.loop.call_later(seconds, self._expire, phase, seconds)
+
+    def _body_seconds(self) -> float:
+        length = dict(self.headers or []).get(b"content-length", b"")
+        return body_seconds(self.guard.limits.body_timeout, length)
 
     def _expire(self, phase: str, seconds: float) -> None:
         self._deadline = None
