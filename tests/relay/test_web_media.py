@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from mailbridge.relay.connections import body_seconds
 from mailbridge.relay.store import RelayStore
 from mailbridge.relay.web import create_app
 from tests import media_corpus as corpus
@@ -136,3 +137,11 @@ def test_the_status_follow_up_takes_a_photo(relay: Relay) -> None:
     (msg,) = claimed_messages(relay.store)
     assert msg["In-Reply-To"] and [p.get_filename() for p in msg.iter_attachments()] == [
         "anh-1.jpg"]
+
+
+def test_a_photo_over_2g_gets_time_for_its_body_a_text_does_not() -> None:
+    """A 4 MB photo at 32 kbit/s takes about 17 minutes; a text form keeps 60 s."""
+    assert body_seconds(60, b"2000") == 60
+    assert body_seconds(60, str(64 * 1024 + 4_000_000).encode()) == 60 + 1000
+    assert body_seconds(60, b"999999999999") == 60 + 1800  # never more than half an hour
+    assert body_seconds(60, b"-5") == body_seconds(60, b"") == 60
