@@ -147,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="poster_templates/NAME.toml beside the config, or the bundled one, "
                         "or a .toml file (default: default)")
 
+    p = sub.add_parser("install", help="Debian, as root: the role's system user, folders, "
+                                       "config skeleton, secret and systemd units")
+    p.add_argument("--role", choices=("relay", "station"), required=True)
+    p.add_argument("--dry-run", action="store_true", help="print the steps, change nothing")
+    p.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
+                   help="install under DIR (its etc/passwd gets the user), not into /")
+    p.add_argument("--source", type=Path, metavar="DIR",
+                   help="the mailbridge source folder with systemd/ and config/ "
+                        "(default: the one this mailbridge runs from)")
+
     p = sub.add_parser("demo", help="run everything on this machine: no mail server needed")
     p.add_argument("--dir", type=Path, default=Path("demo"), help="demo folder (default: demo)")
     p.add_argument("--port", type=int, default=8080, help="web port (default: 8080)")
@@ -159,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "install":  # before any config exists
+        from .install import run_install
+
+        return run_install(args.role, root=args.root, dry_run=args.dry_run,
+                           source=args.source)
     if args.command == "demo":
         from .demo import run_demo
 
