@@ -37,7 +37,10 @@ from .errors import ConfigError
 
 DEFAULT_PATH = Path("config/mailbridge.toml")
 ENV_VAR = "MAILBRIDGE_CONFIG"
+# The languages the public pages offer by default; any catalog under mailbridge/locale/
+# can be listed in relay.languages (its folder ``hmn@chv`` is the language ``hmn-chv``).
 LANGUAGES = ("vi", "hmn", "en")
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 TlsMode = Literal["none", "starttls", "tls"]
 # What a box is for: villagers' tips to the border guards, or soldiers' opinions to their
 # unit ("hòm thư góp ý"); one engine, its own categories, form words and posters.
@@ -211,6 +214,7 @@ class SmsSettings:
 class Placement:
     id: str
     label: str
+    language: str = ""  # the form's language when the URL names none ("" is the relay's)
 
 
 @dataclass(frozen=True)
@@ -581,6 +585,12 @@ def _parse(top: _Reader, ctx: _Context) -> Settings | None:
     top.finish()
     if relay is None:
         return None
+    for station in stations.values():
+        for placement in station.placements:
+            if placement.language and placement.language not in relay.languages:
+                ctx.error(f"stations.{station.id}.placements.{placement.id}.language "
+                          f"{placement.language!r} is not in relay.languages: add it there "
+                          f"or choose among {', '.join(relay.languages)}")
     # Every box's categories, in order, each once: the officers' filters and the report.
     categories = tuple({c.id: c for s in stations.values() for c in s.categories}.values())
     return Settings(ctx.path, relay, ledger, stations, categories or tip_categories, smtp,
@@ -611,12 +621,14 @@ def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings
     elif secret and len(secret.reveal()) < 32:
         r.error("secret_env", f"${r.data['secret_env']} must hold at least 32 characters")
     languages = tuple(r.get("languages", list, list(LANGUAGES)))
+    known = LANGUAGES + tuple(lang for lang in catalog_languages() if lang not in LANGUAGES)
     if not languages:
-        r.error("languages", f"is empty: list at least one of {', '.join(LANGUAGES)}")
+        r.error("languages", f"is empty: list at least one of {', '.join(known)}")
         languages = LANGUAGES
     for lang in languages:
-        if lang not in LANGUAGES:
-            r.error("languages", f"has {lang!r}: choose among {', '.join(LANGUAGES)}")
+        if lang not in known:
+            r.error("languages", f"has {lang!r}, which has no catalog: choose among "
+                                 f"{', '.join(known)} (docs/ADMIN.md: adding a language)")
     default_language = r.text("default_language", "vi")
     if default_language not in languages:
         r.error("default_language", f"{default_language!r} is not in relay.languages")
@@ -664,6 +676,13 @@ def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings
                                  "and its private key, PEM) or neither")
     r.finish()
     return settings
+
+
+def catalog_languages() -> tuple[str, ...]:
+    """Every language with a compiled catalog, as config and URLs name it (``hmn-chv`` for
+    the folder ``hmn@chv``): adding a language is adding a catalog."""
+    return tuple(sorted(p.parent.parent.name.replace("@", "-")
+                        for p in LOCALE_DIR.glob("*/LC_MESSAGES/messages.mo")))
 
 
 def _host_port(r: _Reader, name: str) -> tuple[str, int] | None:
@@ -808,7 +827,7 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None,
             p.error("id", f"must be short lower-case ASCII letters, digits or '-', got {pid!r}")
         if any(x.id == pid for x in placements):
             p.error("id", f"{pid!r} is used twice in this station")
-        placements.append(Placement(pid, p.text("label", pid)))
+        placements.append(Placement(pid, p.text("label", pid), p.text("language")))
         p.finish()
     smtp_r = r.table("smtp")
     smtp = _smtp(smtp_r) if smtp_r else None

@@ -13,6 +13,7 @@ import functools
 import gettext as _gettext
 from pathlib import Path
 
+from babel import Locale, UnknownLocaleError
 from babel.support import Translations
 
 from .config import BUILTIN_LABELS, Category, SmsSettings
@@ -20,13 +21,23 @@ from .core.sms import fold_keyword
 
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 DOMAIN = "messages"
-# Babel has no ``hmn`` locale: the Hmong catalog falls back to Vietnamese for any
-# missing string.
-_FALLBACK = {"hmn": "vi"}
+# A language Babel does not know (``hmn``, ``hmn-chv``) falls back to Vietnamese for a
+# missing string: its readers live in Vietnam, and the msgids are English.
+FALLBACK = "vi"
 
 
 def catalog_path(lang: str, suffix: str = ".mo") -> Path:
-    return LOCALE_DIR / lang / "LC_MESSAGES" / (DOMAIN + suffix)
+    """``hmn-chv`` (config, URL) lives in the folder ``hmn@chv`` (a gettext modifier, as
+    ``sr@latin``), which Babel reads as an unknown locale rather than a malformed one."""
+    return LOCALE_DIR / lang.replace("-", "@") / "LC_MESSAGES" / (DOMAIN + suffix)
+
+
+def babel_knows(lang: str) -> bool:
+    try:
+        Locale.parse(lang)
+    except (UnknownLocaleError, ValueError):
+        return False
+    return True
 
 
 @functools.cache
@@ -37,8 +48,8 @@ def translations(lang: str) -> _gettext.NullTranslations:
         return _gettext.NullTranslations()
     with path.open("rb") as fp:
         result = Translations(fp=fp, domain=DOMAIN)
-    if lang in _FALLBACK:
-        result.add_fallback(translations(_FALLBACK[lang]))
+    if lang != FALLBACK and not babel_knows(lang):
+        result.add_fallback(translations(FALLBACK))
     return result
 
 

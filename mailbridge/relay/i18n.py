@@ -23,17 +23,11 @@ from babel import Locale
 from babel.numbers import format_decimal
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ..labels import translations
+from ..labels import FALLBACK, babel_knows, translations
 from ..pictograms import shape
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 MESSAGE_LANGUAGE = "vi"
-# Each language is named in itself on the switch, so a reader finds their own.
-LANGUAGE_NAMES = {"vi": "Tiếng Việt", "hmn": "Hmoob", "en": "English"}
-# BCP 47 tags for <html lang>: Hmong here is written in the RPA Latin script.
-HTML_LANG = {"vi": "vi", "hmn": "hmn-Latn", "en": "en"}
-# Languages without a Babel locale borrow another's numbers and dates.
-_BABEL_LOCALE = {"hmn": "vi"}
 
 
 def N_(message: str) -> str:
@@ -65,9 +59,25 @@ def gettext_for(lang: str) -> Callable[[str], str]:
     return translations(lang).gettext
 
 
+# Each catalog names its own language (in itself, so a reader finds theirs on the
+# switch) and gives its BCP 47 tag for <html lang> (hmn-Latn: Hmong in the RPA script):
+# adding a language is adding a catalog, with no code to change.
+LANGUAGE_NAME = N_("English (the name of this language, written in it)")
+LANGUAGE_TAG = N_("en (the BCP 47 tag of this language)")
+
+
+def language_name(lang: str) -> str:
+    return translations(lang).gettext(LANGUAGE_NAME)
+
+
+def html_lang(lang: str) -> str:
+    tag = translations(lang).gettext(LANGUAGE_TAG)
+    return lang if tag == LANGUAGE_TAG else tag
+
+
 def babel_locale(lang: str) -> Locale:
-    """The Babel locale for numbers and dates (Hmong falls back to Vietnamese)."""
-    return Locale.parse(_BABEL_LOCALE.get(lang, lang))
+    """The Babel locale for numbers and dates (one Babel lacks, as Hmong, uses Vietnamese)."""
+    return Locale.parse(lang if babel_knows(lang) else FALLBACK)
 
 
 def format_number(number: int, lang: str) -> str:

@@ -70,14 +70,14 @@ from ..core.text import clean_text, is_slug
 from ..errors import MailbridgeError, MediaRefused, StoreError
 from ..labels import category_label
 from .i18n import (
-    HTML_LANG,
-    LANGUAGE_NAMES,
     MESSAGE_LANGUAGE,
     N_,
     babel_locale,
     environment,
     format_number,
     gettext_for,
+    html_lang,
+    language_name,
 )
 from .media import MediaCleaner, MediaLimits
 from .ratelimit import RateLimiter
@@ -264,19 +264,27 @@ class WebForm:
 
     # -- rendering ------------------------------------------------------------------
 
-    def language(self, requested: str | None) -> str:
+    def language(self, requested: str | None, placement: Placement | None = None) -> str:
+        """The URL's ``lang``, else the poster's own (a Hmong market's opens in Hmong), else
+        the relay's default. Never a cookie: the choice travels in links and forms."""
         if requested in self.relay.languages:
             return str(requested)
+        if placement is not None and placement.language in self.relay.languages:
+            return placement.language
         return self.relay.default_language
+
+    def link(self, path: str, lang: str, placement: Placement | None = None) -> str:
+        """*path* with ``?lang=`` unless *lang* is the one the page opens in by itself."""
+        return path if lang == self.language(None, placement) else _lang_query(path, lang)
 
     def render(self, lang: str, template: str, status: int = 200, *,
                switch: bool = False, **context: Any) -> HTMLResponse:
         page = environment(lang).get_template(template).render(
-            lang=lang, html_lang=HTML_LANG.get(lang, lang), css=Markup(CSS),  # noqa: S704
+            lang=lang, html_lang=html_lang(lang), css=Markup(CSS),  # noqa: S704
             script=inline_script, max_photos=self.relay.max_photos,
             photo_max_px=self.relay.photo_max_px,
             voice=self.relay.voice_max_seconds > 0,
-            switch=[(code, LANGUAGE_NAMES[code]) for code in self.relay.languages]
+            switch=[(code, language_name(code)) for code in self.relay.languages]
             if switch and len(self.relay.languages) > 1 else None,
             **context)
         return HTMLResponse(page, status_code=status)
@@ -284,8 +292,8 @@ class WebForm:
     def message(self, lang: str, status: int, title: str, text: str) -> HTMLResponse:
         _ = gettext_for(lang)
         home = "/" if lang == self.relay.default_language else f"/?lang={lang}"
-        return self.render(lang, "message.html", status, title=_(title), text=_(text),
-                           link=home)
+        return self.render(lang, "message.html", status, switch=True, title=_(title),
+                           text=_(text), link=home)
 
     def form(self, lang: str, station: Station, placement: Placement | None, *,
              status: int = 200, error: str = "", form: FormInput | None = None,
@@ -315,7 +323,7 @@ class WebForm:
     async def station_form(self, request: Request) -> Response:
         station, placement = self._resolve(request.path_params)
         if request.method in ("GET", "HEAD"):  # HEAD: the same headers, no body, no body read
-            lang = self.language(request.query_params.get("lang"))
+            lang = self.language(request.query_params.get("lang"), placement)
             return self.form(lang, station, placement, switch=True)
         return await self.submit(request, station, placement)
 
@@ -407,6 +415,7 @@ class WebForm:
         log.debug("accepted tip %s for station %s", accepted.ref, station.id)
         return self.render(lang, "receipt.html", station=station, ref=accepted.ref,
                            code=format_receipt(code), action=_form_path(station, placement),
+                           again=self.link(_form_path(station, placement), lang, placement),
                            status_link=_lang_query("/status", lang))
 
     async def _clean(self, lang: str, uploads: Uploads) -> tuple[tuple[Attachment, ...], str]:
@@ -543,7 +552,7 @@ class WebForm:
     def status_page(self, lang: str, status: int = 200, error: str = "",
                     **values: str) -> HTMLResponse:
         _ = gettext_for(lang)
-        return self.render(lang, "status.html", status, switch=status == 200,
+        return self.render(lang, "status.html", status, switch=True,
                            error=_(error) % values if error else "")
 
     def conversation(self, lang: str, code: str, station: Station, conversation: Conversation,

@@ -13,9 +13,21 @@ from babel.messages.frontend import CommandLineInterface, parse_mapping_cfg
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po, write_po
 
-from mailbridge.config import BUILTIN_CATEGORIES, BUILTIN_LABELS, FEEDBACK_CATEGORIES, Category
+from mailbridge.config import (
+    BUILTIN_CATEGORIES,
+    BUILTIN_LABELS,
+    FEEDBACK_CATEGORIES,
+    Category,
+    catalog_languages,
+)
 from mailbridge.labels import catalog_path, category_label
-from mailbridge.relay.i18n import LANGUAGE_NAMES, babel_locale, format_number, gettext_for
+from mailbridge.relay.i18n import (
+    babel_locale,
+    format_number,
+    gettext_for,
+    html_lang,
+    language_name,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGE_LABELS = ("Reference", "Category", "Poster", "Where / when", "Received (hour, UTC)",
@@ -59,7 +71,11 @@ def test_extraction_finds_labels_of_config_and_message() -> None:
     assert "Send a tip" in msgids  # from the templates
 
 
-@pytest.mark.parametrize("lang", ["vi", "hmn", "en"])
+def test_every_catalog_is_a_language() -> None:
+    assert catalog_languages() == ("en", "hmn", "hmn-chv", "vi")
+
+
+@pytest.mark.parametrize("lang", catalog_languages())
 def test_every_msgid_is_translated(lang: str) -> None:
     """Every string of the code and templates has a non-empty, non-fuzzy entry (English
     too: an empty entry is one nobody wrote)."""
@@ -70,7 +86,7 @@ def test_every_msgid_is_translated(lang: str) -> None:
     assert missing == []
 
 
-@pytest.mark.parametrize("lang", sorted(LANGUAGE_NAMES))
+@pytest.mark.parametrize("lang", catalog_languages())
 def test_catalogs_are_well_formed(lang: str) -> None:
     cat = catalog(lang)
     problems = [(m.id, errors) for m, errors in cat.check()]
@@ -80,7 +96,7 @@ def test_catalogs_are_well_formed(lang: str) -> None:
             assert unicodedata.normalize("NFC", message.string) == message.string
 
 
-@pytest.mark.parametrize("lang", sorted(LANGUAGE_NAMES))
+@pytest.mark.parametrize("lang", catalog_languages())
 def test_compiled_catalogs_are_up_to_date(lang: str) -> None:
     """The .mo holds exactly the .po's translations and plural rule (whatever wrote it)."""
     source = catalog(lang)
@@ -90,14 +106,26 @@ def test_compiled_catalogs_are_up_to_date(lang: str) -> None:
     assert compiled.plural_forms == source.plural_forms, "run: make catalogs"
 
 
-def test_hmong_is_marked_as_a_draft_with_one_plural_form() -> None:
-    text = catalog_path("hmn", ".po").read_text(encoding="utf-8")
+@pytest.mark.parametrize("lang", ["hmn", "hmn-chv"])
+def test_hmong_is_marked_as_a_draft_with_one_plural_form(lang: str) -> None:
+    text = catalog_path(lang, ".po").read_text(encoding="utf-8")
     assert "DRAFT FOR NATIVE REVIEW" in text.split('msgid ""')[0]
     assert '"Plural-Forms: nplurals=1; plural=0;\\n"' in text
-    cat = catalog("hmn")
+    cat = catalog(lang)
     assert cat.num_plurals == 1
     assert all(DRAFT in m.user_comments for m in cat if m.id and m.string)
-    assert gettext_for("hmn")("Send the tip") == "Xa"
+    assert gettext_for(lang)("Send the tip") == "Xa"
+
+
+@pytest.mark.parametrize(("lang", "name", "tag", "numbers"), [
+    ("vi", "Tiếng Việt", "vi", "vi"), ("hmn", "Hmoob", "hmn-Latn", "vi"),
+    ("hmn-chv", "Hmôngz", "hmn-Latn-VN-x-chv", "vi"), ("en", "English", "en", "en")])
+def test_each_catalog_names_its_language_in_itself(lang: str, name: str, tag: str,
+                                                   numbers: str) -> None:
+    """Adding a language is adding a catalog: its name, tag and numbers need no code."""
+    assert language_name(lang) == name and html_lang(lang) == tag
+    assert str(babel_locale(lang)) == numbers
+    assert lang == "en" or gettext_for(lang)("Send a tip") != "Send a tip"  # a translation
 
 
 def test_hmong_plural_rule_survives_pybabel_update_and_compile(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 import uvicorn
 from starlette.applications import Starlette
 
-from mailbridge.config import Settings, load_config
+from mailbridge.config import Placement, Settings, load_config
 from mailbridge.core.receipts import ReceiptHasher, derive_key, parse_receipt
 from mailbridge.relay import web
 from mailbridge.relay.store import RelayStore
@@ -537,3 +537,42 @@ def test_refused_forms_write_no_used_token_and_can_be_sent_again(tmp_path: Path)
             assert used() == 1
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("path", ["/", FORM, "/s/ncs", "/status", "/s/nope"])
+def test_the_language_switch_is_on_every_page_and_kept_in_the_url(relay: Relay,
+                                                                  path: str) -> None:
+    page = client_get(relay, path + "?lang=en")
+    assert '<nav aria-label="Language"><a href="?lang=vi" hreflang="vi">Tiếng Việt</a>' in (
+        page.text)
+    assert "<b>English</b>" in page.text and '<html lang="en">' in page.text
+    assert "set-cookie" not in page.headers
+
+
+def test_the_receipts_links_keep_the_language(relay: Relay) -> None:
+    with relay.client() as client:
+        reply = client.post(FORM, data=fresh_fields(client, lang="hmn"))
+    assert reply.status_code == 200
+    assert 'href="/s/ncs/cho?lang=hmn"' in reply.text and 'href="/status?lang=hmn"' in reply.text
+
+
+def test_a_poster_opens_in_its_placements_language_and_the_url_overrides_it(
+        tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, languages=("vi", "hmn", "en", "hmn-chv"))
+    market = dataclasses.replace(settings.stations["ncs"],
+                                 placements=(Placement("cho", "Chợ phiên", "hmn"),))
+    settings = dataclasses.replace(settings, stations={**settings.stations, "ncs": market})
+    store = RelayStore(settings.relay.database)
+    store.upgrade()
+    try:
+        with running(create_app(settings, store)) as base, \
+                httpx.Client(base_url=base, timeout=30) as client:
+            poster, chosen, plain, chv = (client.get(path) for path in (
+                "/S/NCS/CHO", "/s/ncs/cho?lang=vi", "/s/ncs", "/s/ncs?lang=hmn-chv"))
+    finally:
+        store.close()
+    assert '<html lang="hmn-Latn">' in poster.text and 'name=lang value="hmn"' in poster.text
+    assert "<h1>Tshaj qhia</h1>" in poster.text and "set-cookie" not in poster.headers
+    assert '<a href="?lang=vi" hreflang="vi">Tiếng Việt</a>' in poster.text
+    assert '<html lang="vi">' in chosen.text and '<html lang="vi">' in plain.text
+    assert '<html lang="hmn-Latn-VN-x-chv">' in chv.text and "<b>Hmôngz</b>" in chv.text

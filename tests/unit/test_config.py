@@ -84,7 +84,10 @@ def test_config_path_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     (('secret_env = "MB_SECRET"', ""), "relay.secret_env is missing"),
     (("[[stations]]", "[[categories]]\nid = \"wild\"\n[[stations]]"),
      "categories.wild.labels is missing for custom category 'wild'"),
-    (('[relay]', '[relay]\nlanguages = ["vi", "fr"]'), "relay.languages has 'fr'"),
+    (('[relay]', '[relay]\nlanguages = ["vi", "fr"]'),
+     "relay.languages has 'fr', which has no catalog: choose among vi, hmn, en, hmn-chv"),
+    (('label = "Chợ phiên"', 'label = "Chợ phiên", language = "hmn-chv"'),
+     "stations.ncs.placements.cho.language 'hmn-chv' is not in relay.languages: add it there"),
 ])
 def test_each_mistake_is_one_line_naming_key_and_fix(
         tmp_path: Path, change: tuple[str, str], expected: str) -> None:
@@ -142,6 +145,8 @@ def test_an_explicit_out_of_range_value_is_one_error_not_the_default(
     (("[relay]", "body_timeout_seconds = 2"), lambda s: s.relay.body_timeout_seconds, 2.0),
     (("[relay]", 'languages = ["en"]\ndefault_language = "en"'), lambda s: s.relay.languages,
      ("en",)),
+    (("[relay]", 'languages = ["vi", "hmn", "hmn-chv"]'), lambda s: s.relay.languages,
+     ("vi", "hmn", "hmn-chv")),
     ((LEDGER, "max_message_bytes = 1"), lambda s: s.ledger.max_message_bytes, 1),
     ((STATION, "delivery_delay_minutes = 0"),
      lambda s: s.stations["ncs"].delivery_delay_minutes, 0),
@@ -443,3 +448,11 @@ def test_secrets_come_from_the_env_file_named_like_the_config(tmp_path: Path) ->
     assert load_config(config, env={}).relay.secret.reveal() == "r" * 40
     (tmp_path / "relay.env").unlink()
     assert load_config(config, env={}).relay.secret.reveal() == "d" * 40
+
+
+def test_a_placement_may_set_its_own_language(tmp_path: Path) -> None:
+    text = GOOD.replace('label = "Chợ phiên" }', 'label = "Chợ phiên", language = "hmn" },\n'
+                        '              { id = "uy-ban", label = "Ủy ban xã" }')
+    settings = load_config(_write(tmp_path, text), env={"MB_SECRET": SECRET})
+    station = settings.stations["ncs"]
+    assert [(p.id, p.language) for p in station.placements] == [("cho", "hmn"), ("uy-ban", "")]
