@@ -34,7 +34,10 @@ PR_SET_NO_NEW_PRIVS = 38
 
 
 def lock_down(memory_bytes: int, cpu_seconds: int) -> None:
-    """Limits that hold for the rest of this process; raising them back is refused."""
+    """Limits that hold for the rest of this process; raising them back is refused.
+    Under the relay unit's MemoryMax the kernel's OOM killer takes a worker, not the relay."""
+    with open("/proc/self/oom_score_adj", "w", encoding="ascii") as oom:
+        oom.write("1000")
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
