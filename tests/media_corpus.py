@@ -46,12 +46,12 @@ def _exif(image: Image.Image, orientation: int = 6) -> Image.Exif:
     return exif
 
 
-def jpeg_with_markers(width: int = 1600, height: int = 1200) -> bytes:
+def jpeg_with_markers(width: int = 1600, height: int = 1200, quality: int = 90) -> bytes:
     """EXIF (make, model, owner, GPS, maker note, orientation 6), XMP, ICC text and a
     comment: what a phone camera writes, and more."""
     image = _picture(width, height)
     out = io.BytesIO()
-    image.save(out, "JPEG", quality=90, exif=_exif(image), xmp=XMP,
+    image.save(out, "JPEG", quality=quality, exif=_exif(image), xmp=XMP,
                icc_profile=b"MARKER-ICC-PROFILE-TEXT" * 4, comment=b"MARKER-COMMENT")
     return out.getvalue()
 
