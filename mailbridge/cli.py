@@ -75,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gammu-config", type=Path, metavar="FILE", help=argparse.SUPPRESS)
     p.add_argument("files", nargs="*", help=argparse.SUPPRESS)  # the files service's
 
+    p = sub.add_parser("oauth2-token", help="sign in to Gmail or Microsoft 365 once and print "
+                                            "the refresh token for the env file")
+    p.add_argument("--provider", choices=("google", "microsoft"))
+    p.add_argument("--client-id", required=True, help="the app registration's client ID")
+    p.add_argument("--tenant", default="", help="Microsoft: the Directory (tenant) ID")
+    p.add_argument("--client-secret-env", default="", metavar="NAME",
+                   help="environment variable holding the client secret (Google's apps)")
+    p.add_argument("--env-name", default="MAILBRIDGE_OAUTH2_REFRESH_TOKEN", metavar="NAME",
+                   help="the variable name printed before the token (refresh_token_env)")
+    p.add_argument("--port", type=int, default=8765,
+                   help="loopback port for the browser's redirect (default 8765; 0: any)")
+    for name in ("authorize-url", "token-url", "scope"):
+        p.add_argument(f"--{name}", default="", help="instead of --provider")
+
     p = sub.add_parser("check", help="validate the configuration; one line per mistake")
     p.add_argument("--connect", action="store_true",
                    help="also log in to every station's SMTP and IMAP server")
@@ -179,6 +193,14 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_demo(args.dir, port=args.port, seed=args.seed, once=args.once,
                         smtp_port=args.smtp_port)
+    if args.command == "oauth2-token":
+        from .oauth2_login import flow, run_oauth2_token
+
+        secret = os.environ.get(args.client_secret_env, "") if args.client_secret_env else ""
+        return run_oauth2_token(flow(
+            args.provider or "", args.client_id, tenant=args.tenant, client_secret=secret,
+            authorize_url=args.authorize_url, token_url=args.token_url, scope=args.scope,
+            env_name=args.env_name), port=args.port)
     settings = load_config(args.config, role=_role(args))
     return _dispatch(args, settings)
 

@@ -54,29 +54,36 @@ class TokenSource:
 
     def _refresh(self) -> tuple[Secret, float]:
         s = self.settings
-        form = {"grant_type": "refresh_token", "client_id": s.client_id,
-                "refresh_token": self._refresh_token.reveal(),
-                "scope": " ".join((*s.scope, *s.extra_scope))}
-        if s.client_secret:
-            form["client_secret"] = s.client_secret.reveal()
-        try:
-            response = httpx.post(s.token_url, data=form, timeout=TIMEOUT)
-        except httpx.HTTPError as exc:
-            raise TokenError(f"{s.key}: cannot reach the token endpoint {s.token_url} "
-                             f"({type(exc).__name__}): check the network and DNS; it is "
-                             f"tried again") from exc
-        body = _json(response)
-        token = body.get("access_token")
-        if response.status_code != 200 or not isinstance(token, str) or not token:
-            raise refused(s, response.status_code, body)
-        granted = str(body.get("scope", "")).split()
-        missing = [scope for scope in s.scope if granted and scope not in granted]
-        if missing:
-            raise ConfigError(missing_scope(s, missing[0]))
+        body = token_request(s, {"grant_type": "refresh_token",
+                                 "refresh_token": self._refresh_token.reveal()})
         if isinstance(body.get("refresh_token"), str):  # rotated (Microsoft): use the new one
             self._refresh_token = Secret(body["refresh_token"])
         lifetime = body.get("expires_in", 3600)
-        return Secret(token), float(lifetime) if isinstance(lifetime, int | float) else 3600.0
+        return (Secret(body["access_token"]),
+                float(lifetime) if isinstance(lifetime, int | float) else 3600.0)
+
+
+def token_request(s: OAuth2Settings, grant: dict[str, str]) -> dict[str, Any]:
+    """POST a grant to the token endpoint; the answer has an access token with every
+    scope needed, or this raises what the refusal means."""
+    form = {**grant, "client_id": s.client_id, "scope": " ".join((*s.scope, *s.extra_scope))}
+    if s.client_secret:
+        form["client_secret"] = s.client_secret.reveal()
+    try:
+        response = httpx.post(s.token_url, data=form, timeout=TIMEOUT)
+    except httpx.HTTPError as exc:
+        raise TokenError(f"{s.key}: cannot reach the token endpoint {s.token_url} "
+                         f"({type(exc).__name__}): check the network and DNS; it is "
+                         f"tried again") from exc
+    body = _json(response)
+    token = body.get("access_token")
+    if response.status_code != 200 or not isinstance(token, str) or not token:
+        raise refused(s, response.status_code, body)
+    granted = str(body.get("scope", "")).split()
+    missing = [scope for scope in s.scope if granted and scope not in granted]
+    if missing:
+        raise ConfigError(missing_scope(s, missing[0]))
+    return body
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
