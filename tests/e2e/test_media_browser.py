@@ -63,7 +63,14 @@ def send_photo(browser: Any, relay: RunningRelay, *, javascript: bool, text: str
         if javascript:
             size = page.evaluate("[].reduce.call(document.getElementById('photo').files,"
                                  "function(n, f) { return n + f.size }, 0)")
+            cdp = context.new_cdp_session(page)  # a slow uplink, to see the progress bar
+            cdp.send("Network.enable")
+            cdp.send("Network.emulateNetworkConditions", {
+                "offline": False, "latency": 50, "downloadThroughput": 1_000_000,
+                "uploadThroughput": 50_000})
         page.click("button[type=submit]")
+        if javascript:
+            page.wait_for_selector("#up", state="visible")
         page.wait_for_selector(".code", timeout=60_000)
     finally:
         context.close()
