@@ -249,8 +249,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_outbox(settings, args.action or "list", getattr(args, "id", None),
                           show_all=getattr(args, "all", False))
     if command == "poll":
+        from .logs import log_to_stderr
         from .station.poller.run import poll
 
+        log_to_stderr()
         return poll(settings, once=args.once, station=args.station)
     if command == "db":
         from .checks import upgrade_databases

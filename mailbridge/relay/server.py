@@ -99,7 +99,8 @@ class OncePerInterval(logging.Filter):
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
+    # One line per event, its priority in front when stderr is the journal (logs.py).
+    "formatters": {"plain": {"()": "mailbridge.logs.JournalFormatter"}},
     "filters": {"no_exception_text": {"()": TracebackWithoutText},
                 "once_per_minute": {"()": OncePerInterval}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",

@@ -43,8 +43,14 @@ class ServiceStart:
             assert proc.returncode == 0, f"{command}: {proc.stdout}{proc.stderr}"
 
     def relay(self, config: Path, port: int) -> RelayProcess:
-        return RelayProcess(config, port, command=self.wrapped(self.command),
-                            env=dict(self.env), cwd=self.cwd)
+        """The relay with stderr "connected to the journal": ``JOURNAL_STREAM`` names the
+        file its stderr goes to, as systemd names the journal's stream."""
+        stderr = config.parent / "serve.err"
+        stderr.touch()
+        info = stderr.stat()
+        env = {**self.env, "JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"}
+        return RelayProcess(config, port, command=self.wrapped(self.command), env=env,
+                            cwd=self.cwd)
 
 
 def unit_start(unit: Path, paths: Mapping[str, Path]) -> ServiceStart:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 import stat
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from tests.e2e.support import (
 )
 from tests.waiting import wait_for
 
+JOURNAL_LINE = re.compile(r"<[2-7]>(DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: \S")
 SOURCE_IP = "127.0.0.77"  # a loopback address of its own, so it is a recognisable marker
 MARKERS = {
     "X-Forwarded-For": "192.0.2.123, 198.51.100.45",
@@ -128,3 +130,6 @@ def test_a_relay_started_as_its_unit_starts_it_writes_no_trace_either(tmp_path: 
     assert_no_trace(files, receipts)
     for path in (state / "relay.db", *maildir_files(state / "mail" / "ncs")):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path  # UMask=0077 and fsmodes
+    # For the journal: one line per event, each led by its syslog priority.
+    lines = (etc / "serve.err").read_text(encoding="utf-8").splitlines()
+    assert lines and all(JOURNAL_LINE.match(line) for line in lines), lines
