@@ -291,6 +291,9 @@ class RelaySettings:
     smtp_tls_cert: Path | None = None
     smtp_tls_key: Path | None = None
     mail_tips_per_hour: int = 60  # tips by mail, all senders together
+    # Form tips one station takes in a UTC hour, from all networks together; past it a
+    # tipster reads that the tip was NOT sent (relay/ratelimit.py: StationLimit).
+    station_tips_per_hour: int = 60
     # DKIM (relay/dkim.py): the key file (default dkim-SELECTOR.key beside the config)
     # and the selector its DNS record is published under.
     dkim_key: Path | None = None
@@ -665,6 +668,7 @@ def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings
         smtp_tls_cert=r.path("smtp_tls_cert"),
         smtp_tls_key=r.path("smtp_tls_key"),
         mail_tips_per_hour=r.integer("mail_tips_per_hour", 60, 1),
+        station_tips_per_hour=r.integer("station_tips_per_hour", 60, 1),
         dkim_key=r.path("dkim_key"),
         dkim_selector=r.text("dkim_selector", "mailbridge"),
     )

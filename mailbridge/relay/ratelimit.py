@@ -6,16 +6,19 @@ network prefix (/24 for IPv4, /64 for IPv6: one household or phone behind a
 carrier), never the address itself, and only in memory, for the current clock
 hour. Behind a reverse proxy listed in ``relay.trusted_proxies`` the address
 is the last ``X-Forwarded-For`` hop that proxy added; otherwise every villager
-would share the proxy's bucket. The key is derived from the installation
-secret, so the counters cannot be matched against a list of addresses even
-from a memory dump of another installation.
+would share the proxy's bucket. The key is a random one for each hour, mixed
+with a key derived from the installation secret, and it is dropped with the
+hour's counters: once an hour is over, not even the secret and a list of
+addresses tell which network its buckets stood for.
 
 Counting is a fixed window per UTC hour, so nothing finer than the hour is held
 either. Memory is bounded: past ``max_networks`` distinct networks in one hour
 new networks are let through uncounted (failing open) rather than letting a
 flood of addresses block every villager. Where failing open is not acceptable
 (receipt-code lookups, which a guesser spreads over many networks),
-``total_per_hour`` caps every network together.
+``total_per_hour`` caps every network together. ``StationLimit`` caps the
+tips one station receives in an hour, from every network together, so a flood
+spread over many addresses cannot fill its mailbox.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -81,6 +85,7 @@ class RateLimiter:
         self._max = max_networks
         self._clock = clock
         self._hour = -1
+        self._hour_key = b""
         self._counts: dict[bytes, int] = {}
 
     def _bucket(self, scope: Mapping[str, Any]) -> bytes:
@@ -88,13 +93,15 @@ class RateLimiter:
         host = str(client[0]) if client else ""
         if host in self._proxies:
             host = _forwarded_for(scope) or host
-        return hmac.new(self._key, network_of(str(host)), hashlib.sha256).digest()[:16]
+        return hmac.new(self._hour_key, network_of(str(host)), hashlib.sha256).digest()[:16]
 
     def hit(self, scope: Mapping[str, Any]) -> bool:
         """Count one submission from the request's network; False when over the limit."""
         hour = int(self._clock() // 3600)
         if hour != self._hour:
             self._hour = hour
+            self._hour_key = hmac.new(self._key, secrets.token_bytes(32),
+                                      hashlib.sha256).digest()
             self._counts.clear()
             self._total = 0
         if self._total_per_hour is not None and self._total >= self._total_per_hour:
@@ -114,3 +121,33 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._counts)
+
+
+class StationLimit:
+    """At most *per_hour* tips for each station in each UTC hour, all networks together.
+
+    Counted by station id only, nothing of the client. A flood can use up a station's
+    hour and keep real tipsters out until the next one (they read that their tip was
+    NOT sent): the price of a mailbox officers can still read."""
+
+    def __init__(self, per_hour: int, *, clock: Callable[[], float] = time.time) -> None:
+        self._per_hour = per_hour
+        self._clock = clock
+        self._hour = -1
+        self._counts: dict[str, int] = {}
+
+    def hit(self, station_id: str) -> bool:
+        """Count one tip for the station; False when its hour is used up."""
+        hour = int(self._clock() // 3600)
+        if hour != self._hour:
+            self._hour = hour
+            self._counts.clear()
+        count = self._counts.get(station_id, 0)
+        if count >= self._per_hour:
+            return False
+        self._counts[station_id] = count + 1
+        return True
+
+    def retry_after(self) -> int:
+        """Seconds until the next UTC hour, when every station's count starts afresh."""
+        return 3600 - int(self._clock()) % 3600

@@ -80,7 +80,7 @@ from .i18n import (
     language_name,
 )
 from .media import MediaCleaner, MediaLimits
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, StationLimit
 from .store import TIPSTER, Accepted, Conversation, RelayStore
 from .uploads import (
     MULTIPART_TYPE,
@@ -246,6 +246,7 @@ class WebForm:
         self.limiter = RateLimiter(derive_key(secret, "ratelimit"),
                                    settings.relay.rate_limit_per_hour,
                                    trusted_proxies=settings.relay.trusted_proxies)
+        self.station_limit = StationLimit(settings.relay.station_tips_per_hour)
         self.hasher = ReceiptHasher(derive_key(secret, "receipt"))
         self.sealer = Sealer(derive_key(secret, "conversation"))
         # Guessing codes: a per-network limit, and one for all networks together
@@ -385,6 +386,11 @@ class WebForm:
         if not self.limiter.hit(request.scope):
             return again(429, _("Too many tips were sent from your network in the last "
                                 "hour. Please try again later."))
+        if not self.station_limit.hit(station.id):
+            busy = again(503, _("This station has received too many tips in the last hour. "
+                                "Your tip was NOT sent. Please try again later."))
+            busy.headers["Retry-After"] = str(self.station_limit.retry_after())
+            return busy
         files, problem = await self._clean(lang, uploads)
         if problem:  # the form again, the text kept, the token unused
             return again(400, problem)

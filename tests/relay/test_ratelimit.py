@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailbridge.relay.ratelimit import RateLimiter, network_of
+from mailbridge.relay.ratelimit import RateLimiter, StationLimit, network_of
 
 KEY = b"r" * 32
 
@@ -63,6 +63,29 @@ def test_only_keyed_hashes_are_held(clock: Clock) -> None:
     other = RateLimiter(b"o" * 32, 5, clock=clock)
     other.hit(scope("198.51.100.1"))
     assert set(other._counts) != {bucket}  # another installation: other keys
+
+
+def test_the_key_changes_every_hour(clock: Clock) -> None:
+    """Last hour's buckets cannot be recomputed, even with the installation's key."""
+    limiter = RateLimiter(KEY, 5, clock=clock)
+    limiter.hit(scope("198.51.100.1"))
+    (first,) = limiter._counts
+    limiter.hit(scope("198.51.100.1"))
+    assert set(limiter._counts) == {first}  # one key for the whole hour
+    clock.now += 3600
+    limiter.hit(scope("198.51.100.1"))
+    assert first not in limiter._counts
+    again = RateLimiter(KEY, 5, clock=clock)  # the same secret, started afresh
+    again.hit(scope("198.51.100.1"))
+    assert set(again._counts).isdisjoint({first, *limiter._counts})
+
+
+def test_a_station_takes_at_most_its_hourly_tips_from_all_networks(clock: Clock) -> None:
+    limit = StationLimit(3, clock=clock)
+    assert [limit.hit("ncs") for _ in range(4)] == [True, True, True, False]
+    assert limit.hit("abc") is True  # another station keeps its own hour
+    clock.now += 3600
+    assert limit.hit("ncs") is True
 
 
 def test_memory_is_bounded_and_fails_open(clock: Clock) -> None:
