@@ -42,6 +42,29 @@ class BodyUnreadable(Exception):
     """The body is not a form we could read (answered 400)."""
 
 
+class RelayBusy(Exception):
+    """Uploads being received already fill the relay's memory budget (answered 503)."""
+
+
+class UploadBudget:
+    """Bytes of uploads being received by all requests together. Past the limit a new
+    chunk is refused, so a flood of large bodies cannot take the relay's memory (the
+    loop is single-threaded: no lock needed)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
 class _InMemoryParser(MultiPartParser):
     """Never spills a file to a temporary file: the stream below bounds the memory."""
 
@@ -49,18 +72,22 @@ class _InMemoryParser(MultiPartParser):
 
 
 async def read_multipart(request: Request, allowed: frozenset[str], *, max_bytes: int,
-                         max_field_bytes: int, max_files: int) -> tuple[dict[str, str], Uploads]:
+                         max_field_bytes: int, max_files: int, budget: UploadBudget
+                         ) -> tuple[dict[str, str], Uploads]:
     """The allow-listed text fields (first of each) and the ``photo``/``voice`` files."""
     length = request.headers.get("content-length", "")
     if length and (not length.isdigit() or int(length) > max_bytes):
         raise BodyTooLarge
+    seen = 0
 
     async def stream() -> AsyncGenerator[bytes, None]:
-        seen = 0
+        nonlocal seen
         async for chunk in request.stream():
-            seen += len(chunk)
-            if seen > max_bytes:
+            if seen + len(chunk) > max_bytes:
                 raise BodyTooLarge
+            if not budget.take(len(chunk)):
+                raise RelayBusy
+            seen += len(chunk)
             yield chunk
 
     parser = _InMemoryParser(request.headers, stream(), max_files=max_files,
@@ -69,6 +96,8 @@ async def read_multipart(request: Request, allowed: frozenset[str], *, max_bytes
         form = await parser.parse()
     except MultiPartException as exc:
         raise BodyUnreadable from exc
+    finally:
+        budget.give(seen)
     fields: dict[str, str] = {}
     photos: list[bytes] = []
     voice: bytes | None = None

@@ -86,6 +86,8 @@ from .uploads import (
     MULTIPART_TYPE,
     BodyTooLarge,
     BodyUnreadable,
+    RelayBusy,
+    UploadBudget,
     Uploads,
     read_multipart,
     refusal_text,
@@ -262,6 +264,8 @@ class WebForm:
                                  photo_max_px=self.relay.photo_max_px,
                                  voice_max_seconds=self.relay.voice_max_seconds)
         self.cleaner = MediaCleaner(self.media)
+        # Uploads being received, all requests together: two of the largest at once.
+        self.upload_budget = UploadBudget(2 * self.media.max_upload_bytes)
 
     # -- rendering ------------------------------------------------------------------
 
@@ -353,6 +357,9 @@ class WebForm:
                 return self.message(lang, 413, N_("Too long"),
                                     N_("Your message is too long to be sent. Please shorten "
                                        "it and try again."))
+            if refused.status == 503:
+                return self.message(lang, 503, N_("Something went wrong"),
+                                    N_("Nothing was sent. Please try again in a few minutes."))
             return self.message(lang, refused.status, N_("The form could not be read"),
                                 N_("Please go back, open the form again and send it again."))
         lang = self.language(fields.get("lang"))
@@ -582,9 +589,12 @@ class WebForm:
             try:
                 return await read_multipart(
                     request, allowed, max_bytes=self.max_body + self.media.max_upload_bytes,
-                    max_field_bytes=self.max_body, max_files=self.relay.max_photos + 4)
+                    max_field_bytes=self.max_body, max_files=self.relay.max_photos + 4,
+                    budget=self.upload_budget)
             except BodyTooLarge:
                 raise _Refused(413) from None
+            except RelayBusy:
+                raise _Refused(503) from None
             except BodyUnreadable:
                 raise _Refused(400) from None
         if content_type.strip().lower() != FORM_TYPE:

@@ -145,3 +145,26 @@ def test_a_photo_over_2g_gets_time_for_its_body_a_text_does_not() -> None:
     assert body_seconds(60, str(64 * 1024 + 4_000_000).encode()) == 60 + 1000
     assert body_seconds(60, b"999999999999") == 60 + 1800  # never more than half an hour
     assert body_seconds(60, b"-5") == body_seconds(60, b"") == 60
+
+
+def test_uploads_beyond_the_memory_budget_are_refused_not_held(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """What all requests are receiving together is bounded: past it, "try again later"
+    (503), and the budget is whole again once each body is read."""
+    settings = make_settings(tmp_path_factory.mktemp("web-budget"))
+    store = RelayStore(settings.relay.database)
+    store.upgrade()
+    app = create_app(settings, store)
+    budget = app.state.web.upload_budget
+    budget.limit = 200_000
+    try:
+        with running(app) as base, httpx.Client(base_url=base, timeout=30) as client:
+            fields = fresh_fields(client, text="ảnh to")
+            big = client.post(FORM, data=fields, files=[photo(corpus.jpeg_with_markers())])
+            assert big.status_code == 503 and "Vui lòng thử lại sau vài phút" in big.text
+            assert budget.held == 0
+            small = client.post(FORM, data=fresh_fields(client, text="ảnh nhỏ"),
+                                files=[photo(corpus.jpeg_with_markers(320, 240))])
+            assert small.status_code == 200 and budget.held == 0
+    finally:
+        store.close()
