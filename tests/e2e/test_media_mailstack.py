@@ -54,6 +54,9 @@ def test_photos_and_a_voice_message_reach_the_ledger_cleaned(
     finally:
         relay.stop()
 
+    # Nothing of an original upload in any file the relay wrote (database, WAL, logs).
+    for path in (tmp_path / "relay").rglob("*"):
+        assert not path.is_file() or b"MARKER" not in path.read_bytes(), path
     raw = msg.as_bytes()
     for trace in (b"MARKER", b"IMG_000", b"Screenshot", b"Recording", b"loci", b"Exif"):
         assert trace not in raw, trace
