@@ -215,9 +215,8 @@ def _label(settings: Settings | None, dim: str, key: str) -> str:
     if dim == "station_month":
         station, _, month = key.partition("/")
         return f"{_label(settings, 'station', station)} {month}"
-    if dim == "station" and settings is not None:
-        st = settings.station(key)
-        return st.name if st is not None else key
+    if dim == "station":
+        return S.station_label(settings, key)
     return key
 
 
@@ -519,11 +518,11 @@ def run_report(settings: Settings, *, fmt: str = "table", date_from: date | None
                               f"{', '.join(sorted(settings.stations))}")
         period = parse_period(date_from, date_to, month)
         report = build(settings, period, station.lower() if station else None)
-        named = settings.station(station) if station else None
+        named = S.station_label(settings, station.lower()) if station else ""
         if chart is not None:  # first: a reader that stops early (| head) must not lose it
-            write_png(report, chart, named.name if named else "")
+            write_png(report, chart, named)
         if pdf is not None:
-            write_pdf(report, pdf, named.name if named else "",
+            write_pdf(report, pdf, named,
                       show_hour(datetime.now(UTC).replace(tzinfo=None),
                                 settings.ledger.time_zone))
         WRITERS[fmt](report, out)

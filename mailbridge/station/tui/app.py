@@ -160,8 +160,7 @@ class LedgerApp(App[int]):
                 and row.updated_at < utcnow() - days)
 
     def _station_name(self, sid: str) -> str:
-        st = self.settings.station(sid)
-        return st.name if st else sid
+        return S.station_label(self.settings, sid)
 
     def render_row(self, row: TipRow) -> list[str]:
         return [row.ref, hour(row.received_hour, self.settings.ledger.time_zone),

@@ -49,11 +49,10 @@ def heading(title: str) -> Text:
 
 
 def summary(d: TipDetail, settings: Settings) -> Text:
-    station = settings.station(d.station_id)
     text = Text()
     text.append(f"{d.ref}", style="bold")
     zone_name = settings.ledger.time_zone
-    text.append(f"  {station.name if station else d.station_id}  "
+    text.append(f"  {S.station_label(settings, d.station_id)}  "
                 f"{hour(d.received_hour, zone_name)}\n")
     text.append(f"{S.COL_CATEGORY}: {S.category_label(settings, d.category)}")
     if d.received_category != d.category:

@@ -220,6 +220,20 @@ def category_label(settings: Settings | None, category_id: str) -> str:
     return _label(category or Category(category_id, category_id), "vi")
 
 
+# A feedback box's name carries its purpose, so soldiers' opinions are never read as
+# villagers' tips; a tip box's name stands alone, as it always did.
+PURPOSE_MARK = {"feedback": "góp ý"}
+
+
+def station_label(settings: Settings | None, station_id: str) -> str:
+    """The station's name, with "(góp ý)" for a feedback box; its id if not configured."""
+    station = settings.station(station_id) if settings is not None else None
+    if station is None:
+        return station_id
+    mark = PURPOSE_MARK.get(station.purpose)
+    return f"{station.name} ({mark})" if mark else station.name
+
+
 def placement_label(settings: Settings | None, station_id: str, placement_id: str) -> str:
     if not placement_id:
         return NO_PLACEMENT
