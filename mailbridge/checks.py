@@ -145,6 +145,27 @@ def print_smtp_intake(settings: Settings, out: TextIO) -> None:
           f"{'; tips by mail for ' + ', '.join(by_mail) if by_mail else ''}", file=out)
 
 
+def print_dkim(settings: Settings, out: TextIO, *, connect: bool) -> int:
+    """Whether delivered mail is DKIM-signed; with ``connect``, whether DNS publishes the
+    key. Returns the failures."""
+    if settings.role == "station" or not any(s.smtp for s in settings.stations.values()):
+        return 0
+    from .relay.dkim import check_record, key_path, load_signer
+
+    signer = load_signer(settings)
+    if signer is None:
+        print(f"dkim: no key at {key_path(settings)}: mail goes unsigned, so Gmail and "
+              f"Microsoft 365 file it as spam (run `mailbridge dkim-key`)", file=out)
+        return 0
+    print(f"dkim: signs as d={signer.domain} s={signer.selector} "
+          f"(record {signer.dns_name})", file=out)
+    if not connect:
+        return 0
+    problem = check_record(signer)
+    print(f"  dkim record: {problem or 'ok'}", file=out)
+    return problem is not None
+
+
 def run_check(settings: Settings, *, connect: bool = False, out: TextIO = sys.stdout) -> int:
     """Print what the configuration says; with ``connect``, log in to every server."""
     failures = 0
@@ -167,6 +188,7 @@ def run_check(settings: Settings, *, connect: bool = False, out: TextIO = sys.st
             failures += failed is not None
             print(f"  {account}: {failed or 'ok'}", file=out)
     print_smtp_intake(settings, out)
+    failures += print_dkim(settings, out, connect=connect)
     print_keys(settings, out)
     print(f"config {settings.path}: ok, {len(settings.stations)} stations, "
           f"{len(settings.categories)} categories", file=out)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import dkim
+import dkim.dnsplug
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
@@ -85,6 +86,30 @@ class DkimSigner:
     @property
     def dns_name(self) -> str:
         return f"{self.selector}._domainkey.{self.domain}"
+
+
+def record_problem(published: bytes | None, signer: DkimSigner) -> str | None:
+    """What is wrong with the TXT record found at ``signer.dns_name``, or None when it
+    publishes the signer's key."""
+    if published is None:
+        return (f"no TXT record at {signer.dns_name}: publish the one `mailbridge dkim-key` "
+                f"prints")
+    text = published.decode("ascii", "replace")
+    tags = {k.strip(): v.strip() for k, _, v in (t.partition("=") for t in text.split(";"))}
+    wanted = signer.txt_value().rpartition("p=")[2]
+    if "".join(tags.get("p", "").split()) != wanted:
+        return (f"the TXT record at {signer.dns_name} holds another key: publish the one "
+                f"`mailbridge dkim-key` prints (or wait for the old one to expire)")
+    return None
+
+
+def check_record(signer: DkimSigner) -> str | None:
+    """``record_problem`` of what DNS answers now (``check --connect``)."""
+    try:
+        published = dkim.dnsplug.get_txt(signer.dns_name.encode("ascii"), timeout=5)
+    except dkim.DnsTimeoutError as exc:
+        return f"DNS did not answer for {signer.dns_name} ({exc}): check the resolver"
+    return record_problem(published, signer)
 
 
 def generate_key() -> bytes:

@@ -23,9 +23,11 @@ from mailbridge.cli import main
 from mailbridge.config import Station
 from mailbridge.core.message import Composed, body_digest, verify_contract
 from mailbridge.core.receipts import new_reply_token
-from mailbridge.relay.dkim import DkimSigner, generate_key, load_signer
+from mailbridge.relay.dkim import DkimSigner, generate_key, load_signer, record_problem
 from mailbridge.relay.outbox import DeliveryWorker, maildir_name
 from mailbridge.relay.store import DELIVERED, RelayStore
+from tests.e2e.support import MAILDIR_STATION, relay_toml
+from tests.e2e.support import SECRET as E2E_SECRET
 from tests.relay.outbox_driver import (
     RELAY_DOMAIN,
     RELAY_KEY,
@@ -166,3 +168,31 @@ def test_the_openssl_signature_is_dkimpys_own_byte_for_byte() -> None:
         assert (relay_dkim._openssl_rsa_sign(digest, pk)
                 == dkim.crypto.RSASSA_PKCS1_v1_5_sign(digest, pk))
     assert dkim.RSASSA_PKCS1_v1_5_sign is relay_dkim._openssl_rsa_sign
+
+
+def test_check_says_whether_mail_is_signed(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    stations = MAILDIR_STATION.replace('maildir = "mail/ncs"', "") + (
+        '[stations.smtp]\nhost = "127.0.0.1"\nport = 2525\ntls = "none"\n')
+    config = tmp_path / "mailbridge.toml"
+    config.write_text(relay_toml(stations), encoding="utf-8")
+    (tmp_path / ".env").write_text(f"MAILBRIDGE_SECRET={E2E_SECRET}\n", encoding="utf-8")
+    assert main(["--config", str(config), "check"]) == 0
+    assert "dkim: no key at " in capsys.readouterr().out
+    assert main(["--config", str(config), "dkim-key"]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "check"]) == 0
+    assert ("dkim: signs as d=relay.example.test s=mailbridge "
+            "(record mailbridge._domainkey.relay.example.test)") in capsys.readouterr().out
+
+
+def test_the_published_record_is_compared_with_the_key() -> None:
+    signer = DkimSigner(RELAY_DOMAIN, "mailbridge", generate_key())
+    value = signer.txt_value()
+    assert record_problem(value.encode(), signer) is None
+    # As a zone file's split strings arrive, joined, with spaces inside p=.
+    spaced = value.replace("p=", "p= ").replace(value[-20:], " " + value[-20:])
+    assert record_problem(spaced.encode(), signer) is None
+    other = DkimSigner(RELAY_DOMAIN, "mailbridge", generate_key()).txt_value()
+    assert "holds another key" in str(record_problem(other.encode(), signer))
+    assert "no TXT record at mailbridge._domainkey." in str(record_problem(None, signer))
