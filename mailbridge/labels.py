@@ -66,17 +66,23 @@ def sms_keywords(sms: SmsSettings, categories: tuple[Category, ...]) -> dict[str
             **numbers}
 
 
-def sms_menu(sms: SmsSettings, categories: tuple[Category, ...],
-             lang: str = SMS_LANGUAGE) -> list[tuple[str, str]]:
-    """(keyword, label) per category for the poster: "1 Ma túy", "2 Buôn lậu", ...; with
+def sms_menu_keys(sms: SmsSettings, categories: tuple[Category, ...]) -> list[tuple[str, str]]:
+    """(keyword, category id) per category, as the poster prints it: "1", "2", ...; with
     the station's own keywords, the shortest one of each category."""
     words = sms_keywords(sms, categories)
     menu = []
     for category in categories:
         mine = sorted((w for w, c in words.items() if c == category.id), key=lambda w: (len(w), w))
         if mine:
-            menu.append((mine[0], category_label(category, lang)))
+            menu.append((mine[0], category.id))
     return menu
+
+
+def sms_menu(sms: SmsSettings, categories: tuple[Category, ...],
+             lang: str = SMS_LANGUAGE) -> list[tuple[str, str]]:
+    """(keyword, label) per category: "1 Ma túy", "2 Buôn lậu", ..."""
+    labels = {c.id: category_label(c, lang) for c in categories}
+    return [(word, labels[category]) for word, category in sms_menu_keys(sms, categories)]
 
 
 def category_label(category: Category, lang: str) -> str:

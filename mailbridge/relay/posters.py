@@ -18,14 +18,14 @@ import sys
 import tomllib
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..config import Category, Placement, Settings, Station
 from ..errors import ConfigError
 from ..fonts import andika, dejavu
-from ..labels import category_label, translations
+from ..labels import category_label, sms_menu_keys, translations
 from ..pictograms import svg_document
 from .i18n import N_
 
@@ -44,8 +44,11 @@ BUILTIN_FONTS: Mapping[str, Callable[[], Path]] = {
     "andika": lambda: andika() or dejavu(),
     "andika-bold": lambda: andika(bold=True) or dejavu(bold=True),
 }
-# The extra lines a station may have (the hotline): one msgid each, filled per language.
+# The extra lines a station may have (the hotline, the SMS number): one msgid each, filled
+# per language. The SMS line says plainly what texting gives away (docs/THREAT-MODEL.md).
 HOTLINE = N_("Urgent? Call %(phone)s")
+SMS_LINE = N_("Text %(number)s, starting with the number of a picture. The phone company "
+              "knows which number texted this one, and when.")
 
 
 @dataclass(frozen=True)
@@ -115,9 +118,20 @@ def qr_matrix(url: str) -> tuple[list[list[bool]], int]:
 
 
 def extra_lines(station: Station, lang: str) -> list[str]:
-    """The station's own lines in *lang*: the hotline, if configured."""
+    """The station's own lines in *lang*: the hotline and the SMS number, if configured."""
     _ = translations(lang).gettext
-    return [_(HOTLINE) % {"phone": station.hotline}] if station.hotline else []
+    lines = [_(HOTLINE) % {"phone": station.hotline}] if station.hotline else []
+    if station.sms is not None:
+        lines.append(_(SMS_LINE) % {"number": station.sms.number})
+    return lines
+
+
+def sms_numbers(station: Station) -> dict[str, str]:
+    """Category id -> the keyword a text starts with ("1"), printed before its picture's
+    label; empty without SMS."""
+    if station.sms is None:
+        return {}
+    return {category: word for word, category in sms_menu_keys(station.sms, station.categories)}
 
 
 # -- templates -------------------------------------------------------------------------
@@ -291,9 +305,25 @@ def _draw(pdf: Any, block: Block, s: float, station: Station, url: str,
     elif block.kind == "lines":
         lines = [line for lang in block.langs for line in extra_lines(station, lang)]
         if lines:
-            _text(pdf, block, s, x, y, w, "\n".join(lines))
+            _text(pdf, _fitted(pdf, block, s, w, h, "\n".join(lines)), s, x, y, w,
+                  "\n".join(lines))
     else:
-        _pictograms(pdf, block, s, station.categories, x, y, w, h)
+        _pictograms(pdf, block, s, station.categories, x, y, w, h, sms_numbers(station))
+
+
+def _fitted(pdf: Any, block: Block, s: float, w: float, h: float, text: str) -> Block:
+    """*block* at the largest size (half points down to 7) whose wrapped *text* fits its
+    height ``h``; as it is when ``h`` is 0. Three lines or six take the same room."""
+    size = block.size
+    while h > 0 and size > 7:
+        pdf.set_font(block.font, "", size * s)
+        wrapped = pdf.multi_cell(w, size * s * _PT * block.line_height,
+                                 unicodedata.normalize("NFC", text), dry_run=True,
+                                 output="LINES")
+        if len(wrapped) * size * s * _PT * block.line_height <= h:
+            break
+        size -= 0.5
+    return replace(block, size=size)
 
 
 def _fill_in(text: str, values: Mapping[str, str], block: Block) -> str:
@@ -343,8 +373,10 @@ def _qr(pdf: Any, url: str, x: float, y: float, size: float, colour: str) -> Non
 
 
 def _pictograms(pdf: Any, block: Block, s: float, categories: Iterable[Category],
-                x: float, y: float, w: float, row_height: float) -> None:
-    """The box's categories in a grid: the form's pictogram, its label in each language."""
+                x: float, y: float, w: float, row_height: float,
+                numbers: Mapping[str, str]) -> None:
+    """The box's categories in a grid: the form's pictogram, its label in each language
+    (the first after its SMS keyword, "1 Ma túy", when the station takes texts)."""
     cell = w / block.columns
     icon = block.icon * s
     for i, category in enumerate(categories):
@@ -357,9 +389,11 @@ def _pictograms(pdf: Any, block: Block, s: float, categories: Iterable[Category]
             pdf.set_font(block.font, "", size)
             pdf.set_text_color(*_rgb(block.colour if n == 0 else "#444444"))
             pdf.set_x(cx)
+            label = category_label(category, lang)
+            if n == 0 and category.id in numbers:
+                label = f"{numbers[category.id]} {label}"
             pdf.multi_cell(cell, size * _PT * block.line_height,
-                           unicodedata.normalize("NFC", category_label(category, lang)),
-                           align="C")
+                           unicodedata.normalize("NFC", label), align="C")
 
 
 def render_png(pdf: bytes, path: Path) -> None:
