@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the variable name printed before the token (refresh_token_env)")
     p.add_argument("--port", type=int, default=8765,
                    help="loopback port for the browser's redirect (default 8765; 0: any)")
-    for name in ("authorize-url", "token-url", "scope"):
+    p.add_argument("--device", action="store_true",
+                   help="Microsoft's device-code sign-in: a code to type in any browser")
+    for name in ("authorize-url", "device-url", "token-url", "scope"):
         p.add_argument(f"--{name}", default="", help="instead of --provider")
 
     p = sub.add_parser("check", help="validate the configuration; one line per mistake")
@@ -194,13 +196,19 @@ def _run(args: argparse.Namespace) -> int:
         return run_demo(args.dir, port=args.port, seed=args.seed, once=args.once,
                         smtp_port=args.smtp_port)
     if args.command == "oauth2-token":
-        from .oauth2_login import flow, run_oauth2_token
+        from .oauth2_login import DEVICE_URLS, flow, run_device_code, run_oauth2_token
 
         secret = os.environ.get(args.client_secret_env, "") if args.client_secret_env else ""
-        return run_oauth2_token(flow(
-            args.provider or "", args.client_id, tenant=args.tenant, client_secret=secret,
-            authorize_url=args.authorize_url, token_url=args.token_url, scope=args.scope,
-            env_name=args.env_name), port=args.port)
+        sign_in = flow(args.provider or "", args.client_id, tenant=args.tenant,
+                       client_secret=secret, authorize_url=args.authorize_url,
+                       token_url=args.token_url, scope=args.scope, env_name=args.env_name)
+        if not args.device:
+            return run_oauth2_token(sign_in, port=args.port)
+        device_url = args.device_url or DEVICE_URLS.get(args.provider or "", "")
+        if not device_url:
+            raise ConfigError("--device is for --provider microsoft (Google's device sign-in "
+                              "does not grant mail access), or give --device-url")
+        return run_device_code(sign_in, device_url.format(tenant=args.tenant))
     settings = load_config(args.config, role=_role(args))
     return _dispatch(args, settings)
 

@@ -63,9 +63,14 @@ class TokenSource:
                 float(lifetime) if isinstance(lifetime, int | float) else 3600.0)
 
 
-def token_request(s: OAuth2Settings, grant: dict[str, str]) -> dict[str, Any]:
+PENDING = ("authorization_pending", "slow_down")  # a device sign-in not finished yet
+
+
+def token_request(s: OAuth2Settings, grant: dict[str, str], *,
+                  pending: bool = False) -> dict[str, Any]:
     """POST a grant to the token endpoint; the answer has an access token with every
-    scope needed, or this raises what the refusal means."""
+    scope needed, or this raises what the refusal means. With ``pending``, a device
+    sign-in not finished yet is answered as it is (its ``error`` says which)."""
     form = {**grant, "client_id": s.client_id, "scope": " ".join((*s.scope, *s.extra_scope))}
     if s.client_secret:
         form["client_secret"] = s.client_secret.reveal()
@@ -78,6 +83,8 @@ def token_request(s: OAuth2Settings, grant: dict[str, str]) -> dict[str, Any]:
     body = _json(response)
     token = body.get("access_token")
     if response.status_code != 200 or not isinstance(token, str) or not token:
+        if pending and body.get("error") in PENDING:
+            return body
         raise refused(s, response.status_code, body)
     granted = str(body.get("scope", "")).split()
     missing = [scope for scope in s.scope if granted and scope not in granted]
@@ -121,6 +128,9 @@ def refused(s: OAuth2Settings, status: int, body: dict[str, Any]) -> ConfigError
                            f"registration")
     if error == "invalid_scope":
         return ConfigError(missing_scope(s, " ".join(s.scope)))
+    if error in ("expired_token", "authorization_declined", "access_denied"):
+        return ConfigError(f"{s.key}: the sign-in was declined or took too long ({error}): "
+                           f"run `mailbridge oauth2-token` again")
     what = error or "without an access token"
     return TokenError(f"{s.key}: the token endpoint answered {status} {what}{said}; it is "
                       f"tried again")

@@ -3,8 +3,10 @@
 The installed-app flow (RFC 8252) with PKCE (RFC 7636): the browser signs in at the
 provider, which sends it back to a one-request HTTP server on 127.0.0.1; the code it
 carries is traded for a refresh token. A headless box is reached through
-``ssh -L PORT:127.0.0.1:PORT``, so the redirect lands on the box. The token is
-printed on stdout as ``NAME=VALUE`` for the env file, and nothing else keeps it.
+``ssh -L PORT:127.0.0.1:PORT``, so the redirect lands on the box. Microsoft also has
+the device-code flow (RFC 8628, ``--device``): a code typed on any browser, no tunnel.
+The token is printed on stdout as ``NAME=VALUE`` for the env file, and nothing else
+keeps it.
 """
 
 from __future__ import annotations
@@ -13,15 +15,21 @@ import base64
 import hashlib
 import secrets
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TextIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from .config import OAUTH2_PROVIDERS, OAuth2Settings, Secret
-from .errors import ConfigError
-from .oauth2 import token_request
+import httpx
 
+from .config import OAUTH2_PROVIDERS, OAuth2Settings, Secret
+from .errors import ConfigError, TokenError
+from .oauth2 import TIMEOUT, refused, token_request
+
+DEVICE_URLS = {"microsoft": "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode"}
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DONE_PAGE = (b"<!doctype html><meta charset=utf-8><title>mailbridge</title>"
              b"<p>Signed in. You can close this tab and go back to the terminal.")
 
@@ -45,8 +53,9 @@ def flow(provider: str, client_id: str, *, tenant: str = "", client_secret: str 
     if provider == "microsoft" and not tenant:
         raise ConfigError("--tenant is missing: copy the Directory (tenant) ID from the "
                           "app's Overview page in Entra ID")
-    if preset is None and not (authorize_url and token_url and scope):
-        raise ConfigError("without --provider, give --authorize-url, --token-url and --scope")
+    if preset is None and not (token_url and scope):
+        raise ConfigError("without --provider, give --token-url and --scope (and "
+                          "--authorize-url, or --device with --device-url)")
     scopes = scope.split() if scope else list(dict.fromkeys(
         (preset.imap_scope, preset.smtp_scope)) if preset else [])
     settings = OAuth2Settings(
@@ -104,6 +113,8 @@ def _loopback(port: int) -> tuple[_OneRedirect, dict[str, str]]:
 def run_oauth2_token(f: Flow, *, port: int, timeout: float = 600.0,
                      out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Sign in through the browser, print ``NAME=refresh token``; 0 when done."""
+    if not f.authorize_url:
+        raise ConfigError("--authorize-url is missing: the provider's sign-in address")
     server, got = _loopback(port)
     with server:
         port = server.server_address[1]
@@ -136,6 +147,44 @@ def run_oauth2_token(f: Flow, *, port: int, timeout: float = 600.0,
                           f"and the redirect URI {redirect}")
     body = token_request(f.token, {"grant_type": "authorization_code", "code": got["code"],
                                    "redirect_uri": redirect, "code_verifier": verifier})
+    return _print_refresh_token(f, body, out, err)
+
+
+def run_device_code(f: Flow, device_url: str, *, out: TextIO = sys.stdout,
+                    err: TextIO = sys.stderr, sleep: Callable[[float], None] = time.sleep,
+                    clock: Callable[[], float] = time.monotonic) -> int:
+    """Show the code to type at the provider's page, then ask until it is signed in."""
+    scope = " ".join((*f.token.scope, *f.token.extra_scope))
+    try:
+        response = httpx.post(device_url, data={"client_id": f.token.client_id, "scope": scope},
+                              timeout=TIMEOUT)
+    except httpx.HTTPError as exc:
+        raise TokenError(f"cannot reach {device_url} ({type(exc).__name__}): check the "
+                         f"network and DNS") from exc
+    try:
+        device = response.json()
+    except ValueError:
+        device = {}
+    if response.status_code != 200 or not isinstance(device, dict) \
+            or "device_code" not in device:
+        raise refused(f.token, response.status_code, device if isinstance(device, dict) else {})
+    print(device.get("message") or f"Open {device.get('verification_uri')} and enter the "
+          f"code {device.get('user_code')}", file=err, flush=True)
+    interval = float(device.get("interval", 5))
+    deadline = clock() + float(device.get("expires_in", 900))
+    while True:
+        body = token_request(f.token, {"grant_type": DEVICE_GRANT,
+                                       "device_code": device["device_code"]}, pending=True)
+        if "access_token" in body:
+            return _print_refresh_token(f, body, out, err)
+        interval += 5 if body.get("error") == "slow_down" else 0
+        if clock() + interval > deadline:
+            raise ConfigError("the code expired before the sign-in: run `mailbridge "
+                              "oauth2-token --device` again")
+        sleep(interval)
+
+
+def _print_refresh_token(f: Flow, body: dict[str, object], out: TextIO, err: TextIO) -> int:
     refresh = body.get("refresh_token")
     if not isinstance(refresh, str) or not refresh:
         raise ConfigError("the provider gave no refresh token: for Microsoft, allow "

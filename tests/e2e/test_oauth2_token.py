@@ -61,3 +61,23 @@ def test_an_unknown_client_is_one_line_naming_the_fix(tmp_path: Path) -> None:
     assert code == 2 and out == ""
     assert "does not accept client_id 'someone-else' or its secret (invalid_client" in err
     assert "Traceback" not in err
+
+
+def test_the_device_code_sign_in(tmp_path: Path) -> None:
+    """Microsoft's other way: the command shows a code, the person types it in any
+    browser and signs in; the command asks until then."""
+    with authserver.running("station1@example.test") as auth:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailbridge", "oauth2-token", "--device",
+             "--client-id", authserver.CLIENT_ID, "--device-url", f"{auth.url}/devicecode",
+             "--token-url", f"{auth.url}/token", "--scope", authserver.SCOPE],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            env={"PATH": "", "HOME": str(tmp_path)})
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.startswith(f"To sign in, open {auth.url}/device and enter the code "), line
+        auth.approve(line.strip().rstrip(".").rsplit(" ", 1)[1])
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        name, _, token = out.strip().partition("=")
+        assert name == "MAILBRIDGE_OAUTH2_REFRESH_TOKEN" and token in auth.refresh_tokens

@@ -3,7 +3,8 @@
 One small HTTP server with what mailbridge and Dovecot talk to:
 - ``GET /authorize``: the browser's sign-in; it approves at once and redirects to the
   client's loopback ``redirect_uri`` with a code bound to the PKCE challenge;
-- ``POST /token``: ``authorization_code`` (checks the PKCE verifier) and
+- ``POST /devicecode``: a device sign-in (RFC 8628), approved by ``approve(user_code)``;
+- ``POST /token``: ``authorization_code`` (checks the PKCE verifier), device-code and
   ``refresh_token`` grants, with the error codes the real providers use;
 - ``POST /introspect``: what Dovecot's oauth2 passdb asks (RFC 7662): is this access
   token active, and whose is it.
@@ -36,6 +37,7 @@ class AuthServer:
     refresh_tokens: set[str] = field(default_factory=set)
     access_tokens: set[str] = field(default_factory=set)
     codes: dict[str, tuple[str, str]] = field(default_factory=dict)  # code: challenge, uri
+    devices: dict[str, tuple[str, bool]] = field(default_factory=dict)  # device: user, done
     refreshes: int = 0
     introspections: int = 0
     url: str = ""
@@ -52,6 +54,22 @@ class AuthServer:
     def revoke(self, refresh_token: str) -> None:
         self.refresh_tokens.discard(refresh_token)
 
+    def approve(self, user_code: str) -> None:
+        """The person typed *user_code* at the provider's page and signed in."""
+        for device, (code, _done) in list(self.devices.items()):
+            if code == user_code:
+                self.devices[device] = (code, True)
+
+    def device_code(self, form: dict[str, str]) -> tuple[int, dict[str, object]]:
+        if form.get("client_id") != CLIENT_ID:
+            return 400, {"error": "invalid_client"}
+        device, user_code = secrets.token_urlsafe(16), secrets.token_hex(4).upper()
+        self.devices[device] = (user_code, False)
+        return 200, {"device_code": device, "user_code": user_code, "interval": 1,
+                     "verification_uri": f"{self.url}/device", "expires_in": 900,
+                     "message": f"To sign in, open {self.url}/device and enter the code "
+                                f"{user_code}."}
+
     # -- endpoints ----------------------------------------------------------------------
 
     def token(self, form: dict[str, str]) -> tuple[int, dict[str, object]]:
@@ -64,6 +82,13 @@ class AuthServer:
                              "error_description": "Token has been expired or revoked."}
             self.refreshes += 1
             return 200, self._access()
+        if grant == "urn:ietf:params:oauth:grant-type:device_code":
+            if form.get("device_code") not in self.devices:
+                return 400, {"error": "expired_token"}
+            if not self.devices[form["device_code"]][1]:
+                return 400, {"error": "authorization_pending"}
+            del self.devices[form["device_code"]]
+            return 200, dict(self._access(), refresh_token=self.new_refresh_token())
         if grant == "authorization_code":
             challenge, uri = self.codes.pop(form.get("code", ""), ("", ""))
             verifier = form.get("code_verifier", "")
@@ -124,7 +149,9 @@ def _handler(state: AuthServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
 
         def do_POST(self) -> None:
-            if self.path == "/token":
+            if self.path == "/devicecode":
+                self._json(*state.device_code(self._form()))
+            elif self.path == "/token":
                 self._json(*state.token(self._form()))
             elif self.path == "/introspect":
                 self._json(200, state.introspect(self._form()))
