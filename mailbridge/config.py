@@ -230,6 +230,9 @@ class Station:
     delivery_delay_minutes: int = 0
     officers: Mapping[str, str] = field(default_factory=dict)
     hotline: str = ""
+    # Spoken instructions for the form, one or more recordings per language
+    # (relay/prompts.py names the files); None: no audio on the page.
+    audio_prompts: Path | None = None
     # What the box is for, and the categories its form offers (by default the
     # top-level [[categories]] for "tips", FEEDBACK_CATEGORIES for "feedback").
     purpose: Purpose = "tips"
@@ -872,6 +875,7 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None,
         delivery_delay_minutes=delay,
         officers=dict(officers),
         hotline=r.text("hotline"),
+        audio_prompts=r.path("audio_prompts"),
         purpose=cast(Purpose, purpose),
         categories=FEEDBACK_CATEGORIES if purpose == "feedback" else tip_categories,
         officer_senders=tuple(s.lower() for s in senders if isinstance(s, str)),

@@ -14,6 +14,7 @@ import contextlib
 import getpass
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import wave
 from html.parser import HTMLParser
 from pathlib import Path
 from types import FrameType
@@ -56,6 +58,8 @@ mailbox = "tinbao@ncs.demo.test"
 maildir = "mail/ncs"
 officers = {{ {user} = "Cán bộ trực ban" }}
 officer_senders = ["tinbao@ncs.demo.test", "tinbao@pvs.demo.test"]
+# Spoken instructions, made by `mailbridge demo` with espeak-ng (vi.m4a).
+audio_prompts = "prompts/ncs"
 placements = [
   {{ id = "cho", label = "Chợ phiên" }},
   {{ id = "truong", label = "Trường tiểu học" }},
@@ -113,6 +117,34 @@ def write_demo_config(folder: Path, port: int, smtp_port: int = 2525) -> Path:
         env.write_text(f"MAILBRIDGE_SECRET={secrets.token_urlsafe(32)}\n", encoding="utf-8")
         env.chmod(0o600)
     return config
+
+
+# What the Vietnamese prompt says: the form's own words, from the catalog.
+PROMPT_MSGIDS = ("Send a tip", "You do not need to give your name. This form does not ask "
+                 "who you are.", "What is it about?", "What did you see?")
+
+
+def make_prompts(folder: Path) -> None:
+    """The form's instructions spoken in Vietnamese by Debian's espeak-ng, made here
+    (never downloaded) and encoded as a small M4A like a voice message."""
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        raise RuntimeFailure("espeak-ng is missing: the demo speaks its Vietnamese "
+                             "instructions with it; install the Debian package espeak-ng "
+                             "(sudo apt-get install espeak-ng)")
+    from .labels import translations
+    from .relay.media import m4a_from_samples
+
+    _ = translations("vi").gettext
+    text = " ".join(_(msgid).rstrip(".?:") + "." for msgid in PROMPT_MSGIDS)
+    folder.mkdir(parents=True, exist_ok=True)
+    spoken = folder / "vi.wav"
+    subprocess.run([espeak, "-v", "vi", "-s", "140", "-w", str(spoken), text],  # noqa: S603
+                   check=True, capture_output=True)
+    with wave.open(str(spoken), "rb") as sound:
+        rate, pcm = sound.getframerate(), sound.readframes(sound.getnframes())
+    spoken.unlink()
+    (folder / "vi.m4a").write_bytes(m4a_from_samples(pcm, rate))
 
 
 class _FormFields(HTMLParser):
@@ -211,6 +243,9 @@ def run_demo(folder: Path, *, port: int = 8080, seed: int = 3, once: bool = Fals
         raise ConfigError(f"--seed must be 0 or more, got {seed}")
     config = write_demo_config(folder, port, smtp_port)
     settings = load_config(config)
+    for station in settings.stations.values():
+        if station.audio_prompts is not None and not station.audio_prompts.is_dir():
+            make_prompts(station.audio_prompts)
     if seed > settings.relay.rate_limit_per_hour:
         raise ConfigError(f"--seed {seed} is more than relay.rate_limit_per_hour "
                           f"({settings.relay.rate_limit_per_hour}) in {config}: raise it to "

@@ -45,7 +45,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..config import Category, Placement, Settings, Station
+from ..config import Category, Placement, Settings, Station, catalog_languages
 from ..core.conversation import Sealer, seal
 from ..core.message import (
     MAX_WHERE,
@@ -80,6 +80,7 @@ from .i18n import (
     language_name,
 )
 from .media import MediaCleaner, MediaLimits
+from .prompts import CACHE, Prompts
 from .ratelimit import RateLimiter, StationLimit
 from .store import TIPSTER, Accepted, Conversation, RelayStore
 from .uploads import (
@@ -113,7 +114,7 @@ _SCRIPT_SRC = "".join(f" 'sha256-{_sha256(text)}'" for text in SCRIPTS.values())
 _CSS_HASH = _sha256(CSS)
 CSP = (f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; "
        + (f"script-src{_SCRIPT_SRC}; connect-src 'self'; " if SCRIPTS else "")
-       + "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+       + "media-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
 
 def inline_script(name: str) -> Markup:
@@ -222,12 +223,19 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        # An audio prompt's own long cache is kept: its URL is its content's hash.
+        own = {"cache-control"} if scope["path"].startswith("/audio/") else set()
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.lower() != b"set-cookie" and k.decode("latin-1").lower()
-                           not in SECURITY_HEADERS]
-                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                given = message.get("headers", [])
+                names = [k.decode("latin-1").lower() for k, _ in given]
+                kept = own & set(names)
+                headers = [(k, v) for (k, v), name in zip(given, names, strict=True)
+                           if name != "set-cookie"
+                           and (name in kept or name not in SECURITY_HEADERS)]
+                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
+                            if k not in kept]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -258,6 +266,8 @@ class WebForm:
                                    total_per_hour=settings.relay.status_lookups_total_per_hour,
                                    trusted_proxies=settings.relay.trusted_proxies)
         self.signer = signing_key(secret)
+        self.prompts = Prompts({s.id: s.audio_prompts for s in settings.stations.values()
+                                if s.audio_prompts is not None}, catalog_languages())
         # A URL-encoded UTF-8 character takes at most 9 bytes (%XX%XX%XX).
         self.max_body = (self.relay.max_text_chars + MAX_WHERE) * 9 + 4096
         self.media = MediaLimits(max_photos=self.relay.max_photos,
@@ -309,7 +319,8 @@ class WebForm:
             lang, "form.html", status, switch=switch, station=station, placement=placement,
             action=_form_path(station, placement), token=self.tokens.issue(station.id),
             categories=categories, form=form or FormInput(), error=error,
-            max_text=self.relay.max_text_chars, max_where=MAX_WHERE)
+            max_text=self.relay.max_text_chars, max_where=MAX_WHERE,
+            prompts=self.prompts.urls(station.id, lang))
 
     # -- routes ---------------------------------------------------------------------
 
@@ -321,6 +332,15 @@ class WebForm:
 
     async def healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok")
+
+    async def audio(self, request: Request) -> Response:
+        """A station's recorded instructions, cached for a year (the name is its hash)."""
+        prompt = self.prompts.get(str(request.path_params["station"]),
+                                  str(request.path_params["name"]))
+        if prompt is None:
+            raise HTTPException(404)
+        return Response(prompt.data, media_type=prompt.media_type,
+                        headers={"cache-control": CACHE})
 
     async def no_icon(self, request: Request) -> Response:
         return Response(status_code=204)
@@ -691,6 +711,7 @@ def create_app(settings: Settings, store: RelayStore, *,
             Route("/status/add", web.status, methods=["POST"]),
             # Browsers ask for it on their own: answer with nothing, not a 2 KB 404 page.
             Route("/favicon.ico", web.no_icon, methods=["GET"]),
+            Route("/audio/{station}/{name}", web.audio, methods=["GET"]),
             # QR codes may encode the whole URL in upper case (alphanumeric mode).
             *(Route(f"/{s}/{{station}}", web.station_form, methods=["GET", "POST"])
               for s in "sS"),
