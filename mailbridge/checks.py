@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import smtplib
 import socket
 import ssl
 import sys
+import wave
 from collections.abc import Iterator
 from typing import TextIO
 
-from .config import ImapSettings, Settings, SmtpSettings, Station
+from .config import ImapSettings, RelaySettings, Settings, SmtpSettings, Station
 from .core.message import public_key_text, signing_key
 from .core.text import one_line
-from .errors import ConfigError, MailbridgeError, TokenError
+from .errors import ConfigError, MailbridgeError, MediaRefused, TokenError
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -190,9 +192,45 @@ def run_check(settings: Settings, *, connect: bool = False, out: TextIO = sys.st
     print_smtp_intake(settings, out)
     failures += print_dkim(settings, out, connect=connect)
     print_keys(settings, out)
+    print_media(settings, out)
     print(f"config {settings.path}: ok, {len(settings.stations)} stations, "
           f"{len(settings.categories)} categories", file=out)
     return 3 if failures else 0
+
+
+def check_media(relay: RelaySettings) -> str | None:
+    """Clean a tiny photo and a tenth of a second of sound with the real workers; None
+    when it works. Run where the relay runs (``ExecStartPre``), it proves the workers can
+    start and decode under the unit's limits."""
+    from PIL import Image
+
+    from .relay.media import MediaCleaner, MediaLimits
+
+    limits = MediaLimits(relay.max_photos, relay.photo_max_px, relay.voice_max_seconds)
+    photo, sound = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(photo, "PNG")
+    with wave.open(sound, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"\0\0" * 800)
+    try:
+        asyncio.run(MediaCleaner(limits).clean([photo.getvalue()], sound.getvalue()))
+    except MediaRefused as exc:
+        return (f"a test {exc.field} could not be cleaned ({exc.reason}): every photo and "
+                f"voice message would be refused (text tips still work); the workers must be "
+                f"able to start processes and use {limits.worker_memory_bytes >> 20} MiB")
+    return None
+
+
+def print_media(settings: Settings, out: TextIO) -> None:
+    """A warning, not a failure: a relay that cannot clean files still takes text tips."""
+    relay = settings.relay
+    if settings.role == "station" or not (relay.max_photos or relay.voice_max_seconds):
+        return
+    failed = check_media(relay)
+    print(f"media: {'WARNING ' + failed if failed else 'photos and voice messages are cleaned'}",
+          file=out)
 
 
 def upgrade_databases(settings: Settings, *, role: str = "all",
