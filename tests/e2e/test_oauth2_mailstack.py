@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from mailbridge.checks import check_imap
 from mailbridge.config import Settings, load_config
 from mailbridge.core.message import public_key_text
 from mailbridge.relay.outbox import deliver_smtp
@@ -225,3 +226,15 @@ def test_check_connect_says_ok_or_the_exact_oauth2_problem(
         ": oauth2: stations.ncs." in line and "(invalid_grant: revoked, expired, or made for "
         "another client)" in line for line in accounts), accounts
     assert revoked not in result.stdout + result.stderr
+
+
+def test_a_server_without_xoauth2_is_named(tmp_path: Path, mailstack: MailStack,
+                                           auth: AuthServer) -> None:
+    """The session's stack takes passwords only: the poller says so before any token."""
+    settings = load_config(write_config(tmp_path, mailstack, auth), env={}, role="station")
+    imap = settings.stations["ncs"].imap
+    assert imap is not None
+    assert check_imap(imap) == (f"PollError: the IMAP server 127.0.0.1:{mailstack.imap_port} "
+                                "does not offer XOAUTH2: check imap.host, or remove "
+                                "imap.oauth2 and use password_env")
+    assert auth.refreshes == 0

@@ -135,7 +135,7 @@ class ImapConnection:
         except TokenError as exc:
             self.close()
             raise PollError(str(exc)) from exc
-        except ConfigError:
+        except (ConfigError, PollError):
             self.close()
             raise
         except _ERRORS as exc:
@@ -155,6 +155,9 @@ class ImapConnection:
         if s.oauth2 is None:
             self.client.login(s.username, s.password.reveal())
             return
+        if b"AUTH=XOAUTH2" not in {c.upper() for c in self.client.capabilities()}:
+            raise PollError(f"the IMAP server {self.host}:{self.port} does not offer XOAUTH2: "
+                            f"check imap.host, or remove imap.oauth2 and use password_env")
         sign_in(token_source(s.oauth2),
                 lambda token: self.client.oauth2_login(s.username, token.reveal()), LoginError)
 
