@@ -49,11 +49,16 @@ HEADER_STATION = "X-Mailbridge-Station"
 HEADER_CATEGORY = "X-Mailbridge-Category"
 HEADER_PLACEMENT = "X-Mailbridge-Placement"
 HEADER_SIGNATURE = "X-Mailbridge-Signature"
+# The relay's mark on a tip that copies earlier ones (core/shingles.py); signed only
+# when present, so tips signed before it existed verify as they did.
+HEADER_LIKELY_SPAM = "X-Mailbridge-Likely-Spam"
+NEAR_DUPLICATE = "near-duplicate"
+SPAM_TAG = "[spam?]"  # in the subject of a tip marked likely spam
 HEADER_LOOP = "X-Loop"
 LOOP_VALUE = "mailbridge"
 # Headers that make a message a tip: each may appear at most once, or it is forged.
 CONTRACT_HEADERS = (HEADER_REF, HEADER_STATION, HEADER_CATEGORY, HEADER_PLACEMENT,
-                    HEADER_SIGNATURE)
+                    HEADER_SIGNATURE, HEADER_LIKELY_SPAM)
 SIGNED_HEADERS = ("Message-ID", "In-Reply-To", "References")
 # What the email package adds to the top of a message besides the builder's headers.
 MIME_HEADERS = ("MIME-Version", "Content-Type")
@@ -119,6 +124,7 @@ class Submission:
     where_when: str = ""
     received_hour: datetime = field(default_factory=lambda: hour_of(datetime.now(UTC)))
     attachments: tuple[Attachment, ...] = ()
+    likely_spam: str = ""  # NEAR_DUPLICATE when the relay saw many copies of the text
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,8 @@ def _headers(sub: Submission, env: Envelope, subject: str, now: datetime | None
                 (HEADER_CATEGORY, header_safe(sub.category_id), None)]
     if sub.placement_id:
         headers.append((HEADER_PLACEMENT, header_safe(sub.placement_id), None))
+    if sub.likely_spam:
+        headers.append((HEADER_LIKELY_SPAM, header_safe(sub.likely_spam), None))
     headers.append((HEADER_LOOP, LOOP_VALUE, None))
     return headers
 
@@ -211,7 +219,9 @@ def _build(sub: Submission, env: Envelope, gettext: Callable[[str], str],
     hour = hour_of(sub.received_hour)
 
     preview = first_words(text, max_length=60) or _("(no text)")
-    headers = _headers(sub, env, header_safe(f"[{ref}] {category} — {preview}"), now)
+    # A fixed token like the [REF] tag, in no language: a mailbox rule can file it.
+    mark = f"{SPAM_TAG} " if sub.likely_spam else ""
+    headers = _headers(sub, env, header_safe(f"[{ref}] {mark}{category} — {preview}"), now)
     msg = EmailMessage(policy=default_policy)
     for name, value, folded in headers:
         if folded is None:
@@ -323,6 +333,8 @@ def body_digest(msg: Message) -> str:
 def _signed_bytes(values: Mapping[str, str], body: str) -> bytes:
     fields = [f"mailbridge-contract-v{SIGNATURE_VERSION}"]
     fields += [values.get(name.lower(), "") for name in CONTRACT_HEADERS[:4] + SIGNED_HEADERS]
+    if values.get(HEADER_LIKELY_SPAM.lower()):  # a body digest never holds "=" or a newline
+        fields.append(f"likely-spam={values[HEADER_LIKELY_SPAM.lower()]}")
     fields.append(body)
     return "\n".join(fields).encode("utf-8")
 
@@ -391,6 +403,7 @@ class ContractHeaders:
     placement_id: str
     message_id: str
     references: tuple[str, ...]
+    likely_spam: str = ""  # NEAR_DUPLICATE, signed by the relay, or ""
 
 
 @dataclass(frozen=True)
@@ -455,9 +468,11 @@ def verify_contract(headers: Headers, body: str | None, keys: Sequence[bytes]) -
     station = values[HEADER_STATION.lower()].lower()
     category = values[HEADER_CATEGORY.lower()].lower()
     placement = values[HEADER_PLACEMENT.lower()].lower()
+    spam = values[HEADER_LIKELY_SPAM.lower()].lower()
     for name, value, ok in ((HEADER_REF, ref, is_ref(ref)), (HEADER_STATION, station,
                             is_slug(station)), (HEADER_CATEGORY, category, is_slug(category)),
-                            (HEADER_PLACEMENT, placement, not placement or is_slug(placement))):
+                            (HEADER_PLACEMENT, placement, not placement or is_slug(placement)),
+                            (HEADER_LIKELY_SPAM, spam, spam in ("", NEAR_DUPLICATE))):
         if not ok:
             return Checked(True, problem=f"{name} is malformed: {value[:40]!r}", malformed=True)
     tags = _signature_tags(values[HEADER_SIGNATURE.lower()])
@@ -469,7 +484,8 @@ def verify_contract(headers: Headers, body: str | None, keys: Sequence[bytes]) -
     return Checked(True, ContractHeaders(
         ref=ref, station_id=station, category_id=category, placement_id=placement,
         message_id=values["message-id"],
-        references=message_ids(values["references"] + " " + values["in-reply-to"])))
+        references=message_ids(values["references"] + " " + values["in-reply-to"]),
+        likely_spam=spam))
 
 
 def _signature_problem(tags: Mapping[str, str], values: Mapping[str, str], body: str | None,

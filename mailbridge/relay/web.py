@@ -49,6 +49,7 @@ from ..config import Category, Placement, Settings, Station, catalog_languages
 from ..core.conversation import Sealer, seal
 from ..core.message import (
     MAX_WHERE,
+    NEAR_DUPLICATE,
     Attachment,
     Composed,
     ContractError,
@@ -66,6 +67,7 @@ from ..core.receipts import (
     new_reply_token,
     parse_receipt,
 )
+from ..core.shingles import NearDuplicates
 from ..core.text import clean_text, is_slug
 from ..errors import MailbridgeError, MediaRefused, StoreError
 from ..labels import category_label
@@ -202,6 +204,7 @@ class FormInput:
     text: str = ""
     where: str = ""
     files: tuple[Attachment, ...] = ()
+    likely_spam: str = ""  # NEAR_DUPLICATE: many recent tips carry the same text
 
 
 class _Refused(Exception):
@@ -257,6 +260,8 @@ class WebForm:
                                    settings.relay.rate_limit_per_hour,
                                    trusted_proxies=settings.relay.trusted_proxies)
         self.station_limit = StationLimit(settings.relay.station_tips_per_hour)
+        # Shingles of recent tips, in memory only, under a key that is never written.
+        self.duplicates = NearDuplicates(secrets.token_bytes(16))
         self.hasher = ReceiptHasher(derive_key(secret, "receipt"))
         self.sealer = Sealer(derive_key(secret, "conversation"))
         # Guessing codes: a per-network limit, and one for all networks together
@@ -429,7 +434,9 @@ class WebForm:
             return again(400, expired)
         try:
             code = new_receipt_code()
-            form = dataclasses.replace(form, files=files)
+            copied = self.duplicates.seen(station.id, form.text)
+            form = dataclasses.replace(form, files=files,
+                                       likely_spam=NEAR_DUPLICATE if copied else "")
             accepted = await run_in_threadpool(
                 self._accept, station, placement, category, form, code)
         except ContractError:  # by construction never; if it happens, nothing was stored
@@ -471,7 +478,7 @@ class WebForm:
             text=form.text, placement_id=placement.id if placement else "",
             placement_label=placement.label if placement else "",
             where_when=form.where, received_hour=hour_of(datetime.now(UTC)),
-            attachments=form.files)
+            attachments=form.files, likely_spam=form.likely_spam)
         return compose(submission, envelope, self.signer,
                        gettext=gettext_for(MESSAGE_LANGUAGE), now=date)
 

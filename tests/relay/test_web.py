@@ -283,6 +283,20 @@ def test_submit_shows_receipt_once_and_commits_one_row(relay: Relay,
     assert "Nơi dán áp phích: Chợ phiên" in text and sent[0]["X-Mailbridge-Placement"] == "cho"
 
 
+def test_the_third_copy_of_a_text_is_marked_likely_spam(relay: Relay) -> None:
+    text = "Tin giống hệt số 7: có người bán hàng giả ở chợ phiên mỗi sáng thứ bảy."
+    refs = []
+    with relay.client() as client:
+        for _ in range(3):
+            reply = client.post(FORM, data=fresh_fields(client, text=text))
+            found = REF.search(reply.text)
+            assert reply.status_code == 200 and found is not None  # the tipster is not told
+            refs.append(found.group(1))
+    sent = {m["X-Mailbridge-Ref"]: m for m in claimed_messages(relay.store)}
+    assert [sent[r]["X-Mailbridge-Likely-Spam"] for r in refs] == [None, None, "near-duplicate"]
+    assert str(sent[refs[2]]["Subject"]).startswith(f"[{refs[2]}] [spam?] ")
+
+
 def test_hostile_fields_are_cleaned_not_passed_on(relay: Relay) -> None:
     hostile = ("Tha\u0302\u0301y\r\nBcc: victim@example.test\r\n<script>alert(1)</script>"
                "\x1b[31mred\x1b[0m\x1b]0;title\x07\u202eevil")

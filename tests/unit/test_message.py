@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from mailbridge.core import message as contract_module
 from mailbridge.core.message import (
     BOUNDARY,
+    NEAR_DUPLICATE,
     Checked,
     ContractError,
     Envelope,
@@ -212,6 +213,22 @@ def test_a_changed_contract_header_is_caught(old: bytes, new: bytes, problem: st
     checked = _check(_tampered(_signed(), old, new))
     assert checked.present and checked.contract is None
     assert problem in checked.problem
+
+
+def test_the_likely_spam_mark_is_signed_both_ways() -> None:
+    """Marked: in the subject and a signed header. Neither stripped nor added unseen."""
+    marked = _signed(likely_spam=NEAR_DUPLICATE)
+    checked = _check(marked)
+    assert checked.contract is not None and checked.contract.likely_spam == NEAR_DUPLICATE
+    msg = email.message_from_bytes(marked, policy=default_policy)
+    assert str(msg["Subject"]).startswith("[NCS-0042] [spam?] Ma túy — ")
+    stripped = _tampered(marked, b"X-Mailbridge-Likely-Spam: near-duplicate\r\n", b"")
+    assert "does not match" in _check(stripped).problem
+    added = _tampered(_signed(), b"X-Loop:", b"X-Mailbridge-Likely-Spam: near-duplicate\r\nX-Loop:")
+    assert "does not match" in _check(added).problem
+    odd = _tampered(marked, b"Likely-Spam: near-duplicate", b"Likely-Spam: maybe")
+    assert _check(odd).malformed
+    assert _check(_signed()).contract.likely_spam == ""  # type: ignore[union-attr]
 
 
 def test_a_changed_body_a_foreign_key_or_no_signature_is_caught() -> None:

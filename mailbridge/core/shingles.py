@@ -1,0 +1,56 @@
+"""Near-duplicate tips: many copies of one text, told apart from tips that merely agree.
+
+A text becomes the set of its word 4-grams (shingles), each kept only as 8 bytes of a
+keyed BLAKE2b, under a key the relay draws at start and never writes: the sets are
+in memory only, and a memory dump does not give the words back without the key. A tip
+is likely spam when its set's Jaccard similarity to at least ``copies`` of the last
+``window`` tips of the same station reaches ``threshold``. Texts shorter than a
+shingle count as one shingle, so short ones must match exactly. A tip with no text
+(a photo alone) is never a copy. It is a mark for the officers, never a refusal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections import deque
+
+SHINGLE_WORDS = 4
+_WORD = re.compile(r"\w+")
+
+
+def shingles(text: str, key: bytes, *, size: int = SHINGLE_WORDS) -> frozenset[bytes]:
+    """The keyed hashes of the text's word *size*-grams (NFC and case-folded; accents
+    kept, since they tell Vietnamese words apart)."""
+    words = _WORD.findall(unicodedata.normalize("NFC", text).casefold())
+    grams = [" ".join(words[i:i + size]) for i in range(max(len(words) - size + 1, 1))]
+    return frozenset(hashlib.blake2b(g.encode(), key=key, digest_size=8).digest()
+                     for g in grams if g)
+
+
+def jaccard(a: frozenset[bytes], b: frozenset[bytes]) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+class NearDuplicates:
+    """The last *window* tips' shingle sets per station; ``seen`` marks copies."""
+
+    def __init__(self, key: bytes, *, window: int = 200, copies: int = 2,
+                 threshold: float = 0.8) -> None:
+        self._key = key
+        self._window = window
+        self._copies = copies
+        self._threshold = threshold
+        self._recent: dict[str, deque[frozenset[bytes]]] = {}
+
+    def seen(self, station_id: str, text: str) -> bool:
+        """Remember this tip's text; True when at least ``copies`` recent tips of the
+        station are near-copies of it."""
+        current = shingles(text, self._key)
+        if not current:
+            return False
+        recent = self._recent.setdefault(station_id, deque(maxlen=self._window))
+        similar = sum(jaccard(current, earlier) >= self._threshold for earlier in recent)
+        recent.append(current)
+        return similar >= self._copies

@@ -1,0 +1,40 @@
+"""Near-duplicate detection over shingles (pure logic)."""
+
+from __future__ import annotations
+
+from mailbridge.core.shingles import NearDuplicates, jaccard, shingles
+
+KEY = b"k" * 16
+TEXT = ("Có một nhóm người lạ mang hàng qua suối gần bản Nậm Cha vào ban đêm, "
+        "họ đi xe máy không biển số và nói tiếng nước ngoài.")
+
+
+def test_copies_are_marked_from_the_third_on() -> None:
+    seen = NearDuplicates(KEY, copies=2)
+    assert [seen.seen("ncs", TEXT) for _ in range(2)] == [False, False]
+    assert seen.seen("ncs", TEXT + " Xin hãy đến!") is True  # a few words added
+    assert seen.seen("ncs", TEXT.upper()) is True  # case does not hide a copy
+    assert seen.seen("abc", TEXT) is False  # each station has its own recent tips
+
+
+def test_different_tips_about_one_event_are_not_copies() -> None:
+    seen = NearDuplicates(KEY, copies=1)
+    assert seen.seen("ncs", TEXT) is False
+    assert seen.seen("ncs", "Tối qua tôi thấy người lạ mang hàng qua suối, đi xe máy.") is False
+    assert seen.seen("ncs", "ma túy") is False
+    assert seen.seen("ncs", "ma tuý ở chợ") is False  # short: must match exactly
+    assert seen.seen("ncs", "") is False and seen.seen("ncs", "") is False  # a photo alone
+
+
+def test_the_window_forgets_old_tips() -> None:
+    seen = NearDuplicates(KEY, window=3, copies=1)
+    seen.seen("ncs", TEXT)
+    for n in range(3):
+        seen.seen("ncs", f"tin khác số {n} về chuyện khác hẳn ở bản bên")
+    assert seen.seen("ncs", TEXT) is False
+
+
+def test_only_keyed_hashes_are_kept() -> None:
+    mine, other = shingles(TEXT, KEY), shingles(TEXT, b"o" * 16)
+    assert mine and jaccard(mine, other) == 0.0
+    assert all(len(h) == 8 for h in mine)
