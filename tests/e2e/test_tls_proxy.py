@@ -4,6 +4,7 @@ HTTPS only, HSTS, no version in ``Server``, the limiter sees each client's netwo
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import ssl
@@ -16,6 +17,7 @@ import pytest
 
 from mailbridge.config import RelaySettings, Secret
 from mailbridge.demo import fill_form
+from mailbridge.relay.connections import MAX_EXTRA_BODY_SECONDS
 from mailbridge.relay.media import MediaLimits
 from tests.e2e.proxies import (
     CADDYFILE,
@@ -166,5 +168,7 @@ def test_the_deploy_files_match_the_relays_limits() -> None:
     assert largest < int(mib) * 2**20 <= largest + 2**20
     caddyfile = CADDYFILE.read_text(encoding="utf-8")
     assert f"read_header {header}s" in caddyfile
-    assert f"read_body {body}s" in caddyfile
+    # Caddy's read_body is for the whole body: the relay's longest deadline, in minutes.
+    longest = math.ceil((body + MAX_EXTRA_BODY_SECONDS) / 60)
+    assert f"read_body {longest}m" in caddyfile
     assert f"max_size {mib}MiB" in caddyfile
