@@ -177,8 +177,7 @@ class Intake:
     def accept_tip(self, station: Station, text: str) -> None:
         """A tip by mail (``_tip_text``), composed and stored as a form tip is, without
         receipt (``accept_unreceipted``)."""
-        category = (self.settings.category(MAIL_TIP_CATEGORY)
-                    or self.settings.categories[0])
+        category = station.category(MAIL_TIP_CATEGORY) or station.categories[0]
         accept_unreceipted(self.settings, self.store, self.signer, station, category, text)
         log.debug("smtp: a tip by mail for station %s was stored", station.id)
 
