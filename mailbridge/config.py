@@ -863,6 +863,7 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None,
     mail_tips = r.text("mail_tips_address")
     if mail_tips and not _EMAIL.match(mail_tips):
         r.error("mail_tips_address", f"must be an e-mail address, got {mail_tips!r}")
+    categories = FEEDBACK_CATEGORIES if purpose == "feedback" else tip_categories
     station = Station(
         id=sid,
         name=r.text("name", sid),
@@ -877,12 +878,12 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None,
         hotline=r.text("hotline"),
         audio_prompts=r.path("audio_prompts"),
         purpose=cast(Purpose, purpose),
-        categories=FEEDBACK_CATEGORIES if purpose == "feedback" else tip_categories,
+        categories=categories,
         officer_senders=tuple(s.lower() for s in senders if isinstance(s, str)),
         mail_tips_address=mail_tips.lower(),
         reply_smtp=reply_smtp,
         sent_folder=r.text("sent_folder", "Sent"),
-        sms=_sms(sms_r) if sms_r else None,
+        sms=_sms(sms_r, categories) if sms_r else None,
     )
     r.finish()
     return station if sid else None
@@ -892,7 +893,7 @@ _SMS_NUMBER = re.compile(r"^\+?[0-9][0-9 .-]{2,19}$")
 _GAMMU_VALUE = re.compile(r"^[A-Za-z0-9_./:-]*$")
 
 
-def _sms(r: _Reader) -> SmsSettings:
+def _sms(r: _Reader, categories: tuple[Category, ...]) -> SmsSettings:
     number = r.text("number", required=True, hint=' (the SIM\'s number as the poster prints '
                                                   'it, e.g. "0912 345 678")')
     if number and not _SMS_NUMBER.match(number):
@@ -910,6 +911,9 @@ def _sms(r: _Reader) -> SmsSettings:
             r.error("keywords", f"must map a word or digit to a category id, e.g. "
                                 f"{{ \"1\" = \"drugs\" }}, got {word!r} = {category!r}")
             continue
+        if category not in {c.id for c in categories}:
+            r.error("keywords", f"{word!r} = {category!r}: this box has no such category: use "
+                                f"one of {', '.join(c.id for c in categories)}")
         keywords[folded] = category
     text = r.text("acknowledge_text", "Đã nhận")
     if not 0 < len(text) <= 70:

@@ -62,11 +62,6 @@ def station_sms(settings: Settings, station_id: str) -> tuple[Station, SmsSettin
     if station.sms is None:
         raise ConfigError(f"stations.{station.id}.sms is missing: add a [stations.sms] table "
                           f"with the SIM's number (see config/mailbridge.example.toml)")
-    unknown = sorted({c for c in station.sms.keywords.values() if station.category(c) is None})
-    if unknown:
-        raise ConfigError(f"stations.{station.id}.sms.keywords names categories this box does "
-                          f"not have ({', '.join(unknown)}): use one of "
-                          f"{', '.join(c.id for c in station.categories)}")
     return station, station.sms
 
 

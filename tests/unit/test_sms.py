@@ -156,6 +156,8 @@ def test_keywords_are_folded_as_texts_are(tmp_path: Path) -> None:
     ('number = "0912 000 111"\nkeywords = { "1" = 5 }\n',
      "stations.ncs.sms.keywords must map a word or digit to a category id"),
     ('number = "0912 000 111"\nnumbr = 1\n', "stations.ncs.sms.numbr is not a known setting"),
+    ('number = "0912 000 111"\nkeywords = { "9" = "weather" }\n',
+     "stations.ncs.sms.keywords '9' = 'weather': this box has no such category"),
 ])
 def test_sms_mistakes_are_one_line_naming_the_key(tmp_path: Path, sms: str, line: str) -> None:
     with pytest.raises(ConfigError) as error:
