@@ -168,8 +168,10 @@ def print_dkim(settings: Settings, out: TextIO, *, connect: bool) -> int:
     return problem is not None
 
 
-def run_check(settings: Settings, *, connect: bool = False, out: TextIO = sys.stdout) -> int:
-    """Print what the configuration says; with ``connect``, log in to every server."""
+def run_check(settings: Settings, *, connect: bool = False, out: TextIO | None = None) -> int:
+    """Print what the configuration says; with ``connect``, log in to every server.
+    ``out`` is looked up when called (a default bound at import misses a redirect)."""
+    out = out or sys.stdout
     failures = 0
     if connect:
         print("connect: logging in to every configured server (no mail is sent)", file=out)

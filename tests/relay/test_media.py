@@ -167,3 +167,20 @@ def test_no_file_is_written_and_the_loop_keeps_running(
 
 def test_the_worker_is_this_python_and_this_module_only() -> None:
     assert (sys.executable, "-I", "-B", "-m", "mailbridge.relay.mediaworker") == media.WORKER
+
+
+def test_check_proves_the_workers_clean_here_and_only_warns_when_they_cannot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mailbridge check`` (the relay unit's ExecStartPre) cleans a test photo and sound;
+    a relay whose workers cannot run still starts, for text tips, with a warning."""
+    from mailbridge.checks import run_check
+    from tests.relay.test_web import make_settings
+
+    settings = make_settings(tmp_path)
+    out = io.StringIO()
+    assert run_check(settings, out=out) == 0
+    assert "media: photos and voice messages are cleaned\n" in out.getvalue()
+    monkeypatch.setattr(media, "WORKER", ("/bin/false",))
+    out = io.StringIO()
+    assert run_check(settings, out=out) == 0
+    assert "media: WARNING a test photo could not be cleaned (unreadable)" in out.getvalue()
