@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import gzip
 import sqlite3
 from contextlib import closing
 from typing import Any
 
 import pytest
 
+from mailbridge.relay import web
 from tests.e2e.conftest import RunningRelay
 from tests.e2e.support import maildir_files
 from tests.waiting import wait_for
@@ -104,3 +106,8 @@ def _body(path: Any) -> bytes:
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     body = message.get_body(("plain",))
     return b"" if body is None else str(body.get_content()).encode()
+
+
+def test_the_draft_script_is_at_most_1_kb_gzip() -> None:
+    script = web.SCRIPTS["draft"].encode()
+    assert len(gzip.compress(script, compresslevel=9)) <= 1024
