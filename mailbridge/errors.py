@@ -11,6 +11,7 @@
         ├── LedgerError             the station ledger failed
         │   └── WorkflowError       a status change or assignment the rules refuse
         ├── PollError               talking to a station mailbox (IMAP) failed
+        ├── OpenPGPError            gpg could not encrypt or decrypt a tip
         └── TokenError              the OAuth2 token endpoint could not be reached
 
 Messages name the bad value, where it came from and the fix.
@@ -85,6 +86,10 @@ class WorkflowError(LedgerError):
 
 class PollError(RuntimeFailure):
     """Talking to a station mailbox over IMAP failed."""
+
+
+class OpenPGPError(RuntimeFailure):
+    """gpg could not encrypt a tip to a station's key, or decrypt one for the ledger."""
 
 
 class TokenError(RuntimeFailure):

@@ -322,7 +322,10 @@ def body_digest(msg: Message) -> str:
         except (ValueError, LookupError, AssertionError):
             payload = b"\xff undecodable"
         data = payload if isinstance(payload, bytes) else b""
-        if part.get_content_maintype() == "text":
+        # 7bit and 8bit data is lines (RFC 2045), whose ends the transport may change:
+        # text, and the ASCII armour of an encrypted tip.
+        cte = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+        if part.get_content_maintype() == "text" or cte in ("7bit", "8bit"):
             data = data.replace(b"\r\n", b"\n").rstrip(b"\n")
         label = f"{part.get_content_type()}\0{part.get_filename() or ''}\0{len(data)}\0"
         digest.update(label.encode("utf-8", "surrogateescape"))
@@ -357,13 +360,18 @@ def compose(
     *,
     gettext: Callable[[str], str] = _identity,
     now: datetime | None = None,
+    encrypt: Callable[[bytes], bytes] | None = None,
 ) -> Composed:
     """Build, sign and serialise a tip, then parse the bytes back and check them.
 
-    Raises ``ContractError`` unless the parsed header set is exactly the one
-    written, with the intended values, and the signature verifies.
+    With *encrypt* (bytes to the station's OpenPGP key, ASCII armour) the tip is
+    PGP/MIME (``encrypted``): the contract is signed over the ciphertext the station
+    receives. Raises ``ContractError`` unless the parsed header set is exactly the
+    one written, with the intended values, and the signature verifies.
     """
     msg, headers = _build(sub, env, gettext, now)
+    if encrypt is not None:
+        msg, headers = encrypted(msg, headers, _visible_subject(sub), encrypt)
     values = {name.lower(): value for name, value in headers}
     signature = _signature_header(values, body_digest(msg), key)
     msg[HEADER_SIGNATURE] = signature
@@ -379,6 +387,73 @@ def compose(
     if checked.problem:
         raise ContractError(f"the message does not verify: {checked.problem}")
     return Composed(data, values["message-id"])
+
+
+# RFC 3156: the outer message's parts; the armour never holds "=_", so one boundary fits.
+PGP_ENCRYPTED = "application/pgp-encrypted"
+ENCRYPTED_BOUNDARY = "=_mailbridge_encrypted"
+ENCRYPTED_NAME = "encrypted.asc"
+# Headers repeated inside the encrypted part (protected headers, "v1"): the reader's
+# client shows these, the real subject included, once it has decrypted the tip.
+PROTECTED_HEADERS = ("from", "to", "reply-to", "subject", "date", "message-id",
+                     "in-reply-to", "references")
+
+
+def _visible_subject(sub: Submission) -> str:
+    """What the mail provider sees of an encrypted tip's subject: its ref (and the spam
+    mark, so a mailbox rule still files it), never the category or the text."""
+    mark = f" {SPAM_TAG}" if sub.likely_spam else ""
+    return f"[{header_safe(sub.ref)}]{mark}"
+
+
+def encrypted(msg: EmailMessage, headers: list[tuple[str, str]], subject: str,
+              encrypt: Callable[[bytes], bytes]) -> tuple[EmailMessage, list[tuple[str, str]]]:
+    """*msg* as PGP/MIME (RFC 3156): the whole MIME body, attachments included, with
+    its protected headers, encrypted inside; outside, the same headers with *subject*.
+
+    Returns the outer message (unsigned) and the (name, meant text) of its headers.
+    """
+    outer = EmailMessage(policy=default_policy)
+    for name, value in msg.raw_items():
+        lower = name.lower()
+        if lower == "subject":
+            outer["Subject"] = subject
+        elif lower not in ("mime-version", "content-type", "content-transfer-encoding"):
+            outer.set_raw(name, value)
+        if lower not in PROTECTED_HEADERS and lower not in ("content-type",
+                                                            "content-transfer-encoding"):
+            del msg[name]
+    msg.set_param("protected-headers", "v1")
+    control = EmailMessage(policy=default_policy)
+    control.set_content(b"Version: 1\n", "application", "pgp-encrypted", cte="7bit")
+    armour = EmailMessage(policy=default_policy)
+    armour.set_content(encrypt(msg.as_bytes(policy=SMTP)), "application", "octet-stream",
+                       cte="7bit", disposition="inline", filename=ENCRYPTED_NAME)
+    for part in (control, armour):
+        del part["MIME-Version"]
+    outer["MIME-Version"] = "1.0"
+    outer["Content-Type"] = f'multipart/encrypted; protocol="{PGP_ENCRYPTED}"'
+    outer.set_payload([control, armour])
+    outer.set_boundary(ENCRYPTED_BOUNDARY)
+    return outer, [(n, subject if n == "Subject" else v) for n, v in headers]
+
+
+def is_encrypted(msg: Message) -> bool:
+    """Whether *msg* is PGP/MIME (``multipart/encrypted`` with the OpenPGP protocol)."""
+    return (msg.get_content_type() == "multipart/encrypted"
+            and str(msg.get_param("protocol", "")).lower() == PGP_ENCRYPTED)
+
+
+def ciphertext(msg: Message) -> bytes | None:
+    """The ASCII armour of a PGP/MIME message (its second part), or None if malformed."""
+    parts = msg.get_payload()
+    if not is_encrypted(msg) or not isinstance(parts, list) or len(parts) != 2:
+        return None
+    control, armour = parts
+    if not isinstance(control, Message) or control.get_content_type() != PGP_ENCRYPTED:
+        return None
+    data = armour.get_payload(decode=True) if isinstance(armour, Message) else None
+    return data if isinstance(data, bytes) and data else None
 
 
 def _decoded(value: object) -> str:

@@ -1,0 +1,125 @@
+"""OpenPGP to the station with the real gpg and keys the test made: PGP/MIME that
+keeps the signed contract outside, keys ``check`` must refuse, and why a tip cannot
+be decrypted."""
+
+from __future__ import annotations
+
+import email
+from email.message import Message
+
+import pytest
+
+from mailbridge.core.message import (
+    ENCRYPTED_NAME,
+    Envelope,
+    RelayIdentity,
+    Submission,
+    body_digest,
+    ciphertext,
+    compose,
+    is_encrypted,
+    photo,
+    signing_key,
+    verify_contract,
+)
+from mailbridge.errors import ConfigError, OpenPGPError
+from mailbridge.openpgp import Decryptor, Encryptor, read_public_key
+from tests.openpgp_keys import PASSPHRASE, StationKeys
+
+MARKER = "MARKER-OPENPGP-7Q"
+JPEG = b"\xff\xd8\xff\xe0" + b"photo-bytes-" * 50
+KEY = signing_key("s" * 43)
+
+
+def _tip(keys: StationKeys) -> bytes:
+    sub = Submission("ncs", "Trạm Nậm Cha", "ncs@station.test", "NCS-0042", "drugs", "Ma túy",
+                     f"Có người buôn {MARKER} ở bản", where_when="chợ phiên",
+                     attachments=(photo(1, JPEG),))
+    env = Envelope("relay@relay.test", "relay.test", "tok")
+    return compose(sub, env, KEY, encrypt=Encryptor(keys.public, "openpgp_key")).data
+
+
+def _headers(msg: Message) -> dict[str, list[str]]:
+    lists: dict[str, list[str]] = {}
+    for name, value in msg.items():
+        lists.setdefault(name.lower(), []).append(str(value))
+    return lists
+
+
+def test_an_encrypted_tip_is_pgp_mime_with_the_contract_signed_outside(
+        station_keys: StationKeys) -> None:
+    data = _tip(station_keys)
+    assert MARKER.encode() not in data and b"photo-bytes" not in data
+    outer = email.message_from_bytes(data)
+    assert is_encrypted(outer) and outer["Subject"] == "[NCS-0042]"
+    assert [p.get_filename() for p in outer.walk()][1:] == [None, ENCRYPTED_NAME]
+    checked = verify_contract(_headers(outer), body_digest(outer), [bytes(KEY.verify_key)])
+    assert checked.problem == "" and checked.contract is not None
+    assert checked.contract.ref == "NCS-0042"
+
+    armour = ciphertext(outer)
+    assert armour is not None
+    inner = email.message_from_bytes(Decryptor(secret_key=station_keys.secret,
+                                               passphrase=PASSPHRASE)(armour))
+    assert inner.get_param("protected-headers") == "v1"
+    assert "Ma túy" in str(email.header.make_header(email.header.decode_header(
+        inner["Subject"])))
+    assert inner["Message-ID"] == outer["Message-ID"]
+    texts = [p.get_payload(decode=True) for p in inner.walk()
+             if p.get_content_type() == "text/plain"]
+    assert MARKER.encode() in texts[0]
+    photos = [p for p in inner.walk() if p.get_filename() == "anh-1.jpg"]
+    assert photos[0].get_payload(decode=True) == JPEG
+
+
+def test_the_signature_covers_the_ciphertext(station_keys: StationKeys) -> None:
+    data = _tip(station_keys)
+    head, _sep, body = data.partition(b"-----BEGIN PGP MESSAGE-----\r\n\r\n")
+    changed = head + _sep + (b"A" if body[:1] != b"A" else b"B") + body[1:]
+    outer = email.message_from_bytes(changed)
+    checked = verify_contract(_headers(outer), body_digest(outer), [bytes(KEY.verify_key)])
+    assert checked.problem == "its body was changed after the relay signed it"
+
+
+def test_line_ends_changed_by_a_server_do_not_break_the_signature(
+        station_keys: StationKeys) -> None:
+    outer = email.message_from_bytes(_tip(station_keys).replace(b"\r\n", b"\n"))
+    relay = RelayIdentity("relay@relay.test", (bytes(KEY.verify_key),))
+    assert verify_contract(_headers(outer), body_digest(outer), relay.public_keys).problem == ""
+
+
+def test_check_reads_the_fingerprint_and_expiry(station_keys: StationKeys) -> None:
+    info = read_public_key(station_keys.public, "stations.ncs.openpgp_key")
+    assert info.fingerprint == station_keys.fingerprint
+    assert info.expires is not None and info.user_ids == ("Trạm Nậm Cha <ncs@station.test>",)
+
+
+@pytest.mark.parametrize(("which", "says"), [
+    ("expired", "expired on 2025-12-01: extend it (gpg --quick-set-expire"),
+    ("revoked", "is revoked: make a new one"),
+    ("signing_only", "can only sign, not encrypt: add an encryption subkey (gpg --quick-add-key"),
+    ("secret", "holds a private key: the relay must have the public one only"),
+])
+def test_keys_the_relay_must_not_use_are_refused_with_the_fix(
+        station_keys: StationKeys, which: str, says: str) -> None:
+    with pytest.raises(ConfigError, match="^stations.ncs.openpgp_key: ") as caught:
+        read_public_key(getattr(station_keys, which), "stations.ncs.openpgp_key")
+    assert says in str(caught.value)
+
+
+def test_a_missing_key_file_names_the_export_command(station_keys: StationKeys) -> None:
+    with pytest.raises(ConfigError, match="does not exist: export the station's key there"):
+        read_public_key(station_keys.public.with_name("none.asc"), "openpgp_key")
+
+
+@pytest.mark.parametrize(("secret", "passphrase", "reason"), [
+    ("other_secret", "", "encrypted to a key whose private part this station does not have"),
+    ("secret", "not the passphrase", "passphrase is wrong"),
+])
+def test_why_a_tip_cannot_be_decrypted(station_keys: StationKeys, secret: str,
+                                       passphrase: str, reason: str) -> None:
+    armour = ciphertext(email.message_from_bytes(_tip(station_keys)))
+    assert armour is not None
+    decrypt = Decryptor(secret_key=getattr(station_keys, secret), passphrase=passphrase)
+    with pytest.raises(OpenPGPError, match=reason):
+        decrypt(armour)
