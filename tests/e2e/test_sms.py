@@ -36,7 +36,7 @@ SENDERS = {
     "single": "+84912345678", "parts": "0987654321", "ucs2": "84961234567",
     "digit": "+84355512345", "report": "+84977000111", "empty": "+84388222333",
     "flood": "+84911999888", "wap": "+84866777888", "mms": "+84855666777",
-    "flash": "+84844555666",
+    "flash": "+84844555666", "direct": "+84899001122",
 }
 FLOOD, PER_HOUR = 5, 3
 LONG = " ".join(f"doan{i:03d}" for i in range(50))  # 399 characters: three parts
@@ -166,7 +166,7 @@ class Outcome:
     config: Path
     prefix: str
     tips: list[EmailMessage]
-    intake: subprocess.CompletedProcess[str]
+    intakes: list[subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="module")
@@ -193,17 +193,23 @@ def outcome(mailstack: Any, tmp_path_factory: pytest.TempPathFactory) -> Outcome
     expected = 4 + PER_HOUR
     wait_for(lambda: len(station_tips(mailstack, prefix)) >= expected,
              f"{expected} SMS tips in the station mailbox", 60, interval=0.2)
-    # What an intake prints, run as gammu-smsd runs it (gammu-smsd discards it).
-    intake = mailbridge(config, "sms-intake", "--station", "ncs", env={
-        "SMS_MESSAGES": "1", "SMS_1_NUMBER": SENDERS["flood"], "SMS_1_CLASS": "-1",
-        "SMS_1_REFERENCE": "0", "SMS_1_TEXT": "tin nhan lien tuc nua", "DECODED_PARTS": "0"})
-    return Outcome(folder, config, prefix, station_tips(mailstack, prefix), intake)
+    # What an intake prints, run as gammu-smsd runs it (gammu-smsd discards it): the
+    # flood's sixth text, dropped, and one from a new sender, stored and delivered.
+    intakes = [mailbridge(config, "sms-intake", "--station", "ncs", env={
+        "SMS_MESSAGES": "1", "SMS_1_NUMBER": SENDERS[sender], "SMS_1_CLASS": "-1",
+        "SMS_1_REFERENCE": "0", "SMS_1_TEXT": text, "DECODED_PARTS": "0"})
+        for sender, text in (("flood", "tin nhan lien tuc nua"), ("direct", "tin nhan thu"))]
+    assert [i.returncode for i in intakes] == [0, 0], [i.stderr for i in intakes]
+    wait_for(lambda: len(station_tips(mailstack, prefix)) >= expected + 1,
+             "the direct intake's tip", 60, interval=0.2)
+    return Outcome(folder, config, prefix, station_tips(mailstack, prefix), intakes)
 
 
 def test_each_text_is_one_tip_in_the_station_mailbox(outcome: Outcome) -> None:
     texts = sorted(text_of(m) for m in outcome.tips)
-    assert len(outcome.tips) == 4 + PER_HOUR, texts
-    for wanted in ("co nguoi la o ban tren dem qua", LONG, UCS2, "2 xe cho thuoc la qua suoi"):
+    assert len(outcome.tips) == 4 + PER_HOUR + 1, texts
+    for wanted in ("co nguoi la o ban tren dem qua", LONG, UCS2, "2 xe cho thuoc la qua suoi",
+                   "tin nhan thu"):
         assert sum(wanted in t for t in texts) == 1, wanted
     assert sum("tin nhan lien tuc so" in t for t in texts) == PER_HOUR
     refs = [str(m["X-Mailbridge-Ref"]) for m in outcome.tips]
@@ -247,8 +253,9 @@ def test_the_outbox_delivered_each_once_and_the_flood_was_cut(outcome: Outcome) 
     finally:
         store.close()
     assert [r.state for r in rows] == [DELIVERED] * len(rows)
-    assert len(rows) == 4 + PER_HOUR  # the direct run was the flood's sixth: dropped too
-    assert "per_hour was reached" in outcome.intake.stderr
+    assert len(rows) == 4 + PER_HOUR + 1  # the flood's sixth, run directly: dropped too
+    assert "per_hour was reached" in outcome.intakes[0].stderr
+    assert "outbox: delivered" in outcome.intakes[1].stderr
 
 
 def test_no_sender_number_in_anything_gammu_or_mailbridge_wrote(outcome: Outcome) -> None:
@@ -260,7 +267,8 @@ def test_no_sender_number_in_anything_gammu_or_mailbridge_wrote(outcome: Outcome
     assert not list((outcome.folder / "phone" / "sms" / "1").iterdir())
     blobs = {str(p): p.read_bytes() for p in written}
     blobs |= {f"mail {m['X-Mailbridge-Ref']}": m.as_bytes() for m in outcome.tips}
-    blobs |= {"intake output": (outcome.intake.stdout + outcome.intake.stderr).encode()}
+    blobs |= {f"intake {i} output": (run.stdout + run.stderr).encode()
+              for i, run in enumerate(outcome.intakes)}
     for name, number in SENDERS.items():
         for needle in spellings(number):
             leaks = [where for where, data in blobs.items() if needle in data]
