@@ -233,10 +233,13 @@ class Station:
     # Spoken instructions for the form, one or more recordings per language
     # (relay/prompts.py names the files); None: no audio on the page.
     audio_prompts: Path | None = None
-    # What the box is for, and the categories its form offers (by default the
-    # top-level [[categories]] for "tips", FEEDBACK_CATEGORIES for "feedback").
+    # What the box is for, and the categories its form offers: its own
+    # [[stations.categories]], else the top-level [[categories]] for "tips" and
+    # FEEDBACK_CATEGORIES for "feedback".
     purpose: Purpose = "tips"
     categories: tuple[Category, ...] = BUILTIN_CATEGORIES
+    # The form's own words under its title, per language (else the purpose's default).
+    intro: Mapping[str, str] = field(default_factory=dict)
     # Who may answer a tipster by mail besides ``mailbox`` (lower-case addresses).
     officer_senders: tuple[str, ...] = ()
     # The relay address that takes tips by e-mail for this station; "" keeps it off.
@@ -577,7 +580,7 @@ def _parse(top: _Reader, ctx: _Context) -> Settings | None:
     smtp_top = top.table("smtp")
     smtp = _smtp(smtp_top) if smtp_top else None
     ledger = _ledger(top.table("ledger"), ctx)
-    tip_categories = _categories(top, ctx)
+    tip_categories = _categories(top, BUILTIN_CATEGORIES)
     stations: dict[str, Station] = {}
     for st in top.tables("stations"):
         station = _station(st, smtp, tip_categories, delivers=ctx.relay_side)
@@ -855,6 +858,10 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None,
     if purpose not in PURPOSES:
         r.error("purpose", f'must be "tips" or "feedback", got {purpose!r}')
         purpose = "tips"
+    intro = r.get("intro", dict, {})
+    if not all(isinstance(v, str) and v.strip() for v in intro.values()):
+        r.error("intro", 'must map languages to text, e.g. { vi = "...", hmn = "..." }')
+        intro = {}
     senders = r.get("officer_senders", list, [])
     for sender in senders:
         if not isinstance(sender, str) or not _EMAIL.match(sender):
@@ -863,7 +870,7 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None,
     mail_tips = r.text("mail_tips_address")
     if mail_tips and not _EMAIL.match(mail_tips):
         r.error("mail_tips_address", f"must be an e-mail address, got {mail_tips!r}")
-    categories = FEEDBACK_CATEGORIES if purpose == "feedback" else tip_categories
+    categories = _categories(r, FEEDBACK_CATEGORIES if purpose == "feedback" else tip_categories)
     station = Station(
         id=sid,
         name=r.text("name", sid),
@@ -879,6 +886,7 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None,
         audio_prompts=r.path("audio_prompts"),
         purpose=cast(Purpose, purpose),
         categories=categories,
+        intro=intro,
         officer_senders=tuple(s.lower() for s in senders if isinstance(s, str)),
         mail_tips_address=mail_tips.lower(),
         reply_smtp=reply_smtp,
@@ -976,10 +984,11 @@ def _str_map(r: _Reader, name: str) -> dict[str, str]:
     return dict(value)
 
 
-def _categories(top: _Reader, ctx: _Context) -> tuple[Category, ...]:
+def _categories(top: _Reader, default: tuple[Category, ...]) -> tuple[Category, ...]:
+    """``[[categories]]`` of the file or of one station; *default* where there are none."""
     if "categories" not in top.data:
         top.used.add("categories")
-        return BUILTIN_CATEGORIES
+        return default
     result: list[Category] = []
     for c in top.tables("categories"):
         cid = c.text("id", required=True).lower()
@@ -993,5 +1002,5 @@ def _categories(top: _Reader, ctx: _Context) -> tuple[Category, ...]:
                                           else "other"), dict(labels)))
         c.finish()
     if not result:
-        ctx.error("categories is empty: remove the key to use the built-in list, or add some")
-    return tuple(result) or BUILTIN_CATEGORIES
+        top.error("categories", "is empty: remove the key to use the default list, or add some")
+    return tuple(result) or default

@@ -25,6 +25,21 @@ mailbox = "gopy@d1.example.test"
 maildir = "mail/d1"
 placements = [{ id = "nha-an", label = "Nhà ăn" }]
 """
+OWN_WORDS = """
+[[stations]]
+id = "d2"
+name = "Đại đội 2"
+purpose = "feedback"
+mailbox = "gopy@d2.example.test"
+maildir = "mail/d2"
+intro = { vi = "Góp ý cho chi bộ đại đội." }
+[[stations.categories]]
+id = "meals"
+labels = { vi = "Bữa ăn", hmn = "Zaub mov", en = "Meals" }
+pictogram = "living"
+[[stations.categories]]
+id = "other"
+"""
 
 
 def settings_for(folder: Path, stations: str) -> Settings:
@@ -37,7 +52,7 @@ def settings_for(folder: Path, stations: str) -> Settings:
 @pytest.fixture(scope="module")
 def two_boxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, str]]:
     settings = settings_for(tmp_path_factory.mktemp("purpose"), MAILDIR_STATION
-                            + FEEDBACK_STATION)
+                            + FEEDBACK_STATION + OWN_WORDS)
     with relay_in_thread(settings) as base:
         yield settings, base
 
@@ -94,3 +109,21 @@ def test_a_feedback_box_takes_its_categories_only(two_boxes: tuple[Settings, str
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert message["X-Mailbridge-Category"] == "living"
     assert "Đời sống, ăn ở" in message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_a_box_may_have_its_own_categories_and_intro(two_boxes: tuple[Settings, str]) -> None:
+    settings, base = two_boxes
+    assert [c.id for c in settings.stations["d2"].categories] == ["meals", "other"]
+    assert "meals" in [c.id for c in settings.categories]
+    with httpx.Client(base_url=base, timeout=30) as client:
+        vi = client.get("/s/d2").text
+        en = client.get("/s/d2?lang=en").text
+    assert "<p>Góp ý cho chi bộ đại đội.</p>" in vi and "Bữa ăn" in vi
+    assert vi.count("type=radio name=category") == 2 and "Đời sống, ăn ở" not in vi
+    # No English intro of its own: the feedback box's default words.
+    assert "Say what you think about daily life" in en and "Góp ý cho chi bộ" not in en
+
+
+def test_a_bad_intro_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^stations\.d2\.intro must map languages to text"):
+        settings_for(tmp_path, OWN_WORDS.replace('"Góp ý cho chi bộ đại đội."', "3"))
