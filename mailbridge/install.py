@@ -65,12 +65,16 @@ def source_dir(given: Path | None) -> Path:
 
 
 def _without_tables(text: str, names: Sequence[str]) -> str:
-    """``text`` without the TOML tables ``names`` (a header up to the next header)."""
-    out, skipping = [], False
+    """``text`` without the TOML tables ``names``: a header up to the next header, and
+    the comment lines just above it, which are about it."""
+    out: list[str] = []
+    skipping = False
     for line in text.splitlines(keepends=True):
         header = re.match(r"^\[\[?([^\]]+)\]\]?\s*(#.*)?$", line.strip())
         if header:
             skipping = header.group(1).strip() in names
+            while skipping and out and out[-1].startswith("#"):
+                out.pop()
         if not skipping:
             out.append(line)
     return "".join(out)
