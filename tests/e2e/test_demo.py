@@ -82,6 +82,8 @@ def test_demo_sends_indexes_and_prints_the_urls(tmp_path: Path) -> None:
     assert f"http://127.0.0.1:{port}/status" in result.stdout
     assert len(maildir_files(folder / "mail" / "ncs")) == 2
     assert len(maildir_files(folder / "mail" / "pvs")) == 1
+    # Nậm Cha's spoken Vietnamese instructions, made by espeak-ng on this machine.
+    assert [p.name for p in (folder / "prompts" / "ncs").iterdir()] == ["vi.m4a"]
     engine = create_engine(f"sqlite:///{folder / 'ledger.db'}")
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Tip)).scalar_one() == 3
