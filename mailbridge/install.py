@@ -267,5 +267,7 @@ def run_install(role: InstallRole, *, root: Path, dry_run: bool, source: Path | 
           f"check --connect\n"
           + (f"  sudo -u mailbridge-relay /opt/mailbridge/bin/mailbridge --config {config} "
              f"dkim-key   # the DNS record to publish\n" if role == "relay" else "")
-          + f"  sudo systemctl enable --now {unit} mailbridge-purge@{role}.timer")
+          + f"  sudo systemctl enable --now {unit} mailbridge-purge@{role}.timer"
+          + ("\n  then HTTPS in front: deploy/nginx/mailbridge.conf or deploy/caddy/Caddyfile"
+             " (docs/ADMIN.md, TLS in front)" if role == "relay" else ""))
     return 0
