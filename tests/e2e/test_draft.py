@@ -7,6 +7,7 @@ import email.policy
 import gzip
 import sqlite3
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,7 +35,7 @@ def draft(page: Any) -> object:
 
 
 def test_offline_send_is_kept_and_sent_once_when_the_signal_is_back(
-        browser: Any, running_relay: RunningRelay) -> None:
+        browser: Any, running_relay: RunningRelay, artifacts: Path) -> None:
     context = browser.new_context(viewport={"width": 360, "height": 640})
     try:
         page = context.new_page()
@@ -48,6 +49,9 @@ def test_offline_send_is_kept_and_sent_once_when_the_signal_is_back(
         page.click("button[type=submit]")
         page.wait_for_selector("#offline", state="visible")
         assert page.is_hidden("#again")  # offered only once the network is back
+        (artifacts / "languages" / "vi").mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(artifacts / "languages" / "vi" / "form-offline.png"),
+                        full_page=True)
         assert accepted_tips(running_relay) == before and TEXT in str(draft(page))
 
         context.set_offline(False)
@@ -102,7 +106,7 @@ def test_without_javascript_the_draft_controls_never_show(
         context.close()
 
 
-def _body(path: Any) -> bytes:
+def _body(path: Path) -> bytes:
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     body = message.get_body(("plain",))
     return b"" if body is None else str(body.get_content()).encode()
