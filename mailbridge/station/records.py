@@ -58,6 +58,7 @@ class Indexed:
     category: str = ""
     placement: str = ""
     contract_station: str = ""
+    likely_spam: str = ""       # the relay's signed mark, e.g. "near-duplicate"
     tip_text: str = ""          # the tipster's own words (relay mail)
     preview: str = ""           # of tip_text, for the tip row (relay mail)
     search_text: str = ""       # what the officers' search indexes (station/searchtext.py)

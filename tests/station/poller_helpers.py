@@ -44,12 +44,13 @@ _numbers = itertools.count(1)
 
 def tip(ref: str, text: str = "Có người vượt biên ở chợ phiên.", *,
         references: tuple[str, ...] = (), category: str = "border",
-        station: str = "ncs", message_id: str = "") -> bytes:
+        station: str = "ncs", message_id: str = "", likely_spam: str = "") -> bytes:
     """A forwarded tip exactly as the relay builds and signs it."""
     sub = Submission(station_id=station, station_name="Đồn Biên phòng", mailbox="x@example.test",
                      ref=ref, category_id=category, category_label="Vượt biên", text=text,
                      placement_id="cho-phien", placement_label="Chợ phiên",
-                     received_hour=datetime(2026, 11, 2, 9, tzinfo=UTC))
+                     received_hour=datetime(2026, 11, 2, 9, tzinfo=UTC),
+                     likely_spam=likely_spam)
     env = Envelope(RELAY, RELAY_DOMAIN, "a" * 32, message_id=message_id, references=references)
     return compose(sub, env, RELAY_KEY).data
 

@@ -352,6 +352,7 @@ class Batch:
         tip = TipRow(None, msg.ref, msg.id, msg.subject, self._preview(msg), hour, fields={
             "station_id": self.station, "received_category": category, "category": category,
             "placement": ind.placement if ind else "", "status": Status.NEW.value,
+            "likely_spam": ind.likely_spam if ind else "",
             "status_reason": "", "assignee": ""})
         self.new_tips.append(tip)
         self.tips[msg.ref] = tip

@@ -208,6 +208,8 @@ class Tip(Base):
     # so figures still count a handled tip by what it was worth.
     verdict: Mapped[str] = mapped_column(String(16), default="", server_default="")
     assignee: Mapped[str] = mapped_column(String(120), default="")
+    # The relay's signed mark (X-Mailbridge-Likely-Spam): "near-duplicate", or "".
+    likely_spam: Mapped[str] = mapped_column(String(32), default="", server_default="")
     first_action_at: Mapped[datetime | None] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 

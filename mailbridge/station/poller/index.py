@@ -303,7 +303,8 @@ def index_message(raw: bytes, *, relay: RelayIdentity, size: int | None = None,
         return replace(
             base, kind=MessageKind.FOLLOWUP if references else MessageKind.TIP,
             ref=contract.ref[:32], category=contract.category_id, placement=contract.placement_id,
-            contract_station=contract.station_id, tip_text=tip_text, preview=preview(tip_text),
+            contract_station=contract.station_id, likely_spam=contract.likely_spam,
+            tip_text=tip_text, preview=preview(tip_text),
             search_text=search_form(tip_text),
             warning="too large: only the header was indexed" if headers_only else "")
     tag = _SUBJECT_TAG.search(subject)

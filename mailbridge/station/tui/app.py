@@ -167,7 +167,7 @@ class LedgerApp(App[int]):
                 S.category_label(self.settings, row.category),
                 S.placement_label(self.settings, row.station_id, row.placement),
                 (S.OVERDUE if self._overdue(row) else "") + S.status_label(row.status),
-                row.assignee, row.preview]
+                row.assignee, (S.LIKELY_SPAM if row.likely_spam else "") + row.preview]
 
     # ---- workers --------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ class TipRow:
     assignee: str
     preview: str
     updated_at: datetime | None = None  # the last officer action (or mailbox signal)
+    likely_spam: str = ""  # the relay's mark: many copies of this text
 
 
 # A tip's verdict as the report counts it: the verdict kept when it moved on (to
@@ -152,7 +153,8 @@ def position_of(session: Session, f: TipFilter, tip_id: int) -> int | None:
 def page_tips(session: Session, f: TipFilter, offset: int, limit: int) -> list[TipRow]:
     """One page of the list, newest first (ties broken by id, so pages never overlap)."""
     query = select(Tip.id, Tip.station_id, Tip.ref, Tip.received_hour, Tip.category,
-                   Tip.placement, Tip.status, Tip.assignee, Tip.preview, Tip.updated_at)
+                   Tip.placement, Tip.status, Tip.assignee, Tip.preview, Tip.updated_at,
+                   Tip.likely_spam)
     query = apply_filter(query, f, _dialect(session)).order_by(
         Tip.received_hour.desc(), Tip.id.desc()).offset(offset).limit(limit)
     return [TipRow(**row._asdict()) for row in session.execute(query)]

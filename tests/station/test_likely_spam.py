@@ -1,0 +1,60 @@
+"""The relay's likely-spam mark, from the signed header to the ledger and the officers'
+list: the poller files it on the tip (real Dovecot), the list shows it (Textual pilot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from mailbridge.core.message import NEAR_DUPLICATE
+from mailbridge.station.ledger.db import make_engine, session_factory, upgrade
+from mailbridge.station.ledger.models import Tip
+from mailbridge.station.tui import strings as S
+from mailbridge.station.tui.tiplist import TipList
+from tests.servers.mailstack import MailStack
+from tests.station.poller_helpers import Ledger, append, imap_settings, new_ref, tip
+from tests.station.test_tui_app import (
+    SIZE,
+    add_tip,
+    aio,
+    app_for,
+    make_settings,
+    screen_text,
+    settle,
+)
+
+
+@pytest.mark.servers
+def test_the_poller_files_the_mark_on_the_tip(mailstack: MailStack, address: str,
+                                              ledger: Ledger) -> None:
+    plain_ref, marked_ref = new_ref(), new_ref()
+    append(mailstack, address, [tip(plain_ref), tip(marked_ref, likely_spam=NEAR_DUPLICATE)])
+    assert ledger.poll(imap_settings(mailstack, address)).tips == 2
+    with ledger.sessions() as s:
+        marks = {r.ref: r.likely_spam for r in s.execute(select(Tip.ref, Tip.likely_spam))}
+    assert marks == {plain_ref: "", marked_ref: NEAR_DUPLICATE}
+
+
+@aio
+async def test_the_officers_list_shows_the_mark(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    with sessions() as s:
+        add_tip(s, 1, "Có người lạ chở hàng qua suối lúc nửa đêm")
+        add_tip(s, 2, "Bản tin chép lại nhiều lần").likely_spam = NEAR_DUPLICATE
+        s.commit()
+    app = app_for((make_settings(tmp_path, url), sessions))
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            assert app.query_one(TipList).total == 2
+            lines = screen_text(app).splitlines()
+    finally:
+        engine.dispose()
+    marked = next(line for line in lines if "NCS-0002" in line)
+    plain = next(line for line in lines if "NCS-0001" in line)
+    assert S.LIKELY_SPAM.strip()[:20] in marked and S.LIKELY_SPAM.strip()[:20] not in plain
