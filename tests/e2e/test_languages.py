@@ -141,13 +141,14 @@ def test_the_hmong_form_speaks_only_its_catalog(browser: Any, relay: str,
     assert re.fullmatch(r"[\s·:]*", rest), rest
 
 
+@pytest.mark.parametrize("javascript", [False, True])
 def test_a_voice_tip_with_a_category_and_nothing_typed_takes_at_most_four_taps(
-        browser: Any, relay: str, tmp_path: Path) -> None:
+        browser: Any, relay: str, tmp_path: Path, javascript: bool) -> None:
     """From the scanned URL to the receipt: a tap on the category, one to record
     (set_input_files stands for the phone's recorder), one on send."""
     make_prompts(tmp_path)  # a real spoken recording, as a phone's recorder makes one
     taps = 0
-    context = browser.new_context(java_script_enabled=False, viewport=VIEW)
+    context = browser.new_context(java_script_enabled=javascript, viewport=VIEW)
     try:
         page = context.new_page()
         page.goto(f"{relay}/S/NCS/CHO")  # the scan: the camera opens the URL
@@ -155,11 +156,10 @@ def test_a_voice_tip_with_a_category_and_nothing_typed_takes_at_most_four_taps(
         taps += 1
         page.set_input_files("#voice", str(tmp_path / "vi.m4a"))
         taps += 1
-        with page.expect_navigation():
-            page.click("button[type=submit]")
+        page.click("button[type=submit]")  # JavaScript on: sent by the draft script
         taps += 1
-        assert page.locator(".code").count() == 1, page.inner_text("body")[:500]
+        page.wait_for_selector(".code")
     finally:
         context.close()
-    print(f"taps from the scanned URL to a sent voice tip: {taps}")
+    print(f"taps from the scanned URL to a sent voice tip (JavaScript {javascript}): {taps}")
     assert taps <= 4
