@@ -13,6 +13,7 @@ is a ``TokenError``, tried again later.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from .config import OAuth2Settings, Secret
 from .core.text import one_line
 from .errors import ConfigError, TokenError
 
+# httpx logs each request at INFO: a journal line per token, and one line per event is ours.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 EARLY = 60.0  # seconds before its expiry that a token is renewed
 TIMEOUT = 30.0
 T = TypeVar("T")
