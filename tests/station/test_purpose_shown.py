@@ -14,6 +14,7 @@ from mailbridge.config import FEEDBACK_CATEGORIES, Settings, Station
 from mailbridge.station.ledger.db import make_engine, session_factory, upgrade
 from mailbridge.station.report import TipFacts, compute
 from mailbridge.station.tui.detail import DetailScreen
+from mailbridge.station.tui.dialogs import ChoiceDialog
 from tests.station.test_tui_app import SIZE, add_tip, aio, app_for, make_settings, screen_text
 from tests.station.test_tui_app import settle as settled
 
@@ -67,3 +68,15 @@ def test_the_report_names_the_feedback_box(tmp_path: Path) -> None:
     labels = {row.label for row in report.by["station"]}
     assert {"Tiểu đoàn 1 (góp ý)", "Đồn Biên phòng Nậm Cuổi"} <= labels  # a tip box: as is
     assert "Đời sống, ăn ở" in {row.label for row in report.by["category"]}
+
+
+@aio
+async def test_a_feedback_opinion_is_recategorised_among_its_box_s_categories(
+        ledger: tuple[Settings, sessionmaker[Session]]) -> None:
+    app = app_for(ledger)
+    async with app.run_test(size=SIZE) as pilot:
+        await settled(app, pilot)
+        await pilot.press("down", "c")  # the second newest: GY-0001
+        await settled(app, pilot)
+        assert isinstance(app.screen, ChoiceDialog)
+        assert [value for value, _ in app.screen.choices] == [c.id for c in FEEDBACK_CATEGORIES]

@@ -466,7 +466,8 @@ class LedgerApp(App[int]):
         if tip is None:
             return self.notify(S.NO_TIP, markup=False)
         tip_id, station, ref, _ = tip
-        known = [c.id for c in self.settings.categories]
+        box = self.settings.station(station)  # a feedback box's opinion takes its categories
+        known = [c.id for c in (box.categories if box else self.settings.categories)]
         choices = [(c, S.category_label(self.settings, c)) for c in known]
 
         def done(result: tuple[str, str] | None) -> None:
