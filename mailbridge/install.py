@@ -12,6 +12,11 @@ both service users are in) holds ROLE.toml (0640, readable by the role's user) a
 ROLE.env (0600, the role's user: systemd's EnvironmentFile, and what a command run by
 hand as that user reads); /var/lib/mailbridge-ROLE (0700) holds the databases. The
 relay's DKIM key is made here too, since the relay's user cannot write /etc/mailbridge.
+
+The ledger stays the station user's alone (0600 in 0700): officers, in the group
+``mailbridge-officers``, open it through a sudoers rule that allows exactly
+``mailbridge ledger`` and ``mailbridge report`` as that user, wrapped as the commands
+``mailbridge-ledger`` and ``mailbridge-report``; the audit names the officer who ran sudo.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ ETC = Path("/etc/mailbridge")
 UNITS = Path("/etc/systemd/system")
 _UNIT = {"relay": "mailbridge-relay.service", "station": "mailbridge-poller.service"}
 _PURGE = ("mailbridge-purge@.service", "mailbridge-purge@.timer")
+OFFICERS = "mailbridge-officers"
+MAILBRIDGE = "/opt/mailbridge/bin/mailbridge"  # where the units run it from
+_DESK = ("ledger", "report")  # what officers may run as the station's user
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,25 @@ def env_file(role: InstallRole) -> bytes:
             b"MAILBRIDGE_NCS_IMAP_PASSWORD=\n")
 
 
+def _station_command(command: str) -> str:
+    return f"{MAILBRIDGE} --config {ETC}/station.toml {command}"
+
+
+def sudoers() -> bytes:
+    """The rule that lets officers run the officers' UI and the report, nothing else."""
+    allowed = ", ".join(f"{_station_command(c)}, {_station_command(c)} *" for c in _DESK)
+    return (f"# Written by `mailbridge install --role station`: officers (group {OFFICERS})"
+            f" open\n# the ledger as mailbridge-station, which alone can read it.\n"
+            f"Cmnd_Alias MAILBRIDGE_DESK = {allowed}\n"
+            f"%{OFFICERS} ALL=(mailbridge-station) NOPASSWD: MAILBRIDGE_DESK\n").encode()
+
+
+def desk_wrapper(command: str) -> bytes:
+    return (f"#!/bin/sh\n# mailbridge-{command}: `mailbridge {command}` as the station's user"
+            f" (sudoers.d/{OFFICERS}).\n"
+            f'exec sudo -u mailbridge-station {_station_command(command)} "$@"\n').encode()
+
+
 def plan(role: InstallRole, source: Path) -> list[Step]:
     user = f"mailbridge-{role}"
     state = Path(f"/var/lib/{user}")
@@ -130,6 +157,12 @@ def plan(role: InstallRole, source: Path) -> list[Step]:
 
         steps.append(Step("file", ETC / "dkim-mailbridge.key", mode=0o600, owner=user,
                           group=user, keep=True, content=generate_key, note="a new DKIM key"))
+    else:
+        steps.append(Step("group", Path("/"), OFFICERS))
+        steps.append(Step("file", Path("/etc/sudoers.d") / OFFICERS, mode=0o440,
+                          content=sudoers))
+        steps += [Step("file", Path(f"/usr/local/bin/mailbridge-{c}"), mode=0o755,
+                       content=functools.partial(desk_wrapper, c)) for c in _DESK]
     for unit in (_UNIT[role], *_PURGE):
         steps.append(Step("file", UNITS / unit,
                           content=functools.partial(Path.read_bytes, source / "systemd" / unit)))
@@ -269,5 +302,7 @@ def run_install(role: InstallRole, *, root: Path, dry_run: bool, source: Path | 
              f"dkim-key   # the DNS record to publish\n" if role == "relay" else "")
           + f"  sudo systemctl enable --now {unit} mailbridge-purge@{role}.timer"
           + ("\n  then HTTPS in front: deploy/nginx/mailbridge.conf or deploy/caddy/Caddyfile"
-             " (docs/ADMIN.md, TLS in front)" if role == "relay" else ""))
+             " (docs/ADMIN.md, TLS in front)" if role == "relay" else
+             f"\n  each officer: sudo adduser ACCOUNT {OFFICERS}, listed in stations.<id>."
+             f"officers;\n  then they run mailbridge-ledger and mailbridge-report"))
     return 0

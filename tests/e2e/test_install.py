@@ -116,6 +116,24 @@ def test_a_second_run_changes_nothing_and_keeps_what_the_admin_wrote(tmp_path: P
     station = tomllib.loads((etc / "station.toml").read_text(encoding="utf-8"))
     assert station["ledger"]["database"] == "sqlite:////var/lib/mailbridge-station/ledger.db"
     assert (root / "etc/systemd/system/mailbridge-poller.service").is_file()
+    # Officers reach the ledger (the station user's alone) through sudo, for the
+    # officers' UI and the report only.
+    assert "mailbridge-officers" in ids(root, "group")
+    rule = root / "etc/sudoers.d/mailbridge-officers"
+    assert owner_and_mode(root, "/etc/sudoers.d/mailbridge-officers") == ("root", "root", "0440")
+    if shutil.which("visudo"):
+        check = subprocess.run(["visudo", "-cf", str(rule)], capture_output=True, text=True,
+                               check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+    allowed = rule.read_text().split("MAILBRIDGE_DESK = ")[1].splitlines()[0].split(", ")
+    config = "--config /etc/mailbridge/station.toml"
+    assert sorted({c.split(config)[1].split()[0] for c in allowed}) == ["ledger", "report"]
+    assert all(c.startswith(f"/opt/mailbridge/bin/mailbridge {config} ") for c in allowed)
+    for command in ("ledger", "report"):
+        wrapper = f"/usr/local/bin/mailbridge-{command}"
+        assert owner_and_mode(root, wrapper) == ("root", "root", "0755")
+        assert f"sudo -u mailbridge-station /opt/mailbridge/bin/mailbridge {config} {command} " \
+            in (root / wrapper.lstrip("/")).read_text()
     assert (etc / "relay.env").read_bytes() == before[etc / "relay.env"]
 
 

@@ -589,6 +589,19 @@ def test_access_by_os_account(tmp_path: Path) -> None:
         resolve_access(settings, user="binh", station="mlt")
 
 
+def test_an_officer_through_sudo_is_the_account_that_ran_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed, the ledger is the station user's and officers open it with sudo."""
+    settings = make_settings(tmp_path, "sqlite://")
+    monkeypatch.setenv("USER", "mailbridge-station")
+    monkeypatch.setenv("LOGNAME", "mailbridge-station")
+    monkeypatch.setenv("SUDO_USER", "binh")
+    assert resolve_access(settings).actor("ncs") == "Trần Văn Bình"
+    monkeypatch.delenv("SUDO_USER")
+    with pytest.raises(MailbridgeError, match="OS account 'mailbridge-station'"):
+        resolve_access(settings)
+
+
 def test_run_ledger_refuses_an_unlisted_os_account(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'ledger.db'}")

@@ -3,12 +3,15 @@
 There are no passwords in the terminal UI: access to the OS account (and so
 to the ledger database) is the boundary. The config maps OS account names to
 officer names per station (``stations.<id>.officers``); that name goes into
-every audit row.
+every audit row. On an installed box the ledger is the station user's alone and
+officers open it through sudo (``mailbridge install``'s sudoers rule): the
+officer is then sudo's ``SUDO_USER``, which sudo sets itself.
 """
 
 from __future__ import annotations
 
 import getpass
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,6 +28,11 @@ class Access:
         return self.actors.get(station_id, "")
 
 
+def os_account() -> str:
+    """The officer's own account: the one that ran sudo, else this process's user."""
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
 def resolve_access(settings: Settings, *, officer: str | None = None,
                    station: str | None = None, user: str | None = None) -> Access:
     """Stations where the OS account (or the given officer name) is configured."""
@@ -33,7 +41,7 @@ def resolve_access(settings: Settings, *, officer: str | None = None,
                           f"choose among {', '.join(sorted(settings.stations))}")
     candidates = [settings.stations[station.lower()]] if station else list(
         settings.stations.values())
-    account = user if user is not None else getpass.getuser()
+    account = user if user is not None else os_account()
     actors: dict[str, str] = {}
     for st in candidates:
         if officer:
