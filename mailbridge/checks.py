@@ -16,6 +16,7 @@ from .config import ImapSettings, RelaySettings, Settings, SmtpSettings, Station
 from .core.message import public_key_text, signing_key
 from .core.text import one_line
 from .errors import ConfigError, MailbridgeError, MediaRefused, TokenError
+from .openpgp import read_public_key
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -133,6 +134,22 @@ def print_keys(settings: Settings, out: TextIO) -> None:
               file=out)
 
 
+def print_openpgp(settings: Settings, out: TextIO) -> None:
+    """Each station's OpenPGP key: its fingerprint and expiry where the relay encrypts,
+    and whether the poller can decrypt (a key that cannot be used is a ConfigError)."""
+    from .station.poller.run import decryptor
+
+    for station in settings.stations.values():
+        if station.openpgp_key is not None and settings.role != "station":
+            info = read_public_key(station.openpgp_key, f"stations.{station.id}.openpgp_key")
+            until = f"expires {info.expires:%Y-%m-%d}" if info.expires else "does not expire"
+            print(f"openpgp {station.id}: tips encrypted to {info.fingerprint} "
+                  f"({', '.join(info.user_ids) or 'no user id'}), {until}", file=out)
+        if settings.role != "relay" and decryptor(station) is not None:
+            print(f"openpgp {station.id}: the poller decrypts with "
+                  f"{station.openpgp_secret_key or station.openpgp_gnupghome}", file=out)
+
+
 def print_smtp_intake(settings: Settings, out: TextIO) -> None:
     """Where officers' replies come in; a certificate that does not load is the
     ConfigError ``serve`` would stop on, found before the service starts."""
@@ -194,6 +211,7 @@ def run_check(settings: Settings, *, connect: bool = False, out: TextIO | None =
     print_smtp_intake(settings, out)
     failures += print_dkim(settings, out, connect=connect)
     print_keys(settings, out)
+    print_openpgp(settings, out)
     print_media(settings, out)
     print(f"config {settings.path}: ok, {len(settings.stations)} stations, "
           f"{len(settings.categories)} categories", file=out)

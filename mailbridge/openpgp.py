@@ -176,3 +176,18 @@ def _decrypt_problem(result: Any) -> str:
     if "NODATA" in stderr or "no data" in status:
         return "its encrypted part holds no OpenPGP data"
     return f"gpg could not decrypt it ({status or 'no status'})"
+
+
+_ENCRYPTORS: dict[Path, Encryptor] = {}
+_ENCRYPTORS_LOCK = threading.Lock()
+
+
+def encryptor_for(station_id: str, path: Path | None) -> Encryptor | None:
+    """The station's Encryptor (its key imported once per process), or None when the
+    station has no ``openpgp_key``; ConfigError if the key cannot be used."""
+    if path is None:
+        return None
+    with _ENCRYPTORS_LOCK:
+        if path not in _ENCRYPTORS:
+            _ENCRYPTORS[path] = Encryptor(path, f"stations.{station_id}.openpgp_key")
+        return _ENCRYPTORS[path]

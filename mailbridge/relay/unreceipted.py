@@ -17,6 +17,7 @@ from ..config import Category, Settings, Station
 from ..core.message import Composed, Envelope, Submission, compose, hour_of
 from ..core.receipts import new_reply_token
 from ..labels import category_label
+from ..openpgp import encryptor_for
 from .i18n import MESSAGE_LANGUAGE, gettext_for
 from .store import Accepted, RelayStore
 
@@ -36,7 +37,8 @@ def accept_unreceipted(settings: Settings, store: RelayStore, signer: SigningKey
             category_label=category_label(category, MESSAGE_LANGUAGE), text=text,
             placement_id=placement_id, placement_label=placement_label, received_hour=hour)
         return compose(submission, Envelope(relay.address, relay.domain, token), signer,
-                       gettext=gettext_for(MESSAGE_LANGUAGE), now=date)
+                       gettext=gettext_for(MESSAGE_LANGUAGE), now=date,
+                       encrypt=encryptor_for(station.id, station.openpgp_key))
 
     return store.accept(station, build, receipt_hash=secrets.token_hex(32), reply_token=token,
                         delay_minutes=station.delivery_delay_minutes, category_id=category.id)

@@ -71,6 +71,7 @@ from ..core.shingles import NearDuplicates
 from ..core.text import clean_text, is_slug
 from ..errors import MailbridgeError, MediaRefused, StoreError
 from ..labels import category_label
+from ..openpgp import encryptor_for
 from .i18n import (
     MESSAGE_LANGUAGE,
     N_,
@@ -131,6 +132,8 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
 }
+# A busy relay's Retry-After: long enough for the tips ahead to be answered.
+BUSY_RETRY_SECONDS = 10
 FORM_FIELDS = frozenset({"t", "lang", "category", "text", "where"})
 STATUS_FIELDS = frozenset({"t", "lang", "code", "text"})
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -271,6 +274,8 @@ class WebForm:
                                    total_per_hour=settings.relay.status_lookups_total_per_hour,
                                    trusted_proxies=settings.relay.trusted_proxies)
         self.signer = signing_key(secret)
+        for station in settings.stations.values():  # each key imported (and checked) now
+            encryptor_for(station.id, station.openpgp_key)
         self.prompts = Prompts({s.id: s.audio_prompts for s in settings.stations.values()
                                 if s.audio_prompts is not None}, catalog_languages())
         # A URL-encoded UTF-8 character takes at most 9 bytes (%XX%XX%XX).
@@ -281,6 +286,7 @@ class WebForm:
         self.cleaner = MediaCleaner(self.media)
         # Uploads being received, all requests together: two of the largest at once.
         self.upload_budget = UploadBudget(2 * self.media.max_upload_bytes)
+        self.in_flight = 0  # form tips between their body and their answer
 
     # -- rendering ------------------------------------------------------------------
 
@@ -400,63 +406,74 @@ class WebForm:
             log.error("a tip for station %s was not accepted: %s", station.id, _describe(exc))
             return again(503, _("Your tip was NOT sent. Please try again in a few minutes."))
 
-        expired = _("This form has expired or was already sent. If you saw a receipt code, "
-                    "your tip has arrived. If not, send it again.")
-        token = fields.get("t", "")
-        if not self.tokens.genuine(token, station.id):
-            return again(400, expired)
-        category = station.category(form.category) if form.category else None
-        if category is None:
-            return again(400, _("Please choose what it is about."))
-        if not form.text and not uploads:
-            return again(400, _("Please write what you saw."))
-        if len(form.text) > self.relay.max_text_chars:
-            return again(400, _("The text is too long: at most %(max)s characters.")
-                         % {"max": format_number(self.relay.max_text_chars, lang)})
-        # Only now is anything written (the used token): a refused form, or a network
-        # over its limit, cannot fill the database with used tokens.
-        if not self.limiter.hit(request.scope):
-            return again(429, _("Too many tips were sent from your network in the last "
-                                "hour. Please try again later."))
-        if not self.station_limit.hit(station.id):
-            busy = again(503, _("This station has received too many tips in the last hour. "
-                                "Your tip was NOT sent. Please try again later."))
-            busy.headers["Retry-After"] = str(self.station_limit.retry_after())
+        # Past the bound the answer comes at once, the text kept: never a queue of
+        # seconds behind other tips (the body is in, so a slow uplink holds no slot).
+        if self.in_flight >= self.relay.tips_in_flight:
+            busy = again(503, _("Too many people are sending tips right now. Your tip was "
+                                "NOT sent. Please try again in a minute."))
+            busy.headers["Retry-After"] = str(BUSY_RETRY_SECONDS)
             return busy
-        files, problem = await self._clean(lang, uploads)
-        if problem:  # the form again, the text kept, the token unused
-            return again(400, problem)
+        self.in_flight += 1
         try:
-            fresh = await run_in_threadpool(self.tokens.consume, token, station.id)
-        except StoreError as exc:
-            return not_sent(exc)
-        if not fresh:
-            return again(400, expired)
-        try:
-            code = new_receipt_code()
-            copied = self.duplicates.seen(station.id, form.text)
-            form = dataclasses.replace(form, files=files,
-                                       likely_spam=NEAR_DUPLICATE if copied else "")
-            accepted = await run_in_threadpool(
-                self._accept, station, placement, category, form, code)
-        except ContractError:  # by construction never; if it happens, nothing was stored
-            log.error("a tip for station %s was refused: its message did not check out",
-                      station.id)
-            return again(422, _("Your tip was NOT sent: some characters in it cannot be sent "
-                                "safely. Please change the text and send it again."))
-        except Exception as exc:  # the tipster must learn it was not sent, whatever failed
-            return not_sent(exc)
-        try:
-            self.on_accepted()
-        except Exception as exc:  # committed already: delivery will pick it up anyway
-            log.error("waking the delivery worker failed: %s", _describe(exc))
-        # DEBUG only: the journal's timestamp would pin the minute of the submission,
-        # finer than the hour the design allows (and defeating delivery_delay_minutes).
-        log.debug("accepted tip %s for station %s", accepted.ref, station.id)
-        return self.render(lang, "receipt.html", station=station, ref=accepted.ref,
-                           code=format_receipt(code), action=_form_path(station, placement),
-                           again=self.link(_form_path(station, placement), lang, placement),
-                           status_link=_lang_query("/status", lang))
+            expired = _("This form has expired or was already sent. If you saw a receipt code, "
+                        "your tip has arrived. If not, send it again.")
+            token = fields.get("t", "")
+            if not self.tokens.genuine(token, station.id):
+                return again(400, expired)
+            category = station.category(form.category) if form.category else None
+            if category is None:
+                return again(400, _("Please choose what it is about."))
+            if not form.text and not uploads:
+                return again(400, _("Please write what you saw."))
+            if len(form.text) > self.relay.max_text_chars:
+                return again(400, _("The text is too long: at most %(max)s characters.")
+                             % {"max": format_number(self.relay.max_text_chars, lang)})
+            # Only now is anything written (the used token): a refused form, or a network
+            # over its limit, cannot fill the database with used tokens.
+            if not self.limiter.hit(request.scope):
+                return again(429, _("Too many tips were sent from your network in the last "
+                                    "hour. Please try again later."))
+            if not self.station_limit.hit(station.id):
+                busy = again(503, _("This station has received too many tips in the last hour. "
+                                    "Your tip was NOT sent. Please try again later."))
+                busy.headers["Retry-After"] = str(self.station_limit.retry_after())
+                return busy
+            files, problem = await self._clean(lang, uploads)
+            if problem:  # the form again, the text kept, the token unused
+                return again(400, problem)
+            try:
+                fresh = await run_in_threadpool(self.tokens.consume, token, station.id)
+            except StoreError as exc:
+                return not_sent(exc)
+            if not fresh:
+                return again(400, expired)
+            try:
+                code = new_receipt_code()
+                copied = self.duplicates.seen(station.id, form.text)
+                form = dataclasses.replace(form, files=files,
+                                           likely_spam=NEAR_DUPLICATE if copied else "")
+                accepted = await run_in_threadpool(
+                    self._accept, station, placement, category, form, code)
+            except ContractError:  # by construction never; if it happens, nothing was stored
+                log.error("a tip for station %s was refused: its message did not check out",
+                          station.id)
+                return again(422, _("Your tip was NOT sent: some characters in it cannot be sent "
+                                    "safely. Please change the text and send it again."))
+            except Exception as exc:  # the tipster must learn it was not sent, whatever failed
+                return not_sent(exc)
+            try:
+                self.on_accepted()
+            except Exception as exc:  # committed already: delivery will pick it up anyway
+                log.error("waking the delivery worker failed: %s", _describe(exc))
+            # DEBUG only: the journal's timestamp would pin the minute of the submission,
+            # finer than the hour the design allows (and defeating delivery_delay_minutes).
+            log.debug("accepted tip %s for station %s", accepted.ref, station.id)
+            return self.render(lang, "receipt.html", station=station, ref=accepted.ref,
+                               code=format_receipt(code), action=_form_path(station, placement),
+                               again=self.link(_form_path(station, placement), lang, placement),
+                               status_link=_lang_query("/status", lang))
+        finally:
+            self.in_flight -= 1
 
     async def _clean(self, lang: str, uploads: Uploads) -> tuple[tuple[Attachment, ...], str]:
         """The chosen files cleaned, or the refusal to show with the text kept."""
@@ -479,8 +496,10 @@ class WebForm:
             placement_label=placement.label if placement else "",
             where_when=form.where, received_hour=hour_of(datetime.now(UTC)),
             attachments=form.files, likely_spam=form.likely_spam)
+        # Encrypted here, before the commit: the outbox holds only ciphertext.
         return compose(submission, envelope, self.signer,
-                       gettext=gettext_for(MESSAGE_LANGUAGE), now=date)
+                       gettext=gettext_for(MESSAGE_LANGUAGE), now=date,
+                       encrypt=encryptor_for(station.id, station.openpgp_key))
 
     def _accept(self, station: Station, placement: Placement | None, category: Category,
                 form: FormInput, code: str) -> Accepted:

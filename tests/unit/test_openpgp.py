@@ -5,10 +5,15 @@ be decrypted."""
 from __future__ import annotations
 
 import email
+import io
+import shutil
 from email.message import Message
+from pathlib import Path
 
 import pytest
 
+from mailbridge.checks import print_openpgp
+from mailbridge.config import load_config
 from mailbridge.core.message import (
     ENCRYPTED_NAME,
     Envelope,
@@ -123,3 +128,61 @@ def test_why_a_tip_cannot_be_decrypted(station_keys: StationKeys, secret: str,
     decrypt = Decryptor(secret_key=getattr(station_keys, secret), passphrase=passphrase)
     with pytest.raises(OpenPGPError, match=reason):
         decrypt(armour)
+
+
+STATION_TOML = """
+[relay]
+address = "tips@relay.example.test"
+secret_env = "MB_SECRET"
+database = "sqlite:///relay.db"
+
+[ledger]
+database = "sqlite:///ledger.db"
+
+[[stations]]
+id = "ncs"
+mailbox = "tips@ncs.example.test"
+maildir = "mail/ncs"
+openpgp_key = "keys/ncs.asc"
+openpgp_secret_key = "keys/ncs-secret.asc"
+openpgp_passphrase_env = "NCS_OPENPGP_PASSPHRASE"
+"""
+
+
+def _config(tmp_path: Path, keys: StationKeys, public: Path) -> Path:
+    (tmp_path / "keys").mkdir(exist_ok=True)
+    shutil.copy(public, tmp_path / "keys" / "ncs.asc")
+    shutil.copy(keys.secret, tmp_path / "keys" / "ncs-secret.asc")
+    path = tmp_path / "mailbridge.toml"
+    path.write_text(STATION_TOML, encoding="utf-8")
+    return path
+
+
+ENV = {"MB_SECRET": "x" * 40, "NCS_OPENPGP_PASSPHRASE": PASSPHRASE}
+
+
+def test_check_prints_the_fingerprint_expiry_and_how_the_poller_decrypts(
+        tmp_path: Path, station_keys: StationKeys) -> None:
+    settings = load_config(_config(tmp_path, station_keys, station_keys.public), env=ENV)
+    station = settings.stations["ncs"]
+    assert station.openpgp_key == tmp_path / "keys" / "ncs.asc"
+    assert station.openpgp_passphrase.reveal() == PASSPHRASE
+    out = io.StringIO()
+    print_openpgp(settings, out)
+    expires = read_public_key(station_keys.public, "k").expires
+    assert expires is not None
+    assert out.getvalue().splitlines() == [
+        f"openpgp ncs: tips encrypted to {station_keys.fingerprint} (Trạm Nậm Cha "
+        f"<ncs@station.test>), expires {expires:%Y-%m-%d}",
+        f"openpgp ncs: the poller decrypts with {tmp_path / 'keys' / 'ncs-secret.asc'}"]
+
+
+def test_an_expired_key_in_the_config_is_one_line_naming_the_key_and_the_fix(
+        tmp_path: Path, station_keys: StationKeys) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_config(tmp_path, station_keys, station_keys.expired), env=ENV)
+    lines = str(caught.value).splitlines()
+    assert [line for line in lines if "openpgp" in line] == [
+        line for line in lines if line.startswith("stations.ncs.openpgp_key: the key ")
+        and "expired on 2025-12-01: extend it (gpg --quick-set-expire" in line]
+    assert any("openpgp" in line for line in lines)

@@ -18,6 +18,7 @@ import email
 import hashlib
 import html
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from email import errors as email_errors
@@ -29,12 +30,15 @@ from ...core.message import (
     HEADER_LOOP,
     RelayIdentity,
     body_digest,
+    ciphertext,
     has_contract,
+    is_encrypted,
     message_ids,
     verify_contract,
 )
 from ...core.receipts import is_ref
 from ...core.text import clean_text, first_words, one_line, search_form
+from ...errors import OpenPGPError
 from ..records import Indexed, MessageKind, Part
 from ..searchtext import searchable, tip_words
 
@@ -229,8 +233,23 @@ def _text_of(part: Message, data: bytes, problems: list[str]) -> str:
     return text
 
 
+def _decrypted(msg: Message, decrypt: Callable[[bytes], bytes] | None) -> tuple[Message, str]:
+    """The tip inside a PGP/MIME message, or *msg* and why it could not be opened."""
+    armour = ciphertext(msg)
+    if armour is None:
+        return msg, "encrypted, but its PGP/MIME parts are malformed"
+    if decrypt is None:
+        return msg, ("encrypted to the station's OpenPGP key and this station cannot decrypt: "
+                     "set openpgp_secret_key (with openpgp_passphrase_env) or openpgp_gnupghome")
+    try:
+        return email.message_from_bytes(decrypt(armour)), ""
+    except (OpenPGPError, OSError, ValueError) as exc:
+        return msg, f"encrypted, and it could not be decrypted: {exc}"
+
+
 def index_message(raw: bytes, *, relay: RelayIdentity, size: int | None = None,
-                  headers_only: bool = False) -> Indexed:
+                  headers_only: bool = False,
+                  decrypt: Callable[[bytes], bytes] | None = None) -> Indexed:
     """Map one raw message to what the ledger keeps. Never raises on bad mail.
 
     Only mail whose contract verifies against the relay's public keys is a tip or a
@@ -242,6 +261,10 @@ def index_message(raw: bytes, *, relay: RelayIdentity, size: int | None = None,
     header was fetched) the body is left empty and the message is a placeholder
     unless it is a relay tip, which still gets its row (its signature then
     proves the headers only).
+
+    A tip encrypted to the station (PGP/MIME) is indexed from what *decrypt* opens,
+    its real subject from the protected headers; if it cannot be opened it is
+    quarantined with the reason.
     """
     digest = hashlib.sha256(raw).hexdigest()
     real_size = len(raw) if size is None else size
@@ -283,7 +306,14 @@ def index_message(raw: bytes, *, relay: RelayIdentity, size: int | None = None,
     contract = checked.contract if from_relay else None
     if checked.malformed:
         problems.append(f"contract header: {checked.problem}")
-    text, attachments = ("", ()) if headers_only else _body(msg, problems)
+    unopened = ""
+    if contract is not None and not headers_only and is_encrypted(msg):
+        msg, unopened = _decrypted(msg, decrypt)
+        if unopened:
+            problems.append(unopened)
+        elif msg["Subject"] is not None:
+            subject = decode_header_value(msg["Subject"])[0]
+    text, attachments = ("", ()) if headers_only or unopened else _body(msg, problems)
     base = Indexed(
         message_id=message_id, raw_sha256=digest, size=real_size, kind=MessageKind.OTHER,
         subject=subject, text_body=text, sender=sender,
@@ -291,7 +321,7 @@ def index_message(raw: bytes, *, relay: RelayIdentity, size: int | None = None,
         references=references, attachments=attachments, problems=tuple(problems),
     )
     # Before the auto-reply rules: a forgery copies our loop header too.
-    if checked.malformed:
+    if checked.malformed or unopened:
         return replace(base, kind=MessageKind.QUARANTINED)
     if checked.problem or (not checked.present and from_relay):
         why = checked.problem or "it has the relay's address but no contract headers"

@@ -61,10 +61,12 @@ class MaildirPoller:
     """Indexes a Maildir (and its Maildir++ sub-folders) into the ledger."""
 
     def __init__(self, root: Path, store: LedgerStore, *, relay: RelayIdentity,
-                 max_message_bytes: int) -> None:
+                 max_message_bytes: int,
+                 decrypt: Callable[[bytes], bytes] | None = None) -> None:
         self.root = root
         self.store = store
         self.relay = relay
+        self.decrypt = decrypt
         self.max_bytes = max_message_bytes
 
     def folders(self) -> list[tuple[str, Path]]:
@@ -129,7 +131,7 @@ class MaildirPoller:
                                     headers_only=True)
             else:
                 raw = f.path.read_bytes()
-                ind = index_message(raw, relay=self.relay)
+                ind = index_message(raw, relay=self.relay, decrypt=self.decrypt)
         except FileNotFoundError:
             return None  # moved new/ -> cur/ meanwhile: the next poll sees it there
         return Fetched(uid, f.flags, ind.message_id, ind, raw if ind.problems else None)

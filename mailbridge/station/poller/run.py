@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ...config import Settings, Station
 from ...errors import ConfigError, LedgerError, MailbridgeError, PollError
+from ...openpgp import Decryptor
 from ..ledger.db import make_engine, session_factory, upgrade
 from ..ledger.store import LedgerStore
 from ..ledger.workflow import apply_signals
@@ -63,6 +64,17 @@ class ProgressBar:
             self.bar = self.task = None
 
 
+def decryptor(station: Station) -> Decryptor | None:
+    """How the poller opens tips encrypted to the station: its private key file (the
+    passphrase from ``openpgp_passphrase_env``) or its GnuPG home; None without either."""
+    if station.openpgp_secret_key is None and station.openpgp_gnupghome is None:
+        return None
+    return Decryptor(secret_key=station.openpgp_secret_key,
+                     gnupghome=station.openpgp_gnupghome,
+                     passphrase=station.openpgp_passphrase.reveal(),
+                     key=f"stations.{station.id}.openpgp_secret_key")
+
+
 class StationPoller:
     """One station: an IMAP or maildir poller bound to the shared ledger."""
 
@@ -77,12 +89,14 @@ class StationPoller:
         relay, max_bytes = settings.relay_identity(), settings.ledger.max_message_bytes
         self.imap: ImapPoller | None = None
         self.maildir: MaildirPoller | None = None
+        decrypt = decryptor(station)
         if station.imap is not None:
             self.imap = ImapPoller(ImapConnection(station.imap), store, relay=relay,
-                                   max_message_bytes=max_bytes, progress=progress)
+                                   max_message_bytes=max_bytes, progress=progress,
+                                   decrypt=decrypt)
         elif station.maildir is not None:
             self.maildir = MaildirPoller(station.maildir, store, relay=relay,
-                                         max_message_bytes=max_bytes)
+                                         max_message_bytes=max_bytes, decrypt=decrypt)
         self.progress = progress
         self.error: MailbridgeError | None = None
 

@@ -68,10 +68,12 @@ class ImapPoller:
     """Indexes the configured folders of one station mailbox into the ledger."""
 
     def __init__(self, conn: ImapConnection, store: LedgerStore, *, relay: RelayIdentity,
-                 max_message_bytes: int, progress: Progress | None = None) -> None:
+                 max_message_bytes: int, progress: Progress | None = None,
+                 decrypt: Callable[[bytes], bytes] | None = None) -> None:
         self.conn = conn
         self.store = store
         self.relay = relay
+        self.decrypt = decrypt
         self.max_bytes = max_message_bytes
         self.folders = [folder_name(f) for f in conn.settings.folders]
         self.progress = progress
@@ -186,7 +188,7 @@ class ImapPoller:
             if self.progress:
                 self.progress(folder, done, len(uids))
 
-        with Parser(self.relay, workers) as parser, \
+        with Parser(self.relay, workers, self.decrypt) as parser, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool, \
                 closing(_in_order(pool, lambda c: self._fetch_chunk(c, big, rebinding),
                                   chunks, ahead=FETCH_AHEAD)) as fetched_chunks:

@@ -36,7 +36,8 @@ MAX_WORKERS = 4
 NICE = 5
 
 
-def parse_all(fetched: Chunk, relay: RelayIdentity) -> list[Fetched]:
+def parse_all(fetched: Chunk, relay: RelayIdentity,
+              decrypt: Callable[[bytes], bytes] | None = None) -> list[Fetched]:
     """Index the raw messages of one chunk; already-known ones pass through. By UID."""
     items = [f for f in fetched if isinstance(f, Fetched)]
     for f in fetched:
@@ -44,7 +45,7 @@ def parse_all(fetched: Chunk, relay: RelayIdentity) -> list[Fetched]:
             continue
         uid, flags, modseq, raw, size, headers_only = f
         ind = index_message(raw, relay=relay, size=size,
-                            headers_only=headers_only)
+                            headers_only=headers_only, decrypt=decrypt)
         items.append(Fetched(uid, flags, ind.message_id, ind, raw if ind.problems else None,
                              modseq))
     return sorted(items, key=lambda f: f.uid)
@@ -65,13 +66,17 @@ class Parser:
     ``submit`` returns at once; calling its result waits. Chunk k goes to worker
     k mod n, and each worker holds one chunk at a time, so ``depth`` chunks parse
     side by side while the caller commits. If a worker cannot start or dies, its
-    chunks are parsed here: a slower index, never a lost message.
+    chunks are parsed here: a slower index, never a lost message. A station that
+    decrypts (*decrypt*) parses here too: its key stays in this process, and gpg
+    does the work of each message in a process of its own anyway.
     """
 
-    def __init__(self, relay: RelayIdentity, workers: int) -> None:
+    def __init__(self, relay: RelayIdentity, workers: int,
+                 decrypt: Callable[[bytes], bytes] | None = None) -> None:
         self.relay = relay
+        self.decrypt = decrypt
         self.workers: list[_Worker] = []
-        for _ in range(workers):
+        for _ in range(0 if decrypt else workers):
             try:
                 self.workers.append(_Worker())
             except OSError as exc:
@@ -94,7 +99,7 @@ class Parser:
     def submit(self, fetched: Chunk) -> Callable[[], list[Fetched]]:
         live = [w for w in self.workers if w.proc is not None]
         if not live:
-            return lambda: parse_all(fetched, self.relay)
+            return lambda: parse_all(fetched, self.relay, self.decrypt)
         worker = live[self._turn % len(live)]
         self._turn += 1
         future = worker.io.submit(worker.round_trip, fetched, self.relay)
