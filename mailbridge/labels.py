@@ -62,8 +62,11 @@ def sms_keywords(sms: SmsSettings, categories: tuple[Category, ...]) -> dict[str
     if sms.keywords:
         return dict(sms.keywords)
     numbers = {str(i): c.id for i, c in enumerate(categories, start=1)}
-    return {**{fold_keyword(category_label(c, SMS_LANGUAGE)): c.id for c in categories},
-            **numbers}
+    # "Vũ khí, súng tự chế": the whole label, and its words before the comma.
+    names = {fold_keyword(name): c.id for c in categories
+             for name in {category_label(c, SMS_LANGUAGE),
+                          category_label(c, SMS_LANGUAGE).split(",")[0]}}
+    return {**names, **numbers}
 
 
 def sms_menu_keys(sms: SmsSettings, categories: tuple[Category, ...]) -> list[tuple[str, str]]:

@@ -85,6 +85,8 @@ KEYWORDS = sms_keywords(SmsSettings(number="0912 000 111"), BUILTIN_CATEGORIES)
     ("MA TUY o ban tren", "drugs"),
     ("buon lau qua suoi", "smuggling"),
     ("Buôn lậu", "smuggling"),
+    ("vu khi o nha ong A", "guns"),  # "Vũ khí, súng tự chế": the words before its comma
+    ("Vũ khí, súng tự chế", "guns"),
     ("10 người lạ vào bản", "other"),
     ("có người lạ", "other"),
     ("ma tuyet voi", "other"),
