@@ -40,7 +40,8 @@ def test_the_guides_station_side_file_checks_upgrades_and_polls(
     config = _station_file(tmp_path, mailstack)
     check = _run(config, "check", "--connect")
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "  imap: ok" in check.stdout and "  smtp:" not in check.stdout
+    assert f"  imap 127.0.0.1:{mailstack.imaps_port}: ok" in check.stdout
+    assert "  smtp " not in check.stdout
     upgrade = _run(config, "db", "upgrade")
     assert upgrade.returncode == 0 and upgrade.stdout.strip() == "ledger database: up to date"
     poll = _run(config, "poll", "--once")
