@@ -316,6 +316,10 @@ class RelaySettings:
     # and the selector its DNS record is published under.
     dkim_key: Path | None = None
     dkim_selector: str = "mailbridge"
+    # The relay's own OpenPGP key, for officers' replies encrypted to it (optional:
+    # plain replies always work); its passphrase from the environment.
+    openpgp_secret_key: Path | None = None
+    openpgp_passphrase: Secret = field(default_factory=lambda: Secret(""))
 
 
 DEFAULT_TIME_ZONE = "Asia/Ho_Chi_Minh"
@@ -690,6 +694,8 @@ def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings
         tips_in_flight=r.integer("tips_in_flight", 12, 1, 10000),
         dkim_key=r.path("dkim_key"),
         dkim_selector=r.text("dkim_selector", "mailbridge"),
+        openpgp_secret_key=r.path("openpgp_secret_key"),
+        openpgp_passphrase=r.secret("openpgp_passphrase_env"),
     )
     if not DNS_LABEL.match(settings.dkim_selector):
         r.error("dkim_selector", f"must be one DNS label (letters, digits, -), got "

@@ -38,10 +38,11 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ..config import Settings, Station
-from ..core.message import hour_of, reply_token_of, signing_key
+from ..core.message import ciphertext, hour_of, is_encrypted, reply_token_of, signing_key
 from ..core.receipts import derive_key, is_reply_token
 from ..core.reply import noise, reply_text
-from ..errors import ConfigError, RuntimeFailure
+from ..errors import ConfigError, OpenPGPError, RuntimeFailure
+from ..openpgp import Decryptor
 from .ratelimit import RateLimiter
 from .store import RelayStore
 from .unreceipted import accept_unreceipted
@@ -53,6 +54,8 @@ NOT_HERE = "550 5.7.1 this relay accepts mail only for the reply addresses of it
 UNKNOWN = "550 5.1.1 this reply address is unknown or has expired"
 NOT_OFFICER = "550 5.7.1 only the station's own mailbox may answer this tip"
 EMPTY = "550 5.6.0 the reply holds no new text above the quoted tip"
+ENCRYPTED = ("550 5.7.1 this relay cannot read an encrypted reply: send it again without "
+             "encryption")
 NO_TEXT = "550 5.6.0 only the text of a tip is forwarded, and this mail has none"
 TOO_MANY = "451 4.7.0 too many tips by mail this hour: send it again later"
 TRY_LATER = "451 4.3.0 the reply could not be stored now: send it again later"
@@ -91,6 +94,10 @@ class Intake:
         limit = relay.mail_tips_per_hour
         self.mail_tips = RateLimiter(derive_key(relay.secret.reveal(), "mail-tips"), limit,
                                      total_per_hour=limit)
+        # Replies encrypted to the relay's own key (Thunderbird); plain ones need none.
+        self.decrypt = None if relay.openpgp_secret_key is None else Decryptor(
+            secret_key=relay.openpgp_secret_key, passphrase=relay.openpgp_passphrase.reveal(),
+            key="relay.openpgp_secret_key")
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
@@ -162,6 +169,11 @@ class Intake:
                 log.info("smtp: a reply for station %s came from an address that may not "
                          "answer", rcpt.station.id)
                 return NOT_OFFICER
+        if is_encrypted(msg):
+            opened = await asyncio.to_thread(self._decrypted, msg)
+            if opened is None:
+                return ENCRYPTED
+            msg = opened
         text = await asyncio.to_thread(reply_text, msg, remove=[name, sender, *_addresses(msg)])
         if not text:
             return EMPTY
@@ -173,6 +185,19 @@ class Intake:
             # DEBUG only: a journal timestamp beside it would date the reply to the minute.
             log.debug("smtp: a reply for station %s was stored", rcpt.station.id)
         return OK
+
+    def _decrypted(self, msg: Message) -> Message | None:
+        """The reply inside a PGP/MIME message, if the relay has the key it is for."""
+        armour = ciphertext(msg)
+        if self.decrypt is None or armour is None:
+            log.info("smtp: an encrypted reply was refused (%s)",
+                     "no relay.openpgp_secret_key" if armour else "malformed")
+            return None
+        try:
+            return email.message_from_bytes(self.decrypt(armour), policy=default_policy)
+        except OpenPGPError as exc:
+            log.info("smtp: an encrypted reply could not be decrypted: %s", exc)
+            return None
 
     def accept_tip(self, station: Station, text: str) -> None:
         """A tip by mail (``_tip_text``), composed and stored as a form tip is, without
