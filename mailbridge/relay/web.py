@@ -304,14 +304,15 @@ class WebForm:
         return path if lang == self.language(None, placement) else _lang_query(path, lang)
 
     def render(self, lang: str, template: str, status: int = 200, *,
-               switch: bool = False, **context: Any) -> HTMLResponse:
+               switch: bool = False, here: str = "", **context: Any) -> HTMLResponse:
+        """*here*: the path the switch's links open (by default the page's own)."""
         page = environment(lang).get_template(template).render(
             lang=lang, html_lang=html_lang(lang), css=Markup(CSS),  # noqa: S704
             script=inline_script, max_photos=self.relay.max_photos,
             photo_max_px=self.relay.photo_max_px,
             voice=self.relay.voice_max_seconds > 0,
             switch=[(code, language_name(code)) for code in self.relay.languages]
-            if switch and len(self.relay.languages) > 1 else None,
+            if switch and len(self.relay.languages) > 1 else None, here=here,
             **context)
         return HTMLResponse(page, status_code=status)
 
@@ -611,7 +612,8 @@ class WebForm:
     def status_page(self, lang: str, status: int = 200, error: str = "",
                     **values: str) -> HTMLResponse:
         _ = gettext_for(lang)
-        return self.render(lang, "status.html", status, switch=True,
+        # Also after a POST to /status/add: the switch opens the code field again.
+        return self.render(lang, "status.html", status, switch=True, here="/status",
                            error=_(error) % values if error else "")
 
     def conversation(self, lang: str, code: str, station: Station, conversation: Conversation,

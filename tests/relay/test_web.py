@@ -557,10 +557,17 @@ def test_refused_forms_write_no_used_token_and_can_be_sent_again(tmp_path: Path)
 def test_the_language_switch_is_on_every_page_and_kept_in_the_url(relay: Relay,
                                                                   path: str) -> None:
     page = client_get(relay, path + "?lang=en")
-    assert '<nav aria-label="Language"><a href="?lang=vi" hreflang="vi">Tiếng Việt</a>' in (
+    here = "/status" if path == "/status" else ""
+    assert f'<nav aria-label="Language"><a href="{here}?lang=vi" hreflang="vi">Tiếng Việt</a>' in (
         page.text)
     assert "<b>English</b>" in page.text and '<html lang="en">' in page.text
     assert "set-cookie" not in page.headers
+
+
+def test_the_switch_after_a_refused_follow_up_opens_the_code_field(relay: Relay) -> None:
+    with relay.client() as client:
+        page = client.post("/status/add", data={"lang": "hmn", "code": "1234", "text": "x"})
+    assert page.status_code == 400 and '<a href="/status?lang=vi" hreflang="vi">' in page.text
 
 
 def test_the_receipts_links_keep_the_language(relay: Relay) -> None:
