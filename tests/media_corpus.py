@@ -176,6 +176,7 @@ VOICES = {
     "3gp-amr": lambda: audio("3gp", "libopencore_amrnb", rate=8000),
     "ogg-vorbis": lambda: audio("ogg", "vorbis", rate=44_100, channels=2),
     "webm-opus": lambda: audio("webm", "libopus"),
+    "ogg-opus": lambda: audio("ogg", "libopus"),  # WhatsApp's and Telegram's voice notes
     "mp3": lambda: audio("mp3", "libmp3lame", rate=44_100),
     "wav": lambda: audio("wav", "pcm_s16le"),
 }
