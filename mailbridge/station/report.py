@@ -88,6 +88,7 @@ class TipFacts:
     status: str
     verdict: str = ""
     first_action_at: datetime | None = None
+    likely_spam: str = ""
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Figures:
     handled: int = 0
     open: int = 0
     median_hours_to_first_action: float | None = None
+    likely_spam: int = 0  # marked by the relay: many copies of one text
     _delays: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -115,6 +117,8 @@ class Figures:
             self.handled += 1
         if tip.status in (Status.NEW, Status.VERIFYING):
             self.open += 1
+        if tip.likely_spam:
+            self.likely_spam += 1
         if tip.first_action_at is not None:
             delay = (tip.first_action_at - tip.received_hour).total_seconds() / 3600
             self._delays.append(max(0.0, delay))
@@ -226,7 +230,7 @@ def load_facts(session: Session, period: Period, station: str | None = None,
     """One narrow query over the tips received in *period* (the station's days)."""
     lo, hi = period.bounds(zone_name)
     query = select(Tip.station_id, Tip.category, Tip.placement, Tip.received_hour, Tip.status,
-                   Tip.verdict, Tip.first_action_at)
+                   Tip.verdict, Tip.first_action_at, Tip.likely_spam)
     if lo is not None:
         query = query.where(Tip.received_hour >= lo)
     if hi is not None:
@@ -260,6 +264,7 @@ def _cells(figs: Figures) -> list[str]:
 def write_table(report: Report, out: TextIO) -> None:
     console = Console(file=out, width=120, highlight=False, emoji=False, markup=False)
     console.print(Text(f"{S.REPORT_TITLE}. {_period_text(report.period)}", style="bold"))
+    console.print(Text(f"{S.LIKELY_SPAM_COUNT}: {report.total.likely_spam}"))
     for dim in DIMENSIONS:
         table = Table(title=S.BY[dim], title_justify="left")
         table.add_column("")
@@ -275,7 +280,7 @@ def write_csv(report: Report, out: TextIO) -> None:
     """Vietnamese headers and groupings for Excel users; the keys stay ids (JSON keeps
     ids throughout)."""
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([S.CSV_BY, S.CSV_KEY, S.CSV_LABEL, *_HEADERS])
+    writer.writerow([S.CSV_BY, S.CSV_KEY, S.CSV_LABEL, *_HEADERS, S.LIKELY_SPAM_COUNT])
     writer.writerow([S.TOTAL, "", S.TOTAL, *_csv(report.total)])
     for dim in DIMENSIONS:
         for row in report.by[dim]:
@@ -284,7 +289,7 @@ def write_csv(report: Report, out: TextIO) -> None:
 
 def _csv(figs: Figures) -> list[object]:
     data = figs.as_dict()
-    return ["" if data[c] is None else data[c] for c in COLUMNS]
+    return ["" if data[c] is None else data[c] for c in (*COLUMNS, "likely_spam")]
 
 
 def write_json(report: Report, out: TextIO) -> None:

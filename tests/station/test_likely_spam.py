@@ -3,6 +3,8 @@ list: the poller files it on the tip (real Dovecot), the list shows it (Textual 
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from sqlalchemy import select
 from mailbridge.core.message import NEAR_DUPLICATE
 from mailbridge.station.ledger.db import make_engine, session_factory, upgrade
 from mailbridge.station.ledger.models import Tip
+from mailbridge.station.report import run_report
 from mailbridge.station.tui import strings as S
 from mailbridge.station.tui.tiplist import TipList
 from tests.servers.mailstack import MailStack
@@ -58,3 +61,21 @@ async def test_the_officers_list_shows_the_mark(tmp_path: Path) -> None:
     marked = next(line for line in lines if "NCS-0002" in line)
     plain = next(line for line in lines if "NCS-0001" in line)
     assert S.LIKELY_SPAM.strip()[:20] in marked and S.LIKELY_SPAM.strip()[:20] not in plain
+
+
+def test_the_report_counts_marked_tips(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with session_factory(engine)() as s:
+        add_tip(s, 1, "Có người lạ chở hàng qua suối lúc nửa đêm")
+        add_tip(s, 2, "Bản tin chép lại nhiều lần").likely_spam = NEAR_DUPLICATE
+        s.commit()
+    engine.dispose()
+    settings = make_settings(tmp_path, url)
+    out = io.StringIO()
+    assert run_report(settings, fmt="json", out=out) == 0
+    assert json.loads(out.getvalue())["total"]["likely_spam"] == 1
+    table = io.StringIO()
+    assert run_report(settings, out=table) == 0
+    assert f"{S.LIKELY_SPAM_COUNT}: 1" in table.getvalue()

@@ -98,7 +98,8 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 def figures(**kw: int | float) -> dict[str, object]:
     base: dict[str, object] = {"received": 0, "of_value": 0, "not_of_value": 0, "spam": 0,
-                               "handled": 0, "open": 0, "median_hours_to_first_action": None}
+                               "handled": 0, "open": 0, "median_hours_to_first_action": None,
+                               "likely_spam": 0}
     received, of_value = kw.get("received", 0), kw.get("of_value", 0)
     percent = round(100 * of_value / received) if received else None
     return {**base, **kw, "of_value_percent": percent}

@@ -80,6 +80,7 @@ ASSIGNED_TO_ME = "Giao cho tôi"
 OVERDUE = "⚠ "  # before the status of an open tip with no action for ledger.overdue_days
 # Before the preview of a tip the relay marked: many tips carried the same text.
 LIKELY_SPAM = "[nghi tin rác: nhiều bản giống nhau] "
+LIKELY_SPAM_COUNT = "Nghi tin rác (nhiều bản giống nhau)"  # the report's count of them
 FROM_DATE = "Từ dd/mm/yyyy"
 TO_DATE = "Đến dd/mm/yyyy"
 SEARCH = "Tìm trong nội dung…"
