@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ def oauth() -> Iterator[tuple[MailStack, AuthServer]]:
             yield stack, auth
         finally:
             stack.stop()
+            shutil.rmtree(stack.root, ignore_errors=True)
 
 
 @pytest.fixture
