@@ -176,3 +176,29 @@ def test_unknown_station_or_placement_is_one_line(rendered: Rendered) -> None:
         plan(rendered.settings, station="ncs", placement="nope")
     assert [p.stem for p in plan(rendered.settings, station="ncs", placement="cho",
                                  size="A5")] == ["cho-A5"]
+
+
+def test_an_admin_copies_a_template_beside_the_config_and_changes_it(
+        rendered: Rendered, tmp_path: Path) -> None:
+    import io
+
+    from mailbridge.relay.posters import TEMPLATE_DIR, run_posters
+
+    mine = rendered.settings.path.parent / "poster_templates" / "cho-phien.toml"
+    mine.parent.mkdir(exist_ok=True)
+    text = (TEMPLATE_DIR / "default.toml").read_text(encoding="utf-8")
+    mine.write_text(text.replace('"#0a5c2f"', '"#8b0000"') + '\n[[blocks]]\nkind = "text"\n'
+                    'x = 10\ny = 2\nw = 190\nsize = 9\ncolour = "#ffffff"\n'
+                    'text = "Phiên chợ thứ bảy"\n', encoding="utf-8")
+    out = io.StringIO()
+    assert run_posters(rendered.settings, station="ncs", placement="cho", size="A5",
+                       out=tmp_path, template="cho-phien", stdout=out) == 0
+    assert out.getvalue().splitlines() == [str(tmp_path / "ncs" / "cho-A5.pdf"),
+                                           str(tmp_path / "ncs" / "cho-A5.png")]
+    page = PdfReader(tmp_path / "ncs" / "cho-A5.pdf").pages[0]
+    assert "Phiên chợ thứ bảy" in unicodedata.normalize("NFC", page.extract_text())
+    with Image.open(tmp_path / "ncs" / "cho-A5.png") as png:
+        assert png.convert("RGB").getpixel((5, 5)) == (0x8b, 0, 0)  # the band's new colour
+    assert scanned(tmp_path / "ncs" / "cho-A5.png", 4) == [
+        form_url(rendered.settings.relay.public_url, rendered.settings.stations["ncs"],
+                 rendered.settings.stations["ncs"].placements[0]).upper()]
