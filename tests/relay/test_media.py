@@ -128,15 +128,18 @@ def test_the_worker_is_locked_down_before_it_reads_a_byte() -> None:
     probe = (
         "import os, socket\n"
         "from mailbridge.relay.mediaworker import lock_down\n"
+        "oom = open('/proc/self/oom_score_adj')\n"  # opened before: no file can be after
         "lock_down(256 << 20, 5)\n"
         "try:\n    socket.socket()\n    print('socket')\nexcept OSError:\n    pass\n"
         "try:\n    os.open('/etc/hostname', os.O_RDONLY)\n    print('file')\nexcept OSError:\n"
         "    pass\n"
-        "print(sorted(os.environ))\n")
+        "print(sorted(os.environ))\n"
+        "print(oom.read().strip())\n")
     check = "import ctypes\nprint(ctypes.CDLL(None).prctl(39, 0, 0, 0, 0))\n"  # GET_NO_NEW_PRIVS
     done = subprocess.run([*media.WORKER[:-2], "-c", probe + check], env=media.WORKER_ENV,
                           capture_output=True, text=True, check=True, timeout=60)
-    assert done.stdout.split("\n")[:2] == [str(sorted(media.WORKER_ENV)), "1"]
+    # its environment, the OOM killer's first choice, no new privileges
+    assert done.stdout.split("\n")[:3] == [str(sorted(media.WORKER_ENV)), "1000", "1"]
 
 
 def test_no_file_is_written_and_the_loop_keeps_running(
