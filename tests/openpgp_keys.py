@@ -32,23 +32,23 @@ class StationKeys:
     signing_only: Path
 
 
-def _gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
+def gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
     return subprocess.run(["gpg", "--homedir", str(home), "--batch", "--yes", *args],
                           input=data, capture_output=True, check=True).stdout
 
 
 def _fingerprint(home: Path, user_id: str) -> str:
-    out = _gpg(home, "--with-colons", "--list-keys", user_id).decode()
+    out = gpg(home, "--with-colons", "--list-keys", user_id).decode()
     return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr"))
 
 
-def _make(home: Path, user_id: str, *, passphrase: str = "", expire: str = "2y",
+def make_key(home: Path, user_id: str, *, passphrase: str = "", expire: str = "2y",
           usage: str = "cert", subkey: bool = True, extra: tuple[str, ...] = ()) -> str:
-    _gpg(home, *extra, "--passphrase", passphrase, "--pinentry-mode", "loopback",
+    gpg(home, *extra, "--passphrase", passphrase, "--pinentry-mode", "loopback",
          "--quick-gen-key", user_id, "ed25519", usage, expire)
     fpr = _fingerprint(home, user_id)
     if subkey:
-        _gpg(home, *extra, "--passphrase", passphrase, "--pinentry-mode", "loopback",
+        gpg(home, *extra, "--passphrase", passphrase, "--pinentry-mode", "loopback",
              "--quick-add-key", fpr, "cv25519", "encr", expire)
     return fpr
 
@@ -58,22 +58,22 @@ def station_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StationKe
     root = tmp_path_factory.mktemp("openpgp")
     home = root / "home"
     home.mkdir(mode=0o700)
-    fpr = _make(home, "Trạm Nậm Cha <ncs@station.test>", passphrase=PASSPHRASE)
-    other = _make(home, "Another <other@station.test>")
+    fpr = make_key(home, "Trạm Nậm Cha <ncs@station.test>", passphrase=PASSPHRASE)
+    other = make_key(home, "Another <other@station.test>")
     # Made two years ago with one year to live.
-    expired = _make(home, "Expired <expired@station.test>", expire="1y",
+    expired = make_key(home, "Expired <expired@station.test>", expire="1y",
                     extra=("--faked-system-time", "20241201T000000"))
-    revoked = _make(home, "Revoked <revoked@station.test>")
+    revoked = make_key(home, "Revoked <revoked@station.test>")
     certificate = (home / "openpgp-revocs.d" / f"{revoked}.rev").read_text()
-    _gpg(home, "--import", data=certificate.replace("\n:-----", "\n-----").encode())
-    signing = _make(home, "Signs <signs@station.test>", usage="sign", subkey=False)
+    gpg(home, "--import", data=certificate.replace("\n:-----", "\n-----").encode())
+    signing = make_key(home, "Signs <signs@station.test>", usage="sign", subkey=False)
 
     def export(name: str, fingerprint: str, *, secret: str | None = None) -> Path:
         path = root / name
         if secret is None:
-            path.write_bytes(_gpg(home, "--armor", "--export", fingerprint))
+            path.write_bytes(gpg(home, "--armor", "--export", fingerprint))
         else:
-            path.write_bytes(_gpg(home, "--passphrase", secret, "--pinentry-mode", "loopback",
+            path.write_bytes(gpg(home, "--passphrase", secret, "--pinentry-mode", "loopback",
                                   "--armor", "--export-secret-keys", fingerprint))
         return path
 
