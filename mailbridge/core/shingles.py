@@ -1,12 +1,14 @@
 """Near-duplicate tips: many copies of one text, told apart from tips that merely agree.
 
-A text becomes the set of its word 4-grams (shingles), each kept only as 8 bytes of a
-keyed BLAKE2b, under a key the relay draws at start and never writes: the sets are
-in memory only, and a memory dump does not give the words back without the key. A tip
-is likely spam when its set's Jaccard similarity to at least ``copies`` of the last
-``window`` tips of the same station reaches ``threshold``. Texts shorter than a
-shingle count as one shingle, so short ones must match exactly. A tip with no text
-(a photo alone) is never a copy. It is a mark for the officers, never a refusal.
+A text becomes the set of its word 4-grams (shingles), each kept only as 64 bits of a
+keyed BLAKE2b, under a key the relay draws at start and never writes, and of those only
+the 64 smallest (a bottom-k MinHash sketch, so a long text costs what a short one
+does): in memory only, and a memory dump does not give the words back without the key.
+A tip is likely spam when its sketch's estimated Jaccard similarity to at least
+``copies`` of the last ``window`` tips of the same station reaches ``threshold``.
+Texts shorter than a shingle count as one shingle, so short ones must match exactly.
+A tip with no text (a photo alone) is never a copy. It is a mark for the officers,
+never a refusal.
 """
 
 from __future__ import annotations
@@ -17,24 +19,32 @@ import unicodedata
 from collections import deque
 
 SHINGLE_WORDS = 4
+SKETCH_SIZE = 64
 _WORD = re.compile(r"\w+")
 
 
-def shingles(text: str, key: bytes, *, size: int = SHINGLE_WORDS) -> frozenset[bytes]:
-    """The keyed hashes of the text's word *size*-grams (NFC and case-folded; accents
-    kept, since they tell Vietnamese words apart)."""
+def shingles(text: str, key: bytes, *, size: int = SHINGLE_WORDS) -> frozenset[int]:
+    """The keyed 64-bit hashes of the text's word *size*-grams (NFC and case-folded;
+    accents kept, since they tell Vietnamese words apart)."""
     words = _WORD.findall(unicodedata.normalize("NFC", text).casefold())
     grams = [" ".join(words[i:i + size]) for i in range(max(len(words) - size + 1, 1))]
-    return frozenset(hashlib.blake2b(g.encode(), key=key, digest_size=8).digest()
+    return frozenset(int.from_bytes(hashlib.blake2b(g.encode(), key=key, digest_size=8).digest())
                      for g in grams if g)
 
 
-def jaccard(a: frozenset[bytes], b: frozenset[bytes]) -> float:
+def sketch(hashes: frozenset[int], k: int = SKETCH_SIZE) -> frozenset[int]:
+    """The *k* smallest hashes (a bottom-k MinHash sketch): all of them for a short text."""
+    return frozenset(sorted(hashes)[:k])
+
+
+def similarity(a: frozenset[int], b: frozenset[int]) -> float:
+    """Jaccard similarity of two sketches: exact while both texts have at most
+    ``SKETCH_SIZE`` shingles, an estimate beyond (set operations in C: microseconds)."""
     return len(a & b) / len(a | b) if a and b else 0.0
 
 
 class NearDuplicates:
-    """The last *window* tips' shingle sets per station; ``seen`` marks copies."""
+    """The last *window* tips' sketches per station; ``seen`` marks copies."""
 
     def __init__(self, key: bytes, *, window: int = 200, copies: int = 2,
                  threshold: float = 0.8) -> None:
@@ -42,15 +52,15 @@ class NearDuplicates:
         self._window = window
         self._copies = copies
         self._threshold = threshold
-        self._recent: dict[str, deque[frozenset[bytes]]] = {}
+        self._recent: dict[str, deque[frozenset[int]]] = {}
 
     def seen(self, station_id: str, text: str) -> bool:
         """Remember this tip's text; True when at least ``copies`` recent tips of the
         station are near-copies of it."""
-        current = shingles(text, self._key)
+        current = sketch(shingles(text, self._key))
         if not current:
             return False
         recent = self._recent.setdefault(station_id, deque(maxlen=self._window))
-        similar = sum(jaccard(current, earlier) >= self._threshold for earlier in recent)
+        similar = sum(similarity(current, earlier) >= self._threshold for earlier in recent)
         recent.append(current)
         return similar >= self._copies

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailbridge.core.shingles import NearDuplicates, jaccard, shingles
+from mailbridge.core.shingles import NearDuplicates, shingles, similarity, sketch
 
 KEY = b"k" * 16
 TEXT = ("Có một nhóm người lạ mang hàng qua suối gần bản Nậm Cha vào ban đêm, "
@@ -36,5 +36,15 @@ def test_the_window_forgets_old_tips() -> None:
 
 def test_only_keyed_hashes_are_kept() -> None:
     mine, other = shingles(TEXT, KEY), shingles(TEXT, b"o" * 16)
-    assert mine and jaccard(mine, other) == 0.0
-    assert all(len(h) == 8 for h in mine)
+    assert mine and similarity(sketch(mine), sketch(other)) == 0.0
+    assert all(0 <= h < 2**64 for h in mine)
+
+
+def test_a_long_text_is_compared_by_its_sketch() -> None:
+    long = " ".join(f"{TEXT} đoạn {n}" for n in range(40))
+    assert len(shingles(long, KEY)) > 64 and len(sketch(shingles(long, KEY))) == 64
+    seen = NearDuplicates(KEY, copies=1)
+    assert seen.seen("ncs", long) is False
+    assert seen.seen("ncs", long + " thêm một câu cuối.") is True
+    assert seen.seen("ncs", " ".join(f"tin khác hẳn số {n} ở bản bên" for n in range(200))) \
+        is False
