@@ -1,5 +1,6 @@
 """The relay's outbox after `mailbridge restore`: what was queued in the backup is
-delivered, once per file, and the relay goes on accepting (SQLite and PostgreSQL)."""
+delivered, once per file, and the relay goes on accepting (SQLite and PostgreSQL: the
+``url`` fixture of tests/relay/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,10 @@ import dataclasses
 import stat
 from pathlib import Path
 
-import pytest
-
 from mailbridge.backup import run_backup, run_restore
 from mailbridge.relay.outbox import DeliveryWorker
 from mailbridge.relay.store import DELIVERED, QUEUED, RelayStore
 from tests.relay.outbox_driver import maildir_station, make_settings, refs_in_maildir, submit
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'relay.db'}"
-    return str(request.getfixturevalue("postgres_url"))
 
 
 def test_the_outbox_resumes_after_a_restore(url: str, tmp_path: Path) -> None:
