@@ -9,6 +9,11 @@ Prints, for one seeded mailbox of N messages (default 20,000):
   message count (should stay flat).
 
     .venv/bin/python bench/bench_poller.py [--messages 20000] [--rtt 0.05]
+    .venv/bin/python bench/bench_poller.py --rss [--messages 100000] [--memory 1000 160 96]
+
+``--rss`` runs each first index in a process of its own, once per ledger.memory_mb
+given, and reads from outside (/proc) the resident memory of that process and of its
+parser processes while it indexes: each one's peak, and the peak of their sum.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import shutil
 import smtplib
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -32,6 +38,7 @@ from imapclient import IMAPClient  # noqa: E402
 from bench.delayproxy import DelayProxyProcess  # noqa: E402
 from mailbridge.station.ledger.models import Tip  # noqa: E402
 from mailbridge.station.poller import sync  # noqa: E402
+from mailbridge.station.poller.worker import parsers_for  # noqa: E402
 from mailbridge.station.records import Counts  # noqa: E402
 from tests.servers.mailstack import MailStack  # noqa: E402
 from tests.station.poller_helpers import (  # noqa: E402
@@ -47,12 +54,12 @@ from tests.station.poller_helpers import (  # noqa: E402
 ADDRESS = "bench@example.test"
 
 
-def _rss_kib(pid: str) -> int:
+def _rss_kib(pid: str, field: str = "VmRSS:") -> int:
     try:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
         return 0
-    return next((int(line.split()[1]) for line in lines if line.startswith("VmRSS:")), 0)
+    return next((int(line.split()[1]) for line in lines if line.startswith(field)), 0)
 
 
 def rss_mib() -> float:
@@ -161,11 +168,56 @@ def idle_latency(stack: MailStack, ledger: Ledger, rounds: int) -> list[tuple[fl
     return latencies
 
 
+def _child_index(port: int, workdir: Path, memory_mb: int) -> None:
+    """The measured process of ``--rss``: one first index with ledger.memory_mb's sizing."""
+    stack = MailStack(workdir / "stack", domains=["example.test"])
+    ledger = Ledger(f"sqlite:///{workdir}/rss-{memory_mb}.db", workdir / f"rss-{memory_mb}-att",
+                    ADDRESS)
+    poller = ledger.poller(imap_settings(stack, ADDRESS, port=port, timeout=60))
+    poller.parser_processes = parsers_for(memory_mb)
+    started = time.perf_counter()
+    counts = poller.poll()
+    print(f"{time.perf_counter() - started:.2f} {counts.new} {poller.parser_processes}")
+    poller.conn.close()
+    ledger.close()
+
+
+def rss_run(stack: MailStack, workdir: Path, memory_mb: int, n: int) -> None:
+    """Index in a child process; sample its and its parsers' VmRSS/VmHWM from /proc."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bench.bench_poller", "--child", str(stack.imap_port),
+         str(workdir), str(memory_mb)], stdout=subprocess.PIPE, cwd=ROOT, text=True)
+    me = str(child.pid)
+    peaks: dict[str, int] = {}
+    peak_sum = 0
+    while child.poll() is None:
+        pids = [me] + [p.parent.name for p in Path("/proc").glob("[0-9]*/stat")
+                       if _is_parser(p, me)]
+        peak_sum = max(peak_sum, sum(_rss_kib(pid) for pid in pids))
+        for pid in pids:
+            peaks[pid] = max(peaks.get(pid, 0), _rss_kib(pid, "VmHWM:"))
+        time.sleep(0.1)  # sampling, not synchronisation
+    assert child.stdout is not None
+    elapsed, new, parsers = child.stdout.read().split()
+    each = ", ".join(f"{'poller' if pid == me else 'parser'} {kib / 1024:.0f}"
+                     for pid, kib in peaks.items())
+    print(f"ledger.memory_mb = {memory_mb}: {parsers} parser process(es); {new} indexed in "
+          f"{float(elapsed):.1f} s = {n / float(elapsed):.0f} msg/s; summed RSS peak "
+          f"{peak_sum / 1024:.0f} MiB (each process's peak, MiB: {each})")
+
+
 def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        _child_index(int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rtt", type=float, default=0.05, help="delay proxy round trip (s)")
     parser.add_argument("--latency-rounds", type=int, default=10)
+    parser.add_argument("--rss", action="store_true",
+                        help="only the first index, each in its own process, RSS from outside")
+    parser.add_argument("--memory", type=int, nargs="+", default=[1000, 160, 96],
+                        help="ledger.memory_mb values for --rss (1000: today's two parsers)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-poller-", dir="/tmp"))
@@ -182,6 +234,12 @@ def main() -> None:
         print(f"seeded {args.messages} messages as maildir files in "
               f"{time.perf_counter() - t0:.1f} s")
         raw_fetch(stack.host, stack.imap_port)  # Dovecot builds its index once, untimed
+        if args.rss:
+            print(f"load average before: {os.getloadavg()}")
+            for memory_mb in args.memory:
+                rss_run(stack, workdir, memory_mb, args.messages)
+            print(f"load average after: {os.getloadavg()}")
+            return
         print(f"\n== first index, loopback ({args.messages} messages)")
         raw_s, raw_bytes = raw_fetch(stack.host, stack.imap_port)
         rss: list[tuple[int, float]] = [(0, rss_mib())]

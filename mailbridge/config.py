@@ -343,6 +343,10 @@ class LedgerSettings:
     quarantine_days: int = 90
     attachment_days: int = 0
     audit_days: int = 0
+    # What the poller may take while indexing, in MiB (its own process and its parser
+    # processes, measured from outside): the parser-process count follows it. 160 leaves
+    # a 512 MB box room for the relay beside it (docs/PERFORMANCE.md, "A small box").
+    memory_mb: int = 160
 
 
 @dataclass(frozen=True)
@@ -978,6 +982,7 @@ def _ledger(r: _Reader | None, ctx: _Context) -> LedgerSettings:
         quarantine_days=r.integer("quarantine_days", 90, 0, 36500),
         attachment_days=r.integer("attachment_days", 0, 0, 36500),
         audit_days=r.integer("audit_days", 0, 0, 36500),
+        memory_mb=r.integer("memory_mb", 160, 96, 1_000_000),
     )
     r.finish()
     return settings

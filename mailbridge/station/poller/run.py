@@ -93,7 +93,7 @@ class StationPoller:
         if station.imap is not None:
             self.imap = ImapPoller(ImapConnection(station.imap), store, relay=relay,
                                    max_message_bytes=max_bytes, progress=progress,
-                                   decrypt=decrypt)
+                                   decrypt=decrypt, memory_mb=settings.ledger.memory_mb)
         elif station.maildir is not None:
             self.maildir = MaildirPoller(station.maildir, store, relay=relay,
                                          max_message_bytes=max_bytes, decrypt=decrypt)

@@ -34,7 +34,7 @@ from ..ledger.store import LedgerStore
 from ..records import Counts, Cursor, Fetched
 from .imap import FolderInfo, ImapConnection, folder_name
 from .index import decode_header_value
-from .worker import Parser, RawMessage, worker_count
+from .worker import Parser, RawMessage, parsers_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,6 +45,7 @@ FLAG_CHUNK = 5000
 IDLE_RENEW = 9 * 60.0   # renew IDLE well inside the 29-minute rule (RFC 2177)
 Progress = Callable[[str, int, int], None]  # folder, done, total
 FETCH_AHEAD = 3         # chunks fetched ahead of the one being handed to the parser
+DEFAULT_MEMORY_MB = 160  # ledger.memory_mb
 PARALLEL_FROM = 2000    # new messages in a folder from which parsing gets worker processes
 
 
@@ -69,7 +70,8 @@ class ImapPoller:
 
     def __init__(self, conn: ImapConnection, store: LedgerStore, *, relay: RelayIdentity,
                  max_message_bytes: int, progress: Progress | None = None,
-                 decrypt: Callable[[bytes], bytes] | None = None) -> None:
+                 decrypt: Callable[[bytes], bytes] | None = None,
+                 memory_mb: int = DEFAULT_MEMORY_MB) -> None:
         self.conn = conn
         self.store = store
         self.relay = relay
@@ -78,7 +80,7 @@ class ImapPoller:
         self.folders = [folder_name(f) for f in conn.settings.folders]
         self.progress = progress
         self.parallel_from = PARALLEL_FROM
-        self.parser_processes = worker_count()
+        self.parser_processes = parsers_for(memory_mb)
 
     # -- one poll -------------------------------------------------------------------
 

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 RawMessage = tuple[int, tuple[str, ...], int, bytes, int | None, bool]
 Chunk = list[Fetched | RawMessage]
 MAX_WORKERS = 4
+# Resident memory while a big first index runs, measured from outside with
+# bench_poller --rss (MiB): the poller's own process, and each parser process.
+POLLER_MIB = 90
+PARSER_MIB = 45
 # Parsers yield the CPU to the poller itself: its fetch thread is the pipeline's
 # head, and a parser that falls behind only makes the poller wait a chunk.
 NICE = 5
@@ -58,6 +62,13 @@ def worker_count() -> int:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     return max(1, min(MAX_WORKERS, cores))
+
+
+def parsers_for(memory_mb: int, cores: int | None = None) -> int:
+    """Parser processes that fit *memory_mb* beside the poller itself (ledger.memory_mb),
+    at most one per usable core; 0 parses in the poller's own process."""
+    fit = max(0, (memory_mb - POLLER_MIB) // PARSER_MIB)
+    return min(fit, worker_count() if cores is None else min(MAX_WORKERS, cores))
 
 
 class Parser:
