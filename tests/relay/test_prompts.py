@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
 import av
-import httpx
 import pytest
 
 from mailbridge.demo import make_prompts
 from mailbridge.errors import ConfigError, RuntimeFailure
 from mailbridge.relay.prompts import CACHE, Prompts
-from mailbridge.relay.store import RelayStore
-from mailbridge.relay.web import create_app
-from tests.relay.test_web import FORM, make_settings, running
+from tests.relay.test_web import FORM, changed_relay
 
 LANGUAGES = ("vi", "hmn", "hmn-chv", "en")
 
@@ -80,19 +76,10 @@ def test_the_form_offers_the_recordings_of_its_language_and_serves_them_cached(
     folder = tmp_path / "prompts"
     folder.mkdir()
     (folder / "hmn.m4a").write_bytes(b"hmong prompt")
-    settings = make_settings(tmp_path)
-    ncs = dataclasses.replace(settings.stations["ncs"], audio_prompts=folder)
-    settings = dataclasses.replace(settings, stations={**settings.stations, "ncs": ncs})
-    store = RelayStore(settings.relay.database)
-    store.upgrade()
-    try:
-        with running(create_app(settings, store)) as base, \
-                httpx.Client(base_url=base, timeout=30) as client:
-            hmong, vietnamese = client.get(FORM + "?lang=hmn"), client.get(FORM)
-            src = hmong.text.split('<audio preload=none controls src="', 1)[1].split('"')[0]
-            sound, missing = client.get(src), client.get(src.replace("/ncs/", "/pvs/"))
-    finally:
-        store.close()
+    with changed_relay(tmp_path, {"audio_prompts": folder}) as client:
+        hmong, vietnamese = client.get(FORM + "?lang=hmn"), client.get(FORM)
+        src = hmong.text.split('<audio preload=none controls src="', 1)[1].split('"')[0]
+        sound, missing = client.get(src), client.get(src.replace("/ncs/", "/pvs/"))
     assert "<audio" not in vietnamese.text and hmong.text.count("<audio") == 1
     assert "media-src 'self'" in hmong.headers["content-security-policy"]
     assert sound.status_code == 200 and sound.content == b"hmong prompt"

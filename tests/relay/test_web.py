@@ -577,21 +577,28 @@ def test_the_receipts_links_keep_the_language(relay: Relay) -> None:
     assert 'href="/s/ncs/cho?lang=hmn"' in reply.text and 'href="/status?lang=hmn"' in reply.text
 
 
-def test_a_poster_opens_in_its_placements_language_and_the_url_overrides_it(
-        tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, languages=("vi", "hmn", "en", "hmn-chv"))
-    market = dataclasses.replace(settings.stations["ncs"],
-                                 placements=(Placement("cho", "Chợ phiên", "hmn"),))
-    settings = dataclasses.replace(settings, stations={**settings.stations, "ncs": market})
+@contextmanager
+def changed_relay(folder: Path, ncs: dict[str, Any], **relay: Any) -> Iterator[httpx.Client]:
+    """A relay of its own whose station ncs has the *ncs* fields changed; a client to it."""
+    settings = make_settings(folder, **relay)
+    station = dataclasses.replace(settings.stations["ncs"], **ncs)
+    settings = dataclasses.replace(settings, stations={**settings.stations, "ncs": station})
     store = RelayStore(settings.relay.database)
     store.upgrade()
     try:
         with running(create_app(settings, store)) as base, \
                 httpx.Client(base_url=base, timeout=30) as client:
-            poster, chosen, plain, chv = (client.get(path) for path in (
-                "/S/NCS/CHO", "/s/ncs/cho?lang=vi", "/s/ncs", "/s/ncs?lang=hmn-chv"))
+            yield client
     finally:
         store.close()
+
+
+def test_a_poster_opens_in_its_placements_language_and_the_url_overrides_it(
+        tmp_path: Path) -> None:
+    with changed_relay(tmp_path, {"placements": (Placement("cho", "Chợ phiên", "hmn"),)},
+                       languages=("vi", "hmn", "en", "hmn-chv")) as client:
+        poster, chosen, plain, chv = (client.get(path) for path in (
+            "/S/NCS/CHO", "/s/ncs/cho?lang=vi", "/s/ncs", "/s/ncs?lang=hmn-chv"))
     assert '<html lang="hmn-Latn">' in poster.text and 'name=lang value="hmn"' in poster.text
     assert "<h1>Tshaj qhia</h1>" in poster.text and "set-cookie" not in poster.headers
     assert '<a href="?lang=vi" hreflang="vi">Tiếng Việt</a>' in poster.text
