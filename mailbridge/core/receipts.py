@@ -141,6 +141,13 @@ def is_ref(value: str) -> bool:
     return bool(_REF.match(value))
 
 
+def ref_number(ref: str) -> int:
+    """The station's running number in a ref (``NCS-0042`` -> 42), 0 when it has none:
+    the order tips were accepted in, finer than the hour their mail carries."""
+    head, _, digits = ref.rpartition("-")
+    return int(digits) if head and digits.isascii() and digits.isdigit() else 0
+
+
 def derive_key(secret: str, purpose: str) -> bytes:
     """A 32-byte key for one purpose (receipts, form tokens, rate limits) from the
     installation secret, so one leaked derived key does not expose the others."""

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from ...core.receipts import ref_number
 from ..records import Counts, Fetched, Indexed, MessageKind
 from .models import (
     Base,
@@ -364,7 +365,8 @@ class Batch:
         if not new:
             return
         now = utcnow()
-        values = [{**(t.fields or {}), "ref": t.ref, "message_pk": t.message_pk,
+        values = [{**(t.fields or {}), "ref": t.ref, "ref_seq": ref_number(t.ref),
+                   "message_pk": t.message_pk,
                    "subject": t.subject, "preview": t.preview,
                    "received_hour": t.received_hour, "updated_at": now} for t in new]
         table = _TABLES["tips"]

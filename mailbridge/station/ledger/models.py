@@ -195,6 +195,9 @@ class Tip(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     station_id: Mapped[str] = mapped_column(String(32))
     ref: Mapped[str] = mapped_column(String(32))
+    # The ref's running number: within one hour the list is in the order tips were
+    # accepted (a delivery delay or a re-index reorders ids, never refs).
+    ref_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id", use_alter=True))
     received_category: Mapped[str] = mapped_column(String(32))
     category: Mapped[str] = mapped_column(String(32), index=True)

@@ -94,6 +94,6 @@ def search_tip_ids(session: Session, query: str, limit: int = 1000) -> list[int]
     cond = tip_condition(session.get_bind().dialect.name, query)
     if cond is None:
         return []
-    rows = session.scalars(select(Tip.id).where(cond)
-                           .order_by(Tip.received_hour.desc(), Tip.id.desc()).limit(limit))
+    rows = session.scalars(select(Tip.id).where(cond).order_by(
+        Tip.received_hour.desc(), Tip.ref_seq.desc(), Tip.id.desc()).limit(limit))
     return list(rows)

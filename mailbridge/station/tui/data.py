@@ -156,7 +156,7 @@ def page_tips(session: Session, f: TipFilter, offset: int, limit: int) -> list[T
                    Tip.placement, Tip.status, Tip.assignee, Tip.preview, Tip.updated_at,
                    Tip.likely_spam)
     query = apply_filter(query, f, _dialect(session)).order_by(
-        Tip.received_hour.desc(), Tip.id.desc()).offset(offset).limit(limit)
+        Tip.received_hour.desc(), Tip.ref_seq.desc(), Tip.id.desc()).offset(offset).limit(limit)
     return [TipRow(**row._asdict()) for row in session.execute(query)]
 
 

@@ -22,5 +22,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("tips") as batch:
-        batch.drop_column("likely_spam")
+    # In place (SQLite >= 3.35): a batch copy would drop "tips", which others reference.
+    op.drop_column("tips", "likely_spam")

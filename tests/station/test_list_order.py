@@ -1,0 +1,78 @@
+"""Within one hour the officers' list is in the order tips were accepted (their refs),
+not the order they were indexed in: a delivery delay or a re-index reorders mail, never
+refs. SQLite and PostgreSQL; the migration fills the number in for an older ledger."""
+
+from __future__ import annotations
+
+import mailbox
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import select
+
+from mailbridge.core.receipts import ref_number
+from mailbridge.station.ledger.db import alembic_config, make_engine, upgrade
+from mailbridge.station.ledger.models import Tip
+from mailbridge.station.ledger.search import search_tip_ids
+from mailbridge.station.poller.maildir import MaildirPoller
+from mailbridge.station.tui.data import TipFilter, page_tips
+from tests.station.poller_helpers import RELAY_ID, Ledger, tip
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    url = (f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    led = Ledger(url, tmp_path / "att", "station@example.test")
+    yield led
+    led.close()
+
+
+def index_out_of_order(ledger: Ledger, folder: Path) -> None:
+    """Three tips of the same hour, their mail arriving 3, 1, 2 (one pass each)."""
+    box = mailbox.Maildir(folder, create=True)
+    poller = MaildirPoller(folder, ledger.store, relay=RELAY_ID, max_message_bytes=10**6)
+    for ref in ("NCS-0003", "NCS-0001", "NCS-0002"):
+        box.add(tip(ref, f"Tin số {ref}"))
+        assert poller.poll().tips == 1
+
+
+def listed(ledger: Ledger) -> list[str]:
+    with ledger.sessions() as s:
+        return [r.ref for r in page_tips(s, TipFilter(stations=("ncs",)), 0, 50)]
+
+
+def test_one_hours_tips_are_listed_as_they_were_accepted(ledger: Ledger,
+                                                        tmp_path: Path) -> None:
+    index_out_of_order(ledger, tmp_path / "Maildir")
+    with ledger.sessions() as s:
+        assert {t.ref: t.ref_seq for t in s.scalars(select(Tip))} == {
+            "NCS-0001": 1, "NCS-0002": 2, "NCS-0003": 3}
+        by_id = sorted(s.scalars(select(Tip)), key=lambda t: t.id)
+        assert [t.ref for t in by_id] == ["NCS-0003", "NCS-0001", "NCS-0002"]
+        searched = [s.get(Tip, pk) for pk in search_tip_ids(s, "tin so")]
+        assert [t.ref for t in searched if t] == ["NCS-0003", "NCS-0002", "NCS-0001"]
+    assert listed(ledger) == ["NCS-0003", "NCS-0002", "NCS-0001"]
+
+
+def test_an_older_ledger_gets_the_numbers_from_the_migration(ledger: Ledger,
+                                                            tmp_path: Path) -> None:
+    index_out_of_order(ledger, tmp_path / "Maildir")
+    ledger.engine.dispose()
+    engine = make_engine(ledger.url, create=True)
+    with engine.begin() as conn:
+        cfg = alembic_config(ledger.url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004_likely_spam")
+    engine.dispose()
+    upgrade(ledger.url)
+    assert listed(ledger) == ["NCS-0003", "NCS-0002", "NCS-0001"]
+
+
+@pytest.mark.parametrize(("ref", "number"), [
+    ("NCS-0042", 42), ("NCS-12345", 12345), ("A1-0007", 7), ("", 0), ("NCS", 0),
+    ("NCS-", 0), ("-0042", 0), ("NCS-00٤2", 0), ("NCS-4x", 0)])
+def test_ref_number(ref: str, number: int) -> None:
+    assert ref_number(ref) == number
