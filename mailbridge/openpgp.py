@@ -148,7 +148,12 @@ class Decryptor:
             if not secret_key.is_file():
                 raise ConfigError(f"{key}: {secret_key} does not exist: export the station's "
                                   f"private key there (gpg --armor --export-secret-keys)")
-            self._gpg = _gpg(_private_home())  # its own: no other secret key to try
+            home = _private_home()  # its own: no other secret key to try
+            # The agent derives the key from the passphrase for every message; its default
+            # cost (calibrated to 100 ms) made each tip ~1 s on a busy box. This keyring
+            # lives only while the poller runs, which holds the passphrase anyway.
+            (home / "gpg-agent.conf").write_text("s2k-count 65536\n", encoding="ascii")
+            self._gpg = _gpg(home)
             imported = self._gpg.import_keys(secret_key.read_bytes())
             if not imported.sec_read:
                 raise ConfigError(f"{key}: {secret_key} holds no private key: export it with "
