@@ -311,7 +311,7 @@ class WebForm:
             script=inline_script, max_photos=self.relay.max_photos,
             photo_max_px=self.relay.photo_max_px,
             voice=self.relay.voice_max_seconds > 0,
-            switch=[(code, language_name(code)) for code in self.relay.languages]
+            switch=[(code, language_name(code), html_lang(code)) for code in self.relay.languages]
             if switch and len(self.relay.languages) > 1 else None, here=here,
             **context)
         return HTMLResponse(page, status_code=status)

@@ -154,8 +154,8 @@ def test_default_language_is_vietnamese_and_unknown_lang_falls_back(relay: Relay
     for page in (plain, odd):
         assert page.status_code == 200
         assert '<html lang="vi">' in page.text and "Không cần ghi tên" in page.text
-        assert '<a href="?lang=hmn" hreflang="hmn">Hmoob</a>' in page.text
-        assert '<a href="?lang=en" hreflang="en">English</a>' in page.text
+        assert '<a href="?lang=hmn" hreflang="hmn-Latn" lang="hmn-Latn">Hmoob</a>' in page.text
+        assert '<a href="?lang=en" hreflang="en" lang="en">English</a>' in page.text
 
 
 def test_chooser_lists_stations_and_healthz_says_only_ok(relay: Relay) -> None:
@@ -558,8 +558,8 @@ def test_the_language_switch_is_on_every_page_and_kept_in_the_url(relay: Relay,
                                                                   path: str) -> None:
     page = client_get(relay, path + "?lang=en")
     here = "/status" if path == "/status" else ""
-    assert f'<nav aria-label="Language"><a href="{here}?lang=vi" hreflang="vi">Tiếng Việt</a>' in (
-        page.text)
+    assert (f'<nav aria-label="Language"><a href="{here}?lang=vi" hreflang="vi" lang="vi">'
+            "Tiếng Việt</a>") in page.text
     assert "<b>English</b>" in page.text and '<html lang="en">' in page.text
     assert "set-cookie" not in page.headers
 
@@ -567,7 +567,7 @@ def test_the_language_switch_is_on_every_page_and_kept_in_the_url(relay: Relay,
 def test_the_switch_after_a_refused_follow_up_opens_the_code_field(relay: Relay) -> None:
     with relay.client() as client:
         page = client.post("/status/add", data={"lang": "hmn", "code": "1234", "text": "x"})
-    assert page.status_code == 400 and '<a href="/status?lang=vi" hreflang="vi">' in page.text
+    assert page.status_code == 400 and '<a href="/status?lang=vi" hreflang="vi"' in page.text
 
 
 def test_the_receipts_links_keep_the_language(relay: Relay) -> None:
@@ -601,6 +601,6 @@ def test_a_poster_opens_in_its_placements_language_and_the_url_overrides_it(
             "/S/NCS/CHO", "/s/ncs/cho?lang=vi", "/s/ncs", "/s/ncs?lang=hmn-chv"))
     assert '<html lang="hmn-Latn">' in poster.text and 'name=lang value="hmn"' in poster.text
     assert "<h1>Tshaj qhia</h1>" in poster.text and "set-cookie" not in poster.headers
-    assert '<a href="?lang=vi" hreflang="vi">Tiếng Việt</a>' in poster.text
+    assert '<a href="?lang=vi" hreflang="vi" lang="vi">Tiếng Việt</a>' in poster.text
     assert '<html lang="vi">' in chosen.text and '<html lang="vi">' in plain.text
     assert '<html lang="hmn-Latn-VN-x-chv">' in chv.text and "<b>Hmôngz</b>" in chv.text
