@@ -12,6 +12,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -61,8 +62,9 @@ def station_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StationKe
     fpr = make_key(home, "Trạm Nậm Cha <ncs@station.test>", passphrase=PASSPHRASE)
     other = make_key(home, "Another <other@station.test>")
     # Made two years ago with one year to live.
+    made = (datetime.now(UTC) - timedelta(days=730)).strftime("%Y%m%dT%H%M%S")
     expired = make_key(home, "Expired <expired@station.test>", expire="1y",
-                    extra=("--faked-system-time", "20241201T000000"))
+                       extra=("--faked-system-time", made))
     revoked = make_key(home, "Revoked <revoked@station.test>")
     certificate = (home / "openpgp-revocs.d" / f"{revoked}.rev").read_text()
     gpg(home, "--import", data=certificate.replace("\n:-----", "\n-----").encode())

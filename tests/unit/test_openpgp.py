@@ -100,7 +100,7 @@ def test_check_reads_the_fingerprint_and_expiry(station_keys: StationKeys) -> No
 
 
 @pytest.mark.parametrize(("which", "says"), [
-    ("expired", "expired on 2025-12-01: extend it (gpg --quick-set-expire"),
+    ("expired", ": extend it (gpg --quick-set-expire"),
     ("revoked", "is revoked: make a new one"),
     ("signing_only", "can only sign, not encrypt: add an encryption subkey (gpg --quick-add-key"),
     ("secret", "holds a private key: the relay must have the public one only"),
@@ -184,5 +184,5 @@ def test_an_expired_key_in_the_config_is_one_line_naming_the_key_and_the_fix(
     lines = str(caught.value).splitlines()
     assert [line for line in lines if "openpgp" in line] == [
         line for line in lines if line.startswith("stations.ncs.openpgp_key: the key ")
-        and "expired on 2025-12-01: extend it (gpg --quick-set-expire" in line]
+        and "expired on " in line and ": extend it (gpg --quick-set-expire" in line]
     assert any("openpgp" in line for line in lines)
