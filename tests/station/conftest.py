@@ -22,3 +22,13 @@ def ledger(tmp_path: Path, address: str) -> Iterator[Ledger]:
     led = Ledger(f"sqlite:///{tmp_path}/ledger.db", tmp_path / "attachments", address)
     yield led
     led.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """A fresh ledger on SQLite, then on PostgreSQL, for tests without a mailbox."""
+    url = (f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    led = Ledger(url, tmp_path / "att", "station@example.test")
+    yield led
+    led.close()

@@ -5,7 +5,6 @@ refs. SQLite and PostgreSQL; the migration fills the number in for an older ledg
 from __future__ import annotations
 
 import mailbox
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,9 @@ from mailbridge.station.tui.data import TipFilter, page_tips
 from tests.station.poller_helpers import RELAY_ID, Ledger, tip
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    url = (f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))
-    led = Ledger(url, tmp_path / "att", "station@example.test")
-    yield led
-    led.close()
+@pytest.fixture
+def ledger(any_ledger: Ledger) -> Ledger:
+    return any_ledger
 
 
 def index_out_of_order(ledger: Ledger, folder: Path) -> None:

@@ -5,7 +5,6 @@ template, the subject's category or text quoted from the tip (SQLite and Postgre
 from __future__ import annotations
 
 import mailbox
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,13 +32,9 @@ Vào Th 2, 2 thg 11, 2026 lúc 09:00 mailbridge <tips@relay.example.test> đã v
 """
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    url = (f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))
-    led = Ledger(url, tmp_path / "att", STATION)
-    yield led
-    led.close()
+@pytest.fixture
+def ledger(any_ledger: Ledger) -> Ledger:
+    return any_ledger
 
 
 def test_search_finds_what_people_wrote_and_not_the_template(ledger: Ledger,
