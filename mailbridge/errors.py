@@ -69,11 +69,7 @@ class StoreError(RuntimeFailure):
 
 
 class LedgerError(RuntimeFailure):
-    """The station ledger database failed."""
-
-
-class WorkflowError(LedgerError):
-    """An officer's change that the workflow rules refuse (e.g. a verdict without reason).
+    """The station ledger database failed.
 
     ``kind`` and ``params`` (ids, not words) let the officers' screens say it in
     Vietnamese; the message stays for logs and scripts."""
@@ -82,6 +78,10 @@ class WorkflowError(LedgerError):
         super().__init__(message)
         self.kind = kind
         self.params = params
+
+
+class WorkflowError(LedgerError):
+    """An officer's change that the workflow rules refuse (e.g. a verdict without reason)."""
 
 
 class PollError(RuntimeFailure):

@@ -66,14 +66,15 @@ def ledger_error(doing: str, exc: BaseException) -> LedgerError:
     why = mask_passwords(one_line(str(cause), max_length=300)) or type(cause).__name__
     low = why.lower()
     if "locked" in low or "busy" in low:
-        fix = ("another program holds the ledger (ledger.database) locked: retry in a "
-               "moment, or stop what holds it")
+        kind, fix = "db_locked", ("another program holds the ledger (ledger.database) "
+                                  "locked: retry in a moment, or stop what holds it")
     elif "no such table" in low or ('relation "' in low and "does not exist" in low):
-        fix = ("the ledger (ledger.database) has an old schema or none: run "
-               "`mailbridge db upgrade --role station`")
+        kind, fix = "db_schema", ("the ledger (ledger.database) has an old schema or none: "
+                                  "run `mailbridge db upgrade --role station`")
     else:
-        fix = "check ledger.database (server reachable, disk space, permissions)"
-    return LedgerError(f"{doing} failed: {why}; {fix}")
+        kind, fix = "db_failed", ("check ledger.database (server reachable, disk space, "
+                                  "permissions)")
+    return LedgerError(f"{doing} failed: {why}; {fix}", kind, why=why)
 
 
 def translated(doing: str) -> Callable[[Callable[P, R]], Callable[P, R]]:

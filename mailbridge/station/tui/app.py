@@ -27,7 +27,7 @@ from textual.widgets import Footer, Header, Input, Select, Static
 from textual.worker import get_current_worker
 
 from ...config import Settings
-from ...errors import ConfigError, LedgerError, MailbridgeError, WorkflowError
+from ...errors import ConfigError, LedgerError, MailbridgeError
 from ..ledger import workflow
 from ..ledger.models import Status, utcnow
 from ..localtime import offset_label, parse_day
@@ -174,7 +174,7 @@ class LedgerApp(App[int]):
     def error(self, exc: Exception) -> None:
         """A refusal of the workflow in officers' words; anything else as it is."""
         words = (S.refusal(self.settings, exc.kind, exc.params)
-                 if isinstance(exc, WorkflowError) else None)
+                 if isinstance(exc, LedgerError) else None)
         self.notify(words or str(exc), severity="error", markup=False, timeout=10)
 
     @work(thread=True, exclusive=True, group="startup")

@@ -310,9 +310,11 @@ def save_attachment(src: Path, folder: Path, filename: str) -> Path:
     """Copy *src* into *folder* as *filename*, 0600 (it is tip content), never
     overwriting an existing file."""
     if not src.is_file():
-        raise LedgerError(f"attachment file {src} is missing: check ledger.attachments_dir")
+        raise LedgerError(f"attachment file {src} is missing: check ledger.attachments_dir",
+                          "file_missing", path=str(src))
     if not folder.is_dir():
-        raise LedgerError(f"{folder} is not a folder: choose an existing folder")
+        raise LedgerError(f"{folder} is not a folder: choose an existing folder",
+                          "not_a_folder", path=str(folder))
     name = safe_filename(filename)
     stem, suffix = Path(name).stem, Path(name).suffix
     target, n = folder / name, 0
@@ -327,5 +329,6 @@ def save_attachment(src: Path, folder: Path, filename: str) -> Path:
         with os.fdopen(fd, "wb") as out, src.open("rb") as data:
             shutil.copyfileobj(data, out)
     except OSError as exc:
-        raise LedgerError(f"cannot save to {target}: {exc}; choose a writable folder") from exc
+        raise LedgerError(f"cannot save to {target}: {exc}; choose a writable folder",
+                          "cannot_save", path=str(target), why=exc.strerror or str(exc)) from exc
     return target

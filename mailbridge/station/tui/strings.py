@@ -163,6 +163,17 @@ REFUSED: Mapping[str, str] = {
                     "stations.{station_id}.officers"),
     "same_assignee": "{ref} đã được phân công cho {assignee}",
     "empty_note": "Ghi chú trống: hãy nhập nội dung",
+    # The ledger itself (LedgerError): what to do, then the database's own words.
+    "db_locked": ("Sổ tin đang bị chương trình khác khóa (ledger.database): thử lại sau "
+                  "giây lát, hoặc dừng chương trình đang giữ nó. Chi tiết: {why}"),
+    "db_schema": ("Sổ tin (ledger.database) chưa có hoặc đã cũ: nhờ quản trị chạy "
+                  "`mailbridge db upgrade --role station`. Chi tiết: {why}"),
+    "db_failed": ("Lỗi cơ sở dữ liệu của sổ tin: nhờ quản trị kiểm tra ledger.database "
+                  "(máy chủ, dung lượng đĩa, quyền truy cập). Chi tiết: {why}"),
+    "file_missing": ("Không thấy tệp đính kèm {path}: nhờ quản trị kiểm tra "
+                     "ledger.attachments_dir"),
+    "not_a_folder": "{path} không phải là thư mục: hãy chọn một thư mục có sẵn",
+    "cannot_save": "Không lưu được vào {path} ({why}): hãy chọn thư mục ghi được",
 }
 
 # Report (``mailbridge report``)
