@@ -13,32 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from mailbridge.config import load_config
 from mailbridge.core.message import encrypted
 from mailbridge.openpgp import Encryptor
 from mailbridge.relay.smtp import ENCRYPTED
-from mailbridge.relay.store import RelayStore
-from tests.e2e.support import SECRET, free_port, relay_in_thread, write_config
 from tests.openpgp_keys import StationKeys
-from tests.relay.test_smtp_intake import STATION, THUNDERBIRD, Intake, reply
+from tests.relay.test_smtp_intake import THUNDERBIRD, Intake, reply, running_intake
 
 NEW_TEXT = "Cảm ơn bà con. Sáng thứ Bảy chúng tôi sẽ cử tổ tuần tra."
 
 
 def _intake(tmp_path: Path, keys: StationKeys, *, relay_key: bool) -> Iterator[Intake]:
-    port = free_port()
-    extra = f'smtp_listen = "127.0.0.1:{port}"\n'
+    extra = ""
     if relay_key:  # the "other" key stands for the relay's own (no passphrase)
         shutil.copy(keys.other_secret, tmp_path / "relay-secret.asc")
-        extra += 'openpgp_secret_key = "relay-secret.asc"\n'
-    path = write_config(tmp_path, free_port(), STATION, extra=extra)
-    settings = load_config(path, env={"MAILBRIDGE_SECRET": SECRET})
-    with relay_in_thread(settings):
-        store = RelayStore(settings.relay.database)
-        try:
-            yield Intake(settings, store, port, tmp_path)
-        finally:
-            store.close()
+        extra = 'openpgp_secret_key = "relay-secret.asc"\n'
+    yield from running_intake(tmp_path, extra)
 
 
 @pytest.fixture

@@ -118,20 +118,25 @@ class Intake:
                             msg.as_bytes(policy=SMTP))
 
 
-@pytest.fixture
-def intake(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Intake]:
-    caplog.set_level(logging.DEBUG)
+def running_intake(folder: Path, extra: str) -> Iterator[Intake]:
+    """The whole relay with its SMTP intake on a free port; *extra* adds [relay] keys."""
     port = free_port()
-    path = write_config(tmp_path, free_port(), STATION, extra=f'smtp_listen = "127.0.0.1:{port}"\n'
-                                                    f"smtp_max_bytes = {MAX_BYTES}\n"
-                                                    f"mail_tips_per_hour = {MAIL_TIPS}\n")
+    path = write_config(folder, free_port(), STATION,
+                        extra=f'smtp_listen = "127.0.0.1:{port}"\n{extra}')
     settings = load_config(path, env={"MAILBRIDGE_SECRET": SECRET})
     with relay_in_thread(settings):
         store = RelayStore(settings.relay.database)
         try:
-            yield Intake(settings, store, port, tmp_path)
+            yield Intake(settings, store, port, folder)
         finally:
             store.close()
+
+
+@pytest.fixture
+def intake(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Intake]:
+    caplog.set_level(logging.DEBUG)
+    yield from running_intake(tmp_path, f"smtp_max_bytes = {MAX_BYTES}\n"
+                                        f"mail_tips_per_hour = {MAIL_TIPS}\n")
     # No client address in any line, whatever the test did (aiosmtpd's own included).
     records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
     assert not [r for r in records if CLIENT in r.getMessage()]
