@@ -16,7 +16,7 @@ from .config import ImapSettings, RelaySettings, Settings, SmtpSettings, Station
 from .core.message import public_key_text, signing_key
 from .core.text import one_line
 from .errors import ConfigError, MailbridgeError, MediaRefused, TokenError
-from .openpgp import read_public_key
+from .openpgp import Decryptor, read_public_key
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -148,6 +148,11 @@ def print_openpgp(settings: Settings, out: TextIO) -> None:
         if settings.role != "relay" and decryptor(station) is not None:
             print(f"openpgp {station.id}: the poller decrypts with "
                   f"{station.openpgp_secret_key or station.openpgp_gnupghome}", file=out)
+    relay_key = settings.relay.openpgp_secret_key
+    if relay_key is not None and settings.role != "station":  # no private key: ConfigError
+        Decryptor(secret_key=relay_key, passphrase=settings.relay.openpgp_passphrase.reveal(),
+                  key="relay.openpgp_secret_key")
+        print(f"openpgp relay: officers' encrypted replies are read with {relay_key}", file=out)
 
 
 def print_smtp_intake(settings: Settings, out: TextIO) -> None:

@@ -186,3 +186,23 @@ def test_an_expired_key_in_the_config_is_one_line_naming_the_key_and_the_fix(
         line for line in lines if line.startswith("stations.ncs.openpgp_key: the key ")
         and "expired on " in line and ": extend it (gpg --quick-set-expire" in line]
     assert any("openpgp" in line for line in lines)
+
+
+def test_check_refuses_a_relay_key_file_without_a_private_key(
+        tmp_path: Path, station_keys: StationKeys) -> None:
+    path = _config(tmp_path, station_keys, station_keys.public)
+    shutil.copy(station_keys.other_public, tmp_path / "keys" / "relay.asc")
+    path.write_text(STATION_TOML.replace(
+        'database = "sqlite:///relay.db"\n',
+        'database = "sqlite:///relay.db"\nopenpgp_secret_key = "keys/relay.asc"\n'),
+        encoding="utf-8")
+    settings = load_config(path, env=ENV)
+    with pytest.raises(ConfigError, match=r"^relay.openpgp_secret_key: .*relay.asc holds no "
+                                          r"private key: export it with gpg --armor "
+                                          r"--export-secret-keys"):
+        print_openpgp(settings, io.StringIO())
+    shutil.copy(station_keys.other_secret, tmp_path / "keys" / "relay.asc")
+    out = io.StringIO()
+    print_openpgp(settings, out)
+    assert out.getvalue().splitlines()[-1] == (
+        f"openpgp relay: officers' encrypted replies are read with {tmp_path}/keys/relay.asc")
