@@ -79,3 +79,32 @@ def test_the_report_counts_marked_tips(tmp_path: Path) -> None:
     table = io.StringIO()
     assert run_report(settings, out=table) == 0
     assert f"{S.LIKELY_SPAM_COUNT}: 1" in table.getvalue()
+
+
+def test_the_tips_screen_and_case_file_show_the_mark(tmp_path: Path) -> None:
+    """An officer who opens the tip, or prints it for the file, sees the relay's mark
+    (the list's short form is not the only place it shows)."""
+    from mailbridge.station.casefile import run_export
+    from mailbridge.station.tui.data import load_detail
+    from mailbridge.station.tui.detail import summary
+    from tests.station.test_report import pdf_text
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    with sessions() as s:
+        plain = add_tip(s, 1, "Có người lạ chở hàng qua suối lúc nửa đêm")
+        marked = add_tip(s, 2, "Bản tin chép lại nhiều lần")
+        marked.likely_spam = NEAR_DUPLICATE
+        s.commit()
+        settings = make_settings(tmp_path, url)
+        shown = {t.ref: summary(d, settings).plain for t in (plain, marked)
+                 if (d := load_detail(s, t.id, tmp_path)) is not None}
+    engine.dispose()
+    assert S.LIKELY_SPAM_DETAIL in shown["NCS-0002"]
+    assert S.LIKELY_SPAM_DETAIL not in shown["NCS-0001"]
+    path = tmp_path / "NCS-0002.pdf"
+    assert run_export(settings, "NCS-0002", path, out=io.StringIO()) == 0
+    text = " ".join(pdf_text(path)[1].split())
+    assert "Nghi tin rác: máy chuyển tin đã nhận nhiều bản gần giống" in text

@@ -236,6 +236,7 @@ class TipDetail:
     notes: list[HistoryItem] = field(default_factory=list)
     history: list[HistoryItem] = field(default_factory=list)
     signals: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, folder, flags)
+    likely_spam: str = ""  # the relay's signed mark, e.g. "near-duplicate"
 
     @property
     def attachments(self) -> list[AttachmentInfo]:
@@ -257,7 +258,7 @@ def load_detail(session: Session, tip_id: int, attachments_dir: Path) -> TipDeta
         return None
     detail = TipDetail(tip.id, tip.station_id, tip.ref, tip.received_hour, tip.category,
                        tip.received_category, tip.placement, tip.status, tip.status_reason,
-                       tip.assignee)
+                       tip.assignee, likely_spam=tip.likely_spam)
     in_thread = or_(Message.tip_id == tip.id, Message.id == tip.message_pk)
     messages = session.scalars(select(Message).where(in_thread).order_by(
         func.coalesce(Message.received_hour, Message.indexed_at), Message.id)).all()

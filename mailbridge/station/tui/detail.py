@@ -65,6 +65,8 @@ def summary(d: TipDetail, settings: Settings) -> Text:
     if d.status_reason:
         text.append(f"  ({S.REASON}: {S.reason_label(one_line(d.status_reason, max_length=200))})")
     text.append(f"\n{S.COL_ASSIGNEE}: {d.assignee or S.NOBODY}")
+    if d.likely_spam:
+        text.append(f"\n{S.LIKELY_SPAM_DETAIL}", style="bold")
     return text
 
 

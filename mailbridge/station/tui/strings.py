@@ -81,6 +81,8 @@ OVERDUE = "⚠ "  # before the status of an open tip with no action for ledger.o
 # Before the preview of a tip the relay marked: many tips carried the same text.
 LIKELY_SPAM = "[nghi tin rác: nhiều bản giống nhau] "
 LIKELY_SPAM_COUNT = "Nghi tin rác (nhiều bản giống nhau)"  # the report's count of them
+LIKELY_SPAM_DETAIL = ("⚠ Nghi tin rác: máy chuyển tin đã nhận nhiều bản gần giống tin này "
+                      "trong cùng thời gian; vẫn cần cán bộ xem xét")
 FROM_DATE = "Từ dd/mm/yyyy"
 TO_DATE = "Đến dd/mm/yyyy"
 SEARCH = "Tìm trong nội dung…"
