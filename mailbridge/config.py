@@ -344,8 +344,9 @@ class LedgerSettings:
     attachment_days: int = 0
     audit_days: int = 0
     # What the poller may take while indexing, in MiB (its own process and its parser
-    # processes, measured from outside): the parser-process count follows it. 160 leaves
-    # a 512 MB box room for the relay beside it (docs/PERFORMANCE.md, "A small box").
+    # processes, measured from outside): the parser-process count follows it (160: two,
+    # where there are two cores), and a 512 MB box keeps room for the relay beside it
+    # (docs/PERFORMANCE.md, "A small box").
     memory_mb: int = 160
 
 

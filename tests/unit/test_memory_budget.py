@@ -8,7 +8,9 @@ from mailbridge.station.poller.worker import PARSER_MIB, POLLER_MIB, parsers_for
 
 
 @pytest.mark.parametrize(("memory_mb", "cores", "parsers"), [
-    (160, 2, 1),     # the default: one parser process beside the poller
+    (160, 2, 2),     # the default: one parser process per core on two cores
+    (160, 4, 2),     # and no more on four: the budget holds
+    (125, 2, 1),
     (1000, 2, 2),    # room for more: one per core, as before the budget
     (1000, 8, 4),    # and at most MAX_WORKERS
     (96, 2, 0),      # the smallest budget: parsed in the poller's own process

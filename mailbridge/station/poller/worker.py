@@ -32,9 +32,10 @@ RawMessage = tuple[int, tuple[str, ...], int, bytes, int | None, bool]
 Chunk = list[Fetched | RawMessage]
 MAX_WORKERS = 4
 # Resident memory while a big first index runs, measured from outside with
-# bench_poller --rss (MiB): the poller's own process, and each parser process.
-POLLER_MIB = 90
-PARSER_MIB = 45
+# bench_poller --rss (MiB, peaks at 20k messages: 90-94 and 28): the poller's own
+# process, and each parser process.
+POLLER_MIB = 95
+PARSER_MIB = 30
 # Parsers yield the CPU to the poller itself: its fetch thread is the pipeline's
 # head, and a parser that falls behind only makes the poller wait a chunk.
 NICE = 5
