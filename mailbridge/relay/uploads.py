@@ -148,3 +148,12 @@ def too_many_text(lang: str, max_photos: int) -> str:
     _ = gettext_for(lang)
     return _("Nothing was sent: at most %(max)s photos. Your text is kept: choose fewer "
              "photos.") % {"max": format_number(max_photos, lang)}
+
+
+def too_large_text(lang: str, max_bytes: int) -> str:
+    """A body over every file's limit together is refused unread, its text too: say so
+    (the form comes back empty), never that the text was kept."""
+    _ = gettext_for(lang)
+    return _("Nothing was sent, not even your text: the photos and the recording together "
+             "are larger than %(mb)s MB. Write it again, and choose fewer or smaller files, "
+             "or send without them.") % {"mb": format_number(max_bytes // (1024 * 1024), lang)}

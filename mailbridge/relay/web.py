@@ -95,6 +95,7 @@ from .uploads import (
     Uploads,
     read_multipart,
     refusal_text,
+    too_large_text,
     too_many_text,
 )
 
@@ -213,9 +214,10 @@ class FormInput:
 class _Refused(Exception):
     """The request body cannot be read as our form; *status* says why."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, *, files: bool = False) -> None:
         super().__init__(status)
         self.status = status
+        self.files = files  # a body with files: too large is the files, not the text
 
 
 class SecurityHeaders:
@@ -385,6 +387,9 @@ class WebForm:
             return Response(status_code=400)
         except _Refused as refused:
             lang = self.language(request.query_params.get("lang"))
+            if refused.status == 413 and refused.files:  # the form again, to write anew
+                return self.form(lang, station, placement, status=413,
+                                 error=too_large_text(lang, self.media.max_upload_bytes))
             if refused.status == 413:
                 return self.message(lang, 413, N_("Too long"),
                                     N_("Your message is too long to be sent. Please shorten "
@@ -640,7 +645,7 @@ class WebForm:
                     max_field_bytes=self.max_body, max_files=self.relay.max_photos + 4,
                     budget=self.upload_budget)
             except BodyTooLarge:
-                raise _Refused(413) from None
+                raise _Refused(413, files=True) from None
             except RelayBusy:
                 raise _Refused(503) from None
             except BodyUnreadable:

@@ -8,11 +8,13 @@ import email.policy
 import io
 from email.message import EmailMessage
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
+from mailbridge.relay.media import MB, MediaLimits
 from tests import media_corpus as corpus
 from tests.e2e.conftest import RunningRelay
 from tests.e2e.support import maildir_files
@@ -93,3 +95,35 @@ def test_a_phone_photo_arrives_cleaned_with_javascript_off_and_on(
         assert image.format == "JPEG" and max(image.size) <= 2048
         assert image.height > image.width  # upright: the EXIF orientation was applied
         assert not image.getexif()
+
+
+def test_files_too_large_together_say_so_and_give_the_form_again(
+        browser: Any, running_relay: RunningRelay, tmp_path: Path) -> None:
+    """A phone video chosen as the recording makes the body larger than the relay
+    takes (JavaScript off): refused unread, the page says it is the files and that the
+    text did not arrive either, and gives the form again; nothing is delivered."""
+    video = tmp_path / "VID_20261123_094713.mp4"
+    video.write_bytes(b"\0\0\0\x18ftypmp42" + b"\0" * (MediaLimits().max_upload_bytes + MB))
+    text = "Có người lạ mang hàng qua suối, tôi quay được đoạn phim"
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 360,
+                                                                       "height": 640})
+    try:
+        page = context.new_page()
+        page.goto(running_relay.base + FORM)
+        page.click("label[for=c-smuggling]")
+        page.fill("#text", text)
+        page.set_input_files("#voice", str(video))
+        page.click("button[type=submit]")
+        page.wait_for_selector("h1")
+        shown = page.inner_text(".err")
+        assert shown.startswith("Chưa gửi được, kể cả phần chữ: ảnh và ghi âm cộng lại lớn "
+                                "hơn 65 MB"), shown
+        assert page.input_value("#text") == ""  # the form again, honestly empty
+        page.click("label[for=c-smuggling]")
+        page.fill("#text", text)
+        page.click("button[type=submit]")  # without the video
+        page.wait_for_selector(".code")
+    finally:
+        context.close()
+    msg = delivered(running_relay, text)  # the second send, alone
+    assert list(msg.iter_attachments()) == []
