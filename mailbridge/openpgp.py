@@ -11,6 +11,7 @@ environment. No cryptography is done here: gpg does all of it.
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import subprocess
 import tempfile
@@ -41,16 +42,45 @@ def _moment(value: str) -> datetime | None:
     return datetime.fromtimestamp(int(value), UTC) if value.strip().isdigit() else None
 
 
+_HOME_PREFIX = "mailbridge-gpg-"
+
+
+def _remove_home(home: Path) -> None:
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"],  # noqa: S603,S607
+                   check=False, capture_output=True)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to clean
+        return True
+    return True
+
+
+def remove_stale_homes(tmp: Path | None = None) -> list[Path]:
+    """Keyrings left by a process that was killed before its exit handler ran (the
+    station's holds a copy of its private key): removed with their agents. Outside
+    systemd's PrivateTmp nothing else would."""
+    removed = []
+    for home in Path(tmp or tempfile.gettempdir()).glob(f"{_HOME_PREFIX}*-*"):
+        pid = home.name.removeprefix(_HOME_PREFIX).partition("-")[0]
+        if (pid.isdigit() and not _alive(int(pid)) and home.is_dir()
+                and home.stat().st_uid == os.geteuid()):
+            _remove_home(home)
+            removed.append(home)
+    return removed
+
+
 def _private_home() -> Path:
-    """A keyring folder for this process only (0700), gone at exit with its agent."""
-    home = Path(tempfile.mkdtemp(prefix="mailbridge-gpg-"))
-
-    def remove() -> None:
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"],  # noqa: S603,S607
-                       check=False, capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
-
-    atexit.register(remove)
+    """A keyring folder for this process only (0700, named by its pid), gone at exit
+    with its agent; those of killed processes are removed first."""
+    remove_stale_homes()
+    home = Path(tempfile.mkdtemp(prefix=f"{_HOME_PREFIX}{os.getpid()}-"))
+    atexit.register(_remove_home, home)
     return home
 
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import email
 import io
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
 
@@ -28,8 +34,9 @@ from mailbridge.core.message import (
     verify_contract,
 )
 from mailbridge.errors import ConfigError, OpenPGPError
-from mailbridge.openpgp import Decryptor, Encryptor, read_public_key
+from mailbridge.openpgp import Decryptor, Encryptor, read_public_key, remove_stale_homes
 from tests.openpgp_keys import PASSPHRASE, StationKeys
+from tests.waiting import wait_for
 
 MARKER = "MARKER-OPENPGP-7Q"
 JPEG = b"\xff\xd8\xff\xe0" + b"photo-bytes-" * 50
@@ -206,3 +213,46 @@ def test_check_refuses_a_relay_key_file_without_a_private_key(
     print_openpgp(settings, out)
     assert out.getvalue().splitlines()[-1] == (
         f"openpgp relay: officers' encrypted replies are read with {tmp_path}/keys/relay.asc")
+
+
+def _agents_of(home: Path) -> list[int]:
+    """Pids of running gpg-agents serving *home*, read from /proc."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"gpg-agent") and str(home).encode() in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary folder with a short path: an agent's socket path must fit 108 bytes."""
+    with tempfile.TemporaryDirectory(prefix="mbgpg-", dir="/tmp") as folder:
+        yield Path(folder)
+
+
+def test_a_keyring_left_by_a_killed_process_is_removed_with_its_agent(short_tmp: Path) -> None:
+    """A poller killed by SIGKILL leaves its keyring (a copy of the station's private
+    key) and its agent: the next process that makes a keyring removes both."""
+    tmp_path = short_tmp
+    child = ("import os, signal, subprocess\n"
+             "from mailbridge.openpgp import _private_home\n"
+             "home = _private_home()\n"
+             "subprocess.run(['gpg-connect-agent', '--homedir', str(home), '/bye'],"
+             " check=True, capture_output=True)\n"
+             "print(home, flush=True)\n"
+             "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": str(tmp_path)}, timeout=60, check=False)
+    home = Path(proc.stdout.strip())
+    assert proc.returncode == -signal.SIGKILL and home.parent == tmp_path, proc.stderr
+    assert home.is_dir() and _agents_of(home)
+    mine = tmp_path / f"mailbridge-gpg-{os.getpid()}-live"  # a live process's: kept
+    mine.mkdir()
+    assert remove_stale_homes(tmp_path) == [home]
+    assert not home.exists() and mine.is_dir()
+    wait_for(lambda: not _agents_of(home), "the stale agent gone")
