@@ -141,6 +141,22 @@ class Ledger:
         finally:
             p.conn.close()
 
+    def upgrade_from(self, revision: str) -> None:
+        """Take the ledger back to the schema of *revision* with its data, then upgrade
+        it as `mailbridge db upgrade` does: what a migration fills in for old rows."""
+        from alembic import command
+
+        from mailbridge.station.ledger.db import alembic_config
+
+        self.engine.dispose()
+        engine = make_engine(self.url, create=True)
+        with engine.begin() as conn:
+            cfg = alembic_config(self.url)
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+        engine.dispose()
+        upgrade(self.url)
+
     def count(self, model: Any, *where: Any) -> int:
         with self.sessions() as s:
             return len(s.scalars(select(model).where(*where)).all())

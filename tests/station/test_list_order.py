@@ -8,11 +8,9 @@ import mailbox
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import select
 
 from mailbridge.core.receipts import ref_number
-from mailbridge.station.ledger.db import alembic_config, make_engine, upgrade
 from mailbridge.station.ledger.models import Tip
 from mailbridge.station.ledger.search import search_tip_ids
 from mailbridge.station.poller.maildir import MaildirPoller
@@ -55,14 +53,7 @@ def test_one_hours_tips_are_listed_as_they_were_accepted(ledger: Ledger,
 def test_an_older_ledger_gets_the_numbers_from_the_migration(ledger: Ledger,
                                                             tmp_path: Path) -> None:
     index_out_of_order(ledger, tmp_path / "Maildir")
-    ledger.engine.dispose()
-    engine = make_engine(ledger.url, create=True)
-    with engine.begin() as conn:
-        cfg = alembic_config(ledger.url)
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0004_likely_spam")
-    engine.dispose()
-    upgrade(ledger.url)
+    ledger.upgrade_from("0004_likely_spam")
     assert listed(ledger) == ["NCS-0003", "NCS-0002", "NCS-0001"]
 
 

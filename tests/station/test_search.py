@@ -92,10 +92,6 @@ def test_an_existing_ledger_gets_its_search_text_from_the_migration(
         ledger: Ledger, tmp_path: Path) -> None:
     """Rows indexed before ``search_text`` existed get it when the ledger is upgraded:
     index for real, go back to the old schema (its own index again), then upgrade."""
-    from alembic import command
-
-    from mailbridge.station.ledger.db import alembic_config, make_engine, upgrade
-
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     box.add(tip("NCS-0001", TEXT))
     MaildirPoller(tmp_path / "Maildir", ledger.store, relay=RELAY_ID,
@@ -103,14 +99,7 @@ def test_an_existing_ledger_gets_its_search_text_from_the_migration(
     with ledger.sessions() as s:
         workflow.add_note(s, s.scalars(select(Tip.id)).one(), "Đã báo đồn trưởng", actor="Lan")
         s.commit()
-    ledger.engine.dispose()
-    engine = make_engine(ledger.url, create=True)
-    with engine.begin() as conn:
-        cfg = alembic_config(ledger.url)
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0002_workflow")
-    engine.dispose()
-    upgrade(ledger.url)
+    ledger.upgrade_from("0002_workflow")
     with ledger.sessions() as s:
         assert [t for t in s.scalars(select(Tip.ref))] == ["NCS-0001"]
         assert len(search_tip_ids(s, "duong mon")) == 1
