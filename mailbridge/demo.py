@@ -147,6 +147,22 @@ def make_prompts(folder: Path) -> None:
     (folder / "vi.m4a").write_bytes(m4a_from_samples(pcm, rate))
 
 
+def ensure_prompts(settings: Settings) -> list[str]:
+    """The demo's spoken instructions, made once; without espeak-ng the demo runs without
+    them (an empty folder) and says how to have them: nothing else needs the package."""
+    notes = []
+    for station in settings.stations.values():
+        folder = station.audio_prompts
+        if folder is None or (folder / "vi.m4a").is_file():
+            continue
+        try:
+            make_prompts(folder)
+        except RuntimeFailure as exc:
+            folder.mkdir(parents=True, exist_ok=True)
+            notes.append(f"demo: no spoken instructions for {station.id}: {exc}")
+    return notes
+
+
 class _FormFields(HTMLParser):
     """Collects what a browser would send: hidden fields, the first choice of each radio
     group, and the names of the text fields."""
@@ -243,9 +259,8 @@ def run_demo(folder: Path, *, port: int = 8080, seed: int = 3, once: bool = Fals
         raise ConfigError(f"--seed must be 0 or more, got {seed}")
     config = write_demo_config(folder, port, smtp_port)
     settings = load_config(config)
-    for station in settings.stations.values():
-        if station.audio_prompts is not None and not station.audio_prompts.is_dir():
-            make_prompts(station.audio_prompts)
+    for note in ensure_prompts(settings):
+        print(note, file=sys.stderr)
     if seed > settings.relay.rate_limit_per_hour:
         raise ConfigError(f"--seed {seed} is more than relay.rate_limit_per_hour "
                           f"({settings.relay.rate_limit_per_hour}) in {config}: raise it to "

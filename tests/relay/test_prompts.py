@@ -8,7 +8,8 @@ from pathlib import Path
 import av
 import pytest
 
-from mailbridge.demo import make_prompts
+from mailbridge.config import load_config
+from mailbridge.demo import ensure_prompts, make_prompts, write_demo_config
 from mailbridge.errors import ConfigError, RuntimeFailure
 from mailbridge.relay.prompts import CACHE, Prompts
 from tests.relay.test_web import FORM, changed_relay
@@ -69,6 +70,24 @@ def test_without_espeak_ng_the_demo_names_the_package(tmp_path: Path,
     assert "install the Debian package espeak-ng" in str(info.value)
     assert "\n" not in str(info.value) and not (tmp_path / "prompts").exists()
     assert os.environ["PATH"] == str(tmp_path)
+
+
+def test_without_espeak_ng_the_demo_runs_without_spoken_instructions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make demo` needs only python3 and make: a missing espeak-ng is one note, the
+    relay starts with an empty prompts folder, and a later run with it makes them."""
+    settings = load_config(write_demo_config(tmp_path / "demo", 8080))
+    folder = settings.stations["ncs"].audio_prompts
+    assert folder is not None
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no espeak-ng on it
+    (note,) = ensure_prompts(settings)
+    assert note.startswith("demo: no spoken instructions for ncs: espeak-ng is missing")
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    assert Prompts({"ncs": folder}, LANGUAGES).urls("ncs", "vi") == []  # serve starts
+    monkeypatch.setenv("PATH", path)
+    assert ensure_prompts(settings) == []
+    assert [p.name for p in folder.iterdir()] == ["vi.m4a"]
 
 
 def test_the_form_offers_the_recordings_of_its_language_and_serves_them_cached(
