@@ -70,7 +70,8 @@ def seed(url: str, n: int) -> None:
                              "search_text": search_form(body),
                              "received_hour": hour, "in_reply_to": "", "references": "",
                              "indexed_at": hour})
-                tips.append({"id": i + 1, "station_id": station, "ref": ref, "message_pk": i + 1,
+                tips.append({"id": i + 1, "station_id": station, "ref": ref, "ref_seq": i,
+                             "message_pk": i + 1,
                              "received_category": rng.choice(BUILTIN_CATEGORIES).id,
                              "category": rng.choice(BUILTIN_CATEGORIES).id,
                              "placement": rng.choice(PLACEMENTS), "received_hour": hour,

@@ -185,10 +185,12 @@ class Tip(Base):
         UniqueConstraint("station_id", "ref"),
         Index("ix_tips_station_status", "station_id", "status"),
         # The officers' list is newest first under any one filter: one index per filter.
-        Index("ix_tips_station_received", "station_id", "received_hour"),
-        Index("ix_tips_status_received", "status", "received_hour"),
-        Index("ix_tips_category_received", "category", "received_hour"),
-        Index("ix_tips_placement_received", "placement", "received_hour"),
+        # Each ends with ref_seq: one hour's tips in the order they were accepted.
+        Index("ix_tips_received_hour", "received_hour", "ref_seq"),
+        Index("ix_tips_station_received", "station_id", "received_hour", "ref_seq"),
+        Index("ix_tips_status_received", "status", "received_hour", "ref_seq"),
+        Index("ix_tips_category_received", "category", "received_hour", "ref_seq"),
+        Index("ix_tips_placement_received", "placement", "received_hour", "ref_seq"),
         Index("ix_tips_message_pk", "message_pk"),  # search: message -> its tip
     )
 
@@ -202,7 +204,7 @@ class Tip(Base):
     received_category: Mapped[str] = mapped_column(String(32))
     category: Mapped[str] = mapped_column(String(32), index=True)
     placement: Mapped[str] = mapped_column(String(32), default="", index=True)
-    received_hour: Mapped[datetime] = mapped_column(DateTime, index=True)
+    received_hour: Mapped[datetime] = mapped_column(DateTime)
     subject: Mapped[str] = mapped_column(Text, default="")
     preview: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[str] = mapped_column(String(16), default=Status.NEW.value)
