@@ -312,6 +312,9 @@ class RelaySettings:
     # tipster reads at once that the relay is busy and the tip was NOT sent. One core
     # handles about 80 tips a second (12 ms of CPU each): 12 queued is 150 ms of work.
     tips_in_flight: int = 12
+    # Web worker processes sharing the listening socket and the outbox (relay/server.py);
+    # the loader's default is one per usable CPU, at most 4 (``default_workers``).
+    workers: int = 1
     # DKIM (relay/dkim.py): the key file (default dkim-SELECTOR.key beside the config)
     # and the selector its DNS record is published under.
     dkim_key: Path | None = None
@@ -627,6 +630,16 @@ def _parse(top: _Reader, ctx: _Context) -> Settings | None:
                     ctx.role)
 
 
+MAX_WORKERS = 64
+
+
+def default_workers() -> int:
+    """One web worker per CPU this process may run on (its affinity, which systemd's
+    CPUAffinity= and containers narrow), at most 4: past that the one SQLite writer
+    and the delivery worker are the limit, and each worker costs its own memory."""
+    return min(len(os.sched_getaffinity(0)), 4)
+
+
 def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings | None:
     if r is None:
         ctx.error("relay is missing: add a [relay] table with address (and, on the relay, "
@@ -697,6 +710,7 @@ def _relay(r: _Reader | None, ctx: _Context, trusts_keys: bool) -> RelaySettings
         mail_tips_per_hour=r.integer("mail_tips_per_hour", 60, 1),
         station_tips_per_hour=r.integer("station_tips_per_hour", 60, 1),
         tips_in_flight=r.integer("tips_in_flight", 12, 1, 10000),
+        workers=r.integer("workers", default_workers(), 1, MAX_WORKERS),
         dkim_key=r.path("dkim_key"),
         dkim_selector=r.text("dkim_selector", "mailbridge"),
         openpgp_secret_key=r.path("openpgp_secret_key"),

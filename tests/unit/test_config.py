@@ -122,6 +122,9 @@ STATION = 'id = "ncs"'
     ((LEDGER, "max_message_bytes = 0"), "ledger.max_message_bytes must be at least 1, got 0"),
     ((LEDGER, "memory_mb = 64"), "ledger.memory_mb must be 96-1000000, got 64"),
     (("[relay]", "tips_in_flight = 0"), "relay.tips_in_flight must be 1-10000, got 0"),
+    (("[relay]", "workers = 0"), "relay.workers must be 1-64, got 0"),
+    (("[relay]", "workers = 65"), "relay.workers must be 1-64, got 65"),
+    (("[relay]", 'workers = "auto"'), "relay.workers must be an integer, got 'auto'"),
     ((LEDGER, 'attachments_dir = ""'), "ledger.attachments_dir is empty: name a file or"),
     ((SMTP, "timeout = 0"), "stations.ncs.smtp.timeout must be more than 0 and at most 3600"),
     ((SMTP, "timeout = inf"), "stations.ncs.smtp.timeout must be more than 0 and at most 3600"),
@@ -152,6 +155,8 @@ def test_an_explicit_out_of_range_value_is_one_error_not_the_default(
     ((LEDGER, "max_message_bytes = 1"), lambda s: s.ledger.max_message_bytes, 1),
     ((LEDGER, "memory_mb = 96"), lambda s: s.ledger.memory_mb, 96),
     (("[relay]", "tips_in_flight = 1"), lambda s: s.relay.tips_in_flight, 1),
+    (("[relay]", "workers = 1"), lambda s: s.relay.workers, 1),
+    (("[relay]", "workers = 64"), lambda s: s.relay.workers, 64),
     ((STATION, "delivery_delay_minutes = 0"),
      lambda s: s.stations["ncs"].delivery_delay_minutes, 0),
     ((SMTP, "timeout = 0.5"), lambda s: s.stations["ncs"].smtp.timeout, 0.5),
@@ -460,3 +465,11 @@ def test_a_placement_may_set_its_own_language(tmp_path: Path) -> None:
     settings = load_config(_write(tmp_path, text), env={"MB_SECRET": SECRET})
     station = settings.stations["ncs"]
     assert [(p.id, p.language) for p in station.placements] == [("cho", "hmn"), ("uy-ban", "")]
+
+
+def test_the_relay_has_one_web_worker_per_usable_cpu_at_most_four(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path, GOOD)
+    for cpus, workers in ((1, 1), (2, 2), (4, 4), (16, 4)):
+        monkeypatch.setattr("os.sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert load_config(path, env={"MB_SECRET": SECRET}).relay.workers == workers
