@@ -6,7 +6,8 @@
         ├── DeliveryError           sending a tip to a station mailbox failed
         │   └── PermanentDeliveryError  the server refused for good (5xx): dead-letter
         ├── IntakeError             a submission or incoming mail was refused
-        │   └── MediaRefused        a photo or voice message that cannot be cleaned
+        │   ├── MediaRefused        a photo or voice message that cannot be cleaned
+        │   └── StationFull         a station's form tips of this hour are used up
         ├── StoreError              the relay database failed
         ├── LedgerError             the station ledger failed
         │   └── WorkflowError       a status change or assignment the rules refuse
@@ -62,6 +63,17 @@ class MediaRefused(IntakeError):
         self.field = field
         self.number = number
         self.reason = reason
+
+
+class StationFull(IntakeError):
+    """A station took its ``relay.station_tips_per_hour`` form tips this UTC hour; the
+    tip is not stored (the tipster reads that it was NOT sent)."""
+
+    def __init__(self, station_id: str, per_hour: int) -> None:
+        super().__init__(f"station {station_id} took its {per_hour} form tips of this hour "
+                         f"(relay.station_tips_per_hour): more are taken from the next UTC "
+                         f"hour; raise the setting if real tipsters are refused")
+        self.station_id = station_id
 
 
 class StoreError(RuntimeFailure):

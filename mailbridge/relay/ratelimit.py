@@ -16,9 +16,13 @@ either. Memory is bounded: past ``max_networks`` distinct networks in one hour
 new networks are let through uncounted (failing open) rather than letting a
 flood of addresses block every villager. Where failing open is not acceptable
 (receipt-code lookups, which a guesser spreads over many networks),
-``total_per_hour`` caps every network together. ``StationLimit`` caps the
-tips one station receives in an hour, from every network together, so a flood
-spread over many addresses cannot fill its mailbox.
+``total_per_hour`` caps every network together.
+
+The counts live in one process's memory: with ``relay.workers`` N each worker keeps
+its own, so a network may send up to N times ``rate_limit_per_hour`` (the relay's
+server divides ``status_lookups_total_per_hour`` among the workers to keep it a
+total). The per-station hourly cap, which must be exact, is counted in the relay
+database instead (``RelayStore.accept`` with ``per_hour``): station ids only.
 """
 
 from __future__ import annotations
@@ -123,31 +127,7 @@ class RateLimiter:
         return len(self._counts)
 
 
-class StationLimit:
-    """At most *per_hour* tips for each station in each UTC hour, all networks together.
-
-    Counted by station id only, nothing of the client. A flood can use up a station's
-    hour and keep real tipsters out until the next one (they read that their tip was
-    NOT sent): the price of a mailbox officers can still read."""
-
-    def __init__(self, per_hour: int, *, clock: Callable[[], float] = time.time) -> None:
-        self._per_hour = per_hour
-        self._clock = clock
-        self._hour = -1
-        self._counts: dict[str, int] = {}
-
-    def hit(self, station_id: str) -> bool:
-        """Count one tip for the station; False when its hour is used up."""
-        hour = int(self._clock() // 3600)
-        if hour != self._hour:
-            self._hour = hour
-            self._counts.clear()
-        count = self._counts.get(station_id, 0)
-        if count >= self._per_hour:
-            return False
-        self._counts[station_id] = count + 1
-        return True
-
-    def retry_after(self) -> int:
-        """Seconds until the next UTC hour, when every station's count starts afresh."""
-        return 3600 - int(self._clock()) % 3600
+def seconds_to_next_hour(now: float | None = None) -> int:
+    """Seconds until the next UTC hour, when every station's count starts afresh
+    (a full station's ``Retry-After``)."""
+    return 3600 - int(time.time() if now is None else now) % 3600

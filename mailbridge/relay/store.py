@@ -20,6 +20,9 @@ What is kept, and why it is enough:
   random key and, per 16-bit HMAC of a sender's number under it, how many
   texts came (``count_sms``); earlier hours are deleted at the next text and
   by the hourly ``purge_expired``.
+- ``relay_station_counts``: form tips per station id and hour (``accept`` with
+  ``per_hour``), so every web worker and every relay on one PostgreSQL database
+  share one exact ``relay.station_tips_per_hour``; earlier hours are deleted.
 - ``relay_conversations``: per tip, its public key, its private key sealed
   with a key only the receipt code gives (core/conversation.py), its category
   (follow-ups carry it) and how many follow-ups it had.
@@ -79,7 +82,7 @@ from ..config import Station
 from ..core.conversation import ConversationKeys, Sealer, seal, unseal
 from ..core.message import Composed, hour_of
 from ..core.receipts import format_ref
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, StationFull, StoreError
 from ..fsmodes import FILE_MODE, private_file
 from ..scrub import compact
 
@@ -147,6 +150,13 @@ sms_counts = Table(
     "relay_sms_counts", metadata,
     Column("hour", DateTime, primary_key=True),
     Column("bucket", String(16), primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+# Form tips per station and hour, for relay.station_tips_per_hour across processes.
+station_counts = Table(
+    "relay_station_counts", metadata,
+    Column("hour", DateTime, primary_key=True),
+    Column("station_id", String(32), primary_key=True),
     Column("count", Integer, nullable=False),
 )
 conversations = Table(
@@ -386,7 +396,8 @@ class RelayStore:
 
     def accept(self, station: Station, build: Callable[[str, datetime], Composed], *,
                receipt_hash: str, reply_token: str, delay_minutes: int = 0,
-               keys: ConversationKeys | None = None, category_id: str = "") -> Accepted:
+               keys: ConversationKeys | None = None, category_id: str = "",
+               per_hour: int | None = None) -> Accepted:
         """Allocate the station's next ref, build the message and store it, in ONE
         transaction committed before returning. Show the receipt only afterwards.
         With ``keys`` the tip's conversation is stored in the same transaction.
@@ -395,10 +406,14 @@ class RelayStore:
         the first attempt is at a random moment within that many minutes, and
         the message's Date is that moment, so no header pins the minute of
         submission. If ``build`` raises, nothing is stored and the ref number is
-        not used.
+        not used. With ``per_hour`` the tip is counted for its station's hour in the
+        same transaction, and refused (``StationFull``, nothing stored) past it.
         """
         now = self.clock()
         with self._write("storing a tip") as conn:
+            if per_hour is not None and not _count_station_tip(conn, station.id,
+                                                                _hour(now), per_hour):
+                raise StationFull(station.id, per_hour)
             number = _next_number(conn, station.id)
             ref = format_ref(station.ref_prefix, number)
             composed, outbox_id = _enqueue(conn, station.id, ref, now, delay_minutes,
@@ -507,6 +522,8 @@ class RelayStore:
             conn.execute(delete(messages).where(messages.c.tip_id.in_(expired)))
             conn.execute(delete(conversations).where(conversations.c.tip_id.in_(expired)))
             _forget_sms_hours(conn, _hour(self.clock()))  # even if no text came since
+            conn.execute(delete(station_counts).where(
+                station_counts.c.hour < _hour(self.clock())))
             return Expired(
                 int(conn.execute(delete(tips).where(
                     tips.c.created_hour <= self._open_since())).rowcount),
@@ -535,6 +552,15 @@ class RelayStore:
         with self._write("recording a used form token") as conn:
             conn.execute(delete(form_tokens).where(form_tokens.c.expires_hour <= _naive(now)))
             return conn.execute(insert_once).first() is not None
+
+    def station_tips(self, station_id: str) -> int:
+        """Form tips the station took this hour: a read, so a flood past the limit is
+        refused before its receipt hash and its writes (``accept`` decides for sure)."""
+        query = select(station_counts.c.count).where(
+            station_counts.c.hour == _hour(self.clock()),
+            station_counts.c.station_id == station_id)
+        with self._read("reading a station's hourly count") as conn:
+            return int(conn.execute(query).scalar() or 0)
 
     def count_sms(self, bucket_of: Callable[[bytes], str]) -> int:
         """Count one text in this hour's bucket ``bucket_of(key)`` (an HMAC of the sender
@@ -770,6 +796,21 @@ def _forget_sms_hours(conn: Connection, hour: datetime) -> None:
     """Delete the SMS limiter's keys and counts of the hours before *hour*."""
     conn.execute(delete(sms_counts).where(sms_counts.c.hour < hour))
     conn.execute(delete(sms_keys).where(sms_keys.c.hour < hour))
+
+
+def _count_station_tip(conn: Connection, station_id: str, hour: datetime,
+                       per_hour: int) -> bool:
+    """Count one form tip for the station's hour unless *per_hour* are counted: one
+    upsert whose update is conditional, so concurrent accepts in other processes (SQLite:
+    the write lock; PostgreSQL: the row lock) never pass the limit. Earlier hours go."""
+    conn.execute(delete(station_counts).where(station_counts.c.hour < hour))
+    stmt = (_insert_for(conn.dialect.name)(station_counts)
+            .values(hour=hour, station_id=station_id, count=1))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[station_counts.c.hour, station_counts.c.station_id],
+        set_={"count": station_counts.c.count + 1},
+        where=station_counts.c.count < per_hour).returning(station_counts.c.count)
+    return conn.execute(stmt).first() is not None
 
 
 def _next_number(conn: Connection, station_id: str) -> int:

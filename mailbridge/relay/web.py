@@ -69,7 +69,7 @@ from ..core.receipts import (
 )
 from ..core.shingles import NearDuplicates
 from ..core.text import clean_text, is_slug
-from ..errors import MailbridgeError, MediaRefused, StoreError
+from ..errors import MailbridgeError, MediaRefused, StationFull, StoreError
 from ..labels import category_label
 from ..openpgp import encryptor_for
 from .i18n import (
@@ -84,7 +84,7 @@ from .i18n import (
 )
 from .media import MediaCleaner, MediaLimits
 from .prompts import CACHE, Prompts
-from .ratelimit import RateLimiter, StationLimit
+from .ratelimit import RateLimiter, seconds_to_next_hour
 from .store import TIPSTER, Accepted, Conversation, RelayStore
 from .uploads import (
     MULTIPART_TYPE,
@@ -264,7 +264,6 @@ class WebForm:
         self.limiter = RateLimiter(derive_key(secret, "ratelimit"),
                                    settings.relay.rate_limit_per_hour,
                                    trusted_proxies=settings.relay.trusted_proxies)
-        self.station_limit = StationLimit(settings.relay.station_tips_per_hour)
         # Shingles of recent tips, in memory only, under a key that is never written.
         self.duplicates = NearDuplicates(secrets.token_bytes(16))
         self.hasher = ReceiptHasher(derive_key(secret, "receipt"))
@@ -412,6 +411,12 @@ class WebForm:
             log.error("a tip for station %s was not accepted: %s", station.id, _describe(exc))
             return again(503, _("Your tip was NOT sent. Please try again in a few minutes."))
 
+        def station_full() -> Response:
+            busy = again(503, _("This station has received too many tips in the last hour. "
+                                "Your tip was NOT sent. Please try again later."))
+            busy.headers["Retry-After"] = str(seconds_to_next_hour())
+            return busy
+
         # Past the bound the answer comes at once, the text kept: never a queue of
         # seconds behind other tips (the body is in, so a slow uplink holds no slot).
         if self.in_flight >= self.relay.tips_in_flight:
@@ -439,11 +444,15 @@ class WebForm:
             if not self.limiter.hit(request.scope):
                 return again(429, _("Too many tips were sent from your network in the last "
                                     "hour. Please try again later."))
-            if not self.station_limit.hit(station.id):
-                busy = again(503, _("This station has received too many tips in the last hour. "
-                                    "Your tip was NOT sent. Please try again later."))
-                busy.headers["Retry-After"] = str(self.station_limit.retry_after())
-                return busy
+            # A read first: past the hour's limit a flood costs no receipt hash and no
+            # write. The count itself is taken in accept()'s transaction, exact across
+            # every worker and relay sharing the database.
+            try:
+                taken = await run_in_threadpool(self.store.station_tips, station.id)
+            except StoreError as exc:
+                return not_sent(exc)
+            if taken >= self.relay.station_tips_per_hour:
+                return station_full()
             files, problem = await self._clean(lang, uploads)
             if problem:  # the form again, the text kept, the token unused
                 return again(400, problem)
@@ -460,6 +469,8 @@ class WebForm:
                                            likely_spam=NEAR_DUPLICATE if copied else "")
                 accepted = await run_in_threadpool(
                     self._accept, station, placement, category, form, code)
+            except StationFull:  # the hour filled up since the read above; nothing was stored
+                return station_full()
             except ContractError:  # by construction never; if it happens, nothing was stored
                 log.error("a tip for station %s was refused: its message did not check out",
                           station.id)
@@ -523,7 +534,8 @@ class WebForm:
                                  reply_token=token,
                                  delay_minutes=station.delivery_delay_minutes,
                                  keys=self.sealer.new_keys(derived.seal_key),
-                                 category_id=category.id)
+                                 category_id=category.id,
+                                 per_hour=self.relay.station_tips_per_hour)
 
     # -- status: replies and follow-ups, opened with the receipt code ------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailbridge.relay.ratelimit import RateLimiter, StationLimit, network_of
+from mailbridge.relay.ratelimit import RateLimiter, network_of
 
 KEY = b"r" * 32
 
@@ -78,14 +78,6 @@ def test_the_key_changes_every_hour(clock: Clock) -> None:
     again = RateLimiter(KEY, 5, clock=clock)  # the same secret, started afresh
     again.hit(scope("198.51.100.1"))
     assert set(again._counts).isdisjoint({first, *limiter._counts})
-
-
-def test_a_station_takes_at_most_its_hourly_tips_from_all_networks(clock: Clock) -> None:
-    limit = StationLimit(3, clock=clock)
-    assert [limit.hit("ncs") for _ in range(4)] == [True, True, True, False]
-    assert limit.hit("abc") is True  # another station keeps its own hour
-    clock.now += 3600
-    assert limit.hit("ncs") is True
 
 
 def test_memory_is_bounded_and_fails_open(clock: Clock) -> None:
