@@ -31,9 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import Header, decode_header, make_header
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage, Message
-from email.policy import SMTP
 from email.policy import default as default_policy
 from email.utils import format_datetime
 from typing import Protocol
@@ -72,6 +71,27 @@ MAX_WHERE = 500
 # its work on a tip; a fixed one is compiled once per process. A text that
 # contains it gets a random one, so a tipster cannot forge a part.
 BOUNDARY = "=_mailbridge_alternative"
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, each header's class made once: CPython's makes
+    a new class at every lookup, a fifth of ``compose``'s CPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:  # two threads may both make it: either class is the same header
+            made = self._made[key] = super().__getitem__(key)
+        return made
+
+
+# The standard library's default and SMTP policies, with the registry above.
+POLICY = default_policy.clone(header_factory=_HeaderClasses())
+SMTP = POLICY.clone(linesep="\r\n")
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -222,7 +242,7 @@ def _build(sub: Submission, env: Envelope, gettext: Callable[[str], str],
     # A fixed token like the [REF] tag, in no language: a mailbox rule can file it.
     mark = f"{SPAM_TAG} " if sub.likely_spam else ""
     headers = _headers(sub, env, header_safe(f"[{ref}] {mark}{category} — {preview}"), now)
-    msg = EmailMessage(policy=default_policy)
+    msg = EmailMessage(policy=POLICY)
     for name, value, folded in headers:
         if folded is None:
             msg[name] = value
@@ -413,7 +433,7 @@ def encrypted(msg: EmailMessage, headers: list[tuple[str, str]], subject: str,
 
     Returns the outer message (unsigned) and the (name, meant text) of its headers.
     """
-    outer = EmailMessage(policy=default_policy)
+    outer = EmailMessage(policy=POLICY)
     for name, value in msg.raw_items():
         lower = name.lower()
         if lower == "subject":
@@ -424,9 +444,9 @@ def encrypted(msg: EmailMessage, headers: list[tuple[str, str]], subject: str,
                                                             "content-transfer-encoding"):
             del msg[name]
     msg.set_param("protected-headers", "v1")
-    control = EmailMessage(policy=default_policy)
+    control = EmailMessage(policy=POLICY)
     control.set_content(b"Version: 1\n", "application", "pgp-encrypted", cte="7bit")
-    armour = EmailMessage(policy=default_policy)
+    armour = EmailMessage(policy=POLICY)
     armour.set_content(encrypt(msg.as_bytes(policy=SMTP)), "application", "octet-stream",
                        cte="7bit", disposition="inline", filename=ENCRYPTED_NAME)
     for part in (control, armour):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import email.policy
 import hashlib
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -341,3 +342,18 @@ def test_a_tip_keeps_two_parts_whatever_its_text(text: str) -> None:
     assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
     assert text in parts[0].get_content().replace("\r\n", "\n")
     assert not msg.defects and not any(p.defects for p in parts)
+
+
+def test_the_policy_makes_each_header_class_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPython's registry makes a new class at every lookup; compose's makes one per
+    header, and the bytes are the standard library's, byte for byte."""
+    registry = contract_module.POLICY.header_factory
+    assert registry["Subject"] is registry["subject"]  # type: ignore[index]
+    assert contract_module.SMTP.header_factory is registry
+    envelope = Envelope("tips@relay.example.test", "relay.example.test", "a" * 32,
+                        message_id="<fixed@relay.example.test>")
+    moment = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    ours = compose(_submission(), envelope, KEY, now=moment).data
+    monkeypatch.setattr(contract_module, "POLICY", default_policy)
+    monkeypatch.setattr(contract_module, "SMTP", email.policy.SMTP)
+    assert compose(_submission(), envelope, KEY, now=moment).data == ours
