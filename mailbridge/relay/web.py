@@ -288,6 +288,9 @@ class WebForm:
         # Uploads being received, all requests together: two of the largest at once.
         self.upload_budget = UploadBudget(2 * self.media.max_upload_bytes)
         self.in_flight = 0  # form tips between their body and their answer
+        # Plain form pages as rendered once, a random slot where each one's token goes.
+        self._token_slot = secrets.token_hex(16)
+        self._pages: dict[tuple[str, str, str, bool], str] = {}
 
     # -- rendering ------------------------------------------------------------------
 
@@ -326,11 +329,28 @@ class WebForm:
     def form(self, lang: str, station: Station, placement: Placement | None, *,
              status: int = 200, error: str = "", form: FormInput | None = None,
              switch: bool = False) -> HTMLResponse:
+        token = self.tokens.issue(station.id)
+        if status != 200 or error or form is not None:
+            return self._form_page(lang, station, placement, token, status=status,
+                                   error=error, form=form, switch=switch)
+        # The empty form differs between tipsters by its token only: rendered once per
+        # language, poster and switch, the fresh token put in its slot (the render cost
+        # about 1 ms of CPU a GET: docs/PERFORMANCE.md, bench_stages).
+        key = (lang, station.id, placement.id if placement else "", switch)
+        page = self._pages.get(key)
+        if page is None:
+            page = self._pages[key] = bytes(self._form_page(
+                lang, station, placement, self._token_slot, switch=switch).body).decode("utf-8")
+        return HTMLResponse(page.replace(self._token_slot, token))
+
+    def _form_page(self, lang: str, station: Station, placement: Placement | None, token: str,
+                   *, status: int = 200, error: str = "", form: FormInput | None = None,
+                   switch: bool = False) -> HTMLResponse:
         categories = [{"id": c.id, "pictogram": c.pictogram, "label": category_label(c, lang)}
                       for c in station.categories]
         return self.render(
             lang, "form.html", status, switch=switch, station=station, placement=placement,
-            action=_form_path(station, placement), token=self.tokens.issue(station.id),
+            action=_form_path(station, placement), token=token,
             categories=categories, form=form or FormInput(), error=error,
             max_text=self.relay.max_text_chars, max_where=MAX_WHERE,
             prompts=self.prompts.urls(station.id, lang))

@@ -392,6 +392,36 @@ def test_a_form_token_is_accepted_once(relay: Relay) -> None:
     assert relay.rows() == before + 1
 
 
+def test_the_empty_form_is_rendered_once_and_each_copy_has_its_own_token(
+        relay: Relay, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GET fills a fresh token into the page rendered once for its language, poster and
+    switch: the same page a full render gives, and each token works once."""
+    original = web.WebForm.render
+    renders: list[str] = []
+
+    def counted(self: web.WebForm, lang: str, template: str, *args: Any,
+                **kwargs: Any) -> Any:
+        renders.append(template)
+        return original(self, lang, template, *args, **kwargs)
+
+    before = relay.rows()
+    with relay.client() as client:
+        client.get(FORM + "?lang=en")  # rendered here, or by an earlier test
+        monkeypatch.setattr(web.WebForm, "render", counted)
+        pages = [client.get(FORM + "?lang=en").text for _ in range(2)]
+        tokens = [token_of(page) for page in pages]
+        sent = [client.post(FORM, data={"t": t, "lang": "en", "category": "drugs",
+                                        "text": "Có người lạ"}) for t in tokens]
+    assert [s.status_code for s in sent] == [200, 200] and relay.rows() == before + 2
+    assert renders == ["receipt.html", "receipt.html"]  # no form page rendered again
+    assert tokens[0] != tokens[1]
+    station = relay.settings.station("ncs")
+    assert station is not None
+    full = web.WebForm(relay.settings, relay.store, lambda: None)._form_page(
+        "en", station, station.placement("cho"), tokens[0], switch=True)
+    assert pages[0] == bytes(full.body).decode("utf-8")
+
+
 def test_over_the_rate_limit_is_429_in_the_users_language(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, rate_limit_per_hour=2)
     store = RelayStore(settings.relay.database)
