@@ -901,3 +901,18 @@ async def test_stations_are_told_apart_and_enter_goes_back_to_the_list(
         assert app.query_one("#f-status", Select).has_focus
         await pilot.press("escape")
         assert app.query_one(TipList).has_focus
+
+
+@aio
+async def test_keys_at_once_find_the_filter_bar(ledger: tuple[Settings, sessionmaker[Session]]
+                                                ) -> None:
+    """The filter bar comes after the first page; a key pressed before it still works."""
+    app = app_for(ledger)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("slash", *"suoi")
+        await settle(app, pilot)
+        assert app.query_one("#f-text", Input).value == "suoi"
+        assert app.filter.text == "suoi"
+        assert "NCS-0001" in screen_text(app) and "NCS-0002" not in screen_text(app)
+        await pilot.press("escape", "f")
+        assert app.focused is app.query_one("#f-status", Select)

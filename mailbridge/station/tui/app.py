@@ -23,7 +23,8 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import Footer, Header, Input, Select, Static
+from textual.widget import Widget
+from textual.widgets import Header, Input, Select, Static
 from textual.worker import get_current_worker
 
 from ...config import Settings
@@ -31,7 +32,6 @@ from ...errors import ConfigError, LedgerError, MailbridgeError
 from ..ledger import workflow
 from ..ledger.models import Status, utcnow
 from ..localtime import offset_label, parse_day
-from ..reply import reply_to_tipster, target_of
 from . import strings as S
 from .access import Access, resolve_access
 from .data import (
@@ -53,6 +53,7 @@ from .data import (
 )
 from .detail import AttachmentAction, DetailScreen, hour
 from .dialogs import ChoiceDialog, TextDialog
+from .keybar import KeyBar
 from .tiplist import PAGE, TipList
 
 
@@ -87,6 +88,7 @@ class LedgerApp(App[int]):
         self.baseline: int | None = None  # the newest tip id when the list was (re)opened
         self.newest = 0
         self.fresh = 0  # tips of these stations that arrived since
+        self.filters_mounted = False
         self.sub_title = ", ".join(f"{sid}: {name}" for sid, name in access.actors.items())
 
     # ---- layout ---------------------------------------------------------------------
@@ -94,33 +96,50 @@ class LedgerApp(App[int]):
     def compose(self) -> ComposeResult:
         yield Header()
         # Two one-line rows of compact widgets: the list keeps its room from 80×24 up.
-        with Horizontal(id="filters"):
-            yield Select([(Text(S.status_label(s.value)), s.value) for s in Status],
-                         prompt=S.ANY_STATUS, id="f-status", compact=True)
-            yield Select([(Text(S.category_label(self.settings, c.id)), c.id)
-                          for c in self.settings.categories], prompt=S.ANY_CATEGORY,
-                         id="f-category", compact=True)
-            if len(self.access.stations) > 1:
-                names = S.short_names({sid: self._station_name(sid)
-                                       for sid in self.access.stations})
-                yield Select([(Text(name), sid) for sid, name in names.items()],
-                             prompt=S.ANY_STATION, id="f-station", compact=True)
-            yield Select([], prompt=S.ANY_PLACEMENT, id="f-placement", compact=True)
-            yield Select([(Text(S.ASSIGNED_TO_ME), "me"), (Text(S.NOBODY), "nobody"),
-                          *((Text(name), f"o:{name}") for name in self._officers())],
-                         prompt=S.ANY_ASSIGNEE, id="f-assignee", compact=True)
-        with Horizontal(id="filters2"):
-            yield Input(placeholder=S.FROM_DATE, id="f-from", classes="date", compact=True)
-            yield Input(placeholder=S.TO_DATE, id="f-to", classes="date", compact=True)
-            yield Select([*((Text(S.status_label(v)), v) for v in VERDICTS),
-                          (Text(S.VERDICT_NONE), "none")], prompt=S.ANY_VERDICT,
-                         id="f-verdict", compact=True)
-            yield Input(placeholder=S.SEARCH, id="f-text", compact=True)
+        # They are filled once the first page is on screen (``_mount_filters``): their
+        # dozens of widgets cost the start a fifth of a second of styling.
+        yield Horizontal(id="filters")
+        yield Horizontal(id="filters2")
         yield Static(id="problem", markup=False)
         yield Static(id="columns", markup=False)
         yield TipList(self.render_row, id="tips")
         yield Static(Text(S.LOADING), id="count", markup=False)
-        yield Footer()
+        yield KeyBar()
+
+    def _filter_rows(self) -> tuple[list[Widget], list[Widget]]:
+        first: list[Widget] = [
+            Select([(Text(S.status_label(s.value)), s.value) for s in Status],
+                   prompt=S.ANY_STATUS, id="f-status", compact=True),
+            Select([(Text(S.category_label(self.settings, c.id)), c.id)
+                    for c in self.settings.categories], prompt=S.ANY_CATEGORY,
+                   id="f-category", compact=True)]
+        if len(self.access.stations) > 1:
+            names = S.short_names({sid: self._station_name(sid)
+                                   for sid in self.access.stations})
+            first.append(Select([(Text(name), sid) for sid, name in names.items()],
+                                prompt=S.ANY_STATION, id="f-station", compact=True))
+        first += [Select([], prompt=S.ANY_PLACEMENT, id="f-placement", compact=True),
+                  Select([(Text(S.ASSIGNED_TO_ME), "me"), (Text(S.NOBODY), "nobody"),
+                          *((Text(name), f"o:{name}") for name in self._officers())],
+                         prompt=S.ANY_ASSIGNEE, id="f-assignee", compact=True)]
+        second: list[Widget] = [
+            Input(placeholder=S.FROM_DATE, id="f-from", classes="date", compact=True),
+            Input(placeholder=S.TO_DATE, id="f-to", classes="date", compact=True),
+            Select([*((Text(S.status_label(v)), v) for v in VERDICTS),
+                    (Text(S.VERDICT_NONE), "none")], prompt=S.ANY_VERDICT,
+                   id="f-verdict", compact=True),
+            Input(placeholder=S.SEARCH, id="f-text", compact=True)]
+        return first, second
+
+    async def _mount_filters(self) -> None:
+        """The filter bar, once (after the first page, or at the first key that needs it)."""
+        if self.filters_mounted:
+            return
+        self.filters_mounted = True
+        first, second = self._filter_rows()
+        await self.query_one("#filters", Horizontal).mount_all(first)
+        await self.query_one("#filters2", Horizontal).mount_all(second)
+        self._set_placements()
 
     def on_mount(self) -> None:
         self.query_one(TipList).focus()
@@ -176,6 +195,8 @@ class LedgerApp(App[int]):
         words = (S.refusal(self.settings, exc.kind, exc.params)
                  if isinstance(exc, LedgerError) else None)
         self.notify(words or str(exc), severity="error", markup=False, timeout=10)
+        if not self.filters_mounted:  # no first page: the bar all the same
+            self.call_after_refresh(self._mount_filters)
 
     @work(thread=True, exclusive=True, group="startup")
     def startup(self, first: bool = False) -> None:
@@ -256,6 +277,8 @@ class LedgerApp(App[int]):
             label = S.placement_label(self.settings, sid, pid)
             options.append((Text(label if chosen or len(self.access.stations) == 1
                                  else f"{sid.upper()} · {label}"), f"{sid}/{pid}"))
+        if not self.filters_mounted:
+            return  # _mount_filters fills it
         select = self.query_one("#f-placement", Select)
         keep = select.value if any(v == select.value for _, v in options) else select.BLANK
         select.set_options(options)
@@ -313,6 +336,8 @@ class LedgerApp(App[int]):
             tips.set_page(generation, at // PAGE, around)
         self._header()
         self._count_line(S.COUNT.format(shown=total) if counted else S.LOADING)
+        if not self.filters_mounted:
+            self.call_after_refresh(self._mount_filters)
         return generation
 
     def _show_total(self, generation: int, total: int) -> None:
@@ -401,10 +426,12 @@ class LedgerApp(App[int]):
         """Escape leaves a filter or the search box for the list."""
         self.query_one(TipList).focus()
 
-    def action_focus_search(self) -> None:
+    async def action_focus_search(self) -> None:
+        await self._mount_filters()
         self.query_one("#f-text", Input).focus()
 
-    def action_focus_filters(self) -> None:
+    async def action_focus_filters(self) -> None:
+        await self._mount_filters()
         self.query_one("#f-status", Select).focus()
 
     def action_reset_filters(self) -> None:
@@ -524,6 +551,8 @@ class LedgerApp(App[int]):
     @work(thread=True, group="write")
     def send_reply(self, tip_id: int, station_id: str, ref: str, text: str) -> None:
         """Answer the tipster from the station's own account (SMTP and IMAP: a thread)."""
+        from ..reply import reply_to_tipster, target_of  # SMTP, IMAP, OAuth2: not at start
+
         station = self.settings.station(station_id)
         try:
             if station is None:

@@ -16,7 +16,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, OptionList, Static
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from ...config import Settings
@@ -24,6 +24,7 @@ from ...core.text import one_line
 from ..localtime import local, show_hour
 from . import strings as S
 from .data import AttachmentInfo, HistoryItem, TipDetail
+from .keybar import KeyBar
 
 
 def when(at: datetime | None, zone_name: str) -> str:
@@ -159,7 +160,7 @@ class DetailScreen(Screen[None]):
             yield Static(Text(""), id="notes", markup=False)
             yield Static(heading(S.HISTORY), markup=False)
             yield Static(Text(""), id="history", markup=False)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.reload()
