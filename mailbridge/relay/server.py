@@ -1,4 +1,11 @@
-"""``mailbridge serve``: the web form and the delivery worker in one asyncio loop.
+"""``mailbridge serve``: the web form and the delivery worker.
+
+With ``relay.workers`` 1, one process and one asyncio loop serve the form and deliver.
+With N > 1 (``run_workers``) the process binds the socket, then forks N web workers
+that share it and the relay database; the delivery worker and the SMTP intake stay in
+the parent, which each worker's accepted tip wakes through a pipe. Workers die with
+the parent; a worker that dies on its own stops the whole relay (exit 3), so systemd
+restarts it whole instead of leaving it half alive.
 
 uvicorn runs with everything that could identify a tipster switched off: no
 access log, no ``Server``/``Date`` headers, no proxy headers (the client
@@ -14,22 +21,30 @@ worker end its pass; a second signal stops at once.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import ctypes
+import dataclasses
 import errno
+import gc
 import logging
 import logging.config
+import math
+import os
 import signal
 import socket
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 
 from ..config import Settings
-from ..errors import ConfigError, RuntimeFailure
+from ..errors import ConfigError, MailbridgeError, RuntimeFailure
 from .connections import BACKLOG, HEAD_BYTES, Limits, fit_open_file_limit, protocol_for
 from .outbox import DeliveryWorker
 from .smtp import start_smtp
@@ -147,6 +162,32 @@ def _bind(host: str, port: int) -> socket.socket:
             f"this machine has and a relay.listen_port this user may bind") from exc
 
 
+def _store(settings: Settings) -> RelayStore:
+    return RelayStore(settings.relay.database,
+                      conversation_days=settings.relay.conversation_days,
+                      outbox_days=settings.relay.outbox_days)
+
+
+def _web_server(settings: Settings, app: Starlette) -> _Server:
+    relay = settings.relay
+    limits = Limits(fit_open_file_limit(relay.max_connections),
+                    relay.header_timeout_seconds, relay.body_timeout_seconds)
+    config = uvicorn.Config(
+        app, access_log=False, server_header=False, date_header=False,
+        proxy_headers=False, forwarded_allow_ips="", log_config=None, lifespan="off",
+        ws="none", timeout_graceful_shutdown=10, http=protocol_for(limits),
+        backlog=BACKLOG, h11_max_incomplete_event_size=HEAD_BYTES,
+        timeout_keep_alive=5)  # an idle keep-alive connection goes after 5 s
+    return _Server(config)
+
+
+async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> bool:
+    """Wait until *server* answers requests; False when it ended first."""
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    return bool(server.started)
+
+
 async def run_relay(settings: Settings, *, ready: Callable[[int], None] | None = None,
                     stop: asyncio.Event | None = None, handle_signals: bool = False) -> None:
     """Serve the form and deliver the outbox until *stop* is set (or a signal arrives).
@@ -155,23 +196,11 @@ async def run_relay(settings: Settings, *, ready: Callable[[int], None] | None =
     ``relay.listen_port`` picks a free one, for tests).
     """
     stop = stop or asyncio.Event()
-    store = RelayStore(settings.relay.database,
-                       conversation_days=settings.relay.conversation_days,
-                       outbox_days=settings.relay.outbox_days)
+    store = _store(settings)
     try:
         await asyncio.to_thread(store.upgrade)
         worker = DeliveryWorker(settings, store)
-        app = create_app(settings, store, on_accepted=worker.wake)
-        relay = settings.relay
-        limits = Limits(fit_open_file_limit(relay.max_connections),
-                        relay.header_timeout_seconds, relay.body_timeout_seconds)
-        config = uvicorn.Config(
-            app, access_log=False, server_header=False, date_header=False,
-            proxy_headers=False, forwarded_allow_ips="", log_config=None, lifespan="off",
-            ws="none", timeout_graceful_shutdown=10, http=protocol_for(limits),
-            backlog=BACKLOG, h11_max_incomplete_event_size=HEAD_BYTES,
-            timeout_keep_alive=5)  # an idle keep-alive connection goes after 5 s
-        server = _Server(config)
+        server = _web_server(settings, create_app(settings, store, on_accepted=worker.wake))
         sock = _bind(settings.relay.listen_host, settings.relay.listen_port)
         try:  # the SMTP intake of replies, when relay.smtp_listen is set
             smtp = await start_smtp(settings, store, worker.wake)
@@ -182,9 +211,7 @@ async def run_relay(settings: Settings, *, ready: Callable[[int], None] | None =
             _install_signals(stop, server)
         worker_task = asyncio.create_task(worker.run(stop), name="delivery")
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="web")
-        while not server.started and not server_task.done():
-            await asyncio.sleep(0.01)
-        if server.started:
+        if await _started(server, server_task):
             port = int(sock.getsockname()[1])
             log.info("relay listening on %s:%d", settings.relay.listen_host, port)
             if ready is not None:
@@ -220,7 +247,229 @@ def _install_signals(stop: asyncio.Event, server: uvicorn.Server) -> None:
         loop.add_signal_handler(sig, on_signal)
 
 
+# What a web worker tells the parent, one byte each, on its own pipe.
+SERVING, ACCEPTED = b"s", b"a"
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class _Worker:
+    """A forked web worker as the parent sees it: its pipe and its pidfd."""
+
+    number: int
+    pid: int
+    pipe: int
+    pidfd: int
+    status: int | None = None  # os.waitpid's, once it has ended
+
+    def close(self) -> None:
+        for fd in (self.pipe, self.pidfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def per_worker(settings: Settings) -> Settings:
+    """A worker's share of what must stay a total across workers: receipt-code lookups
+    of all networks together (rounded up). The other limits are per worker (docs)."""
+    relay = settings.relay
+    share = math.ceil(relay.status_lookups_total_per_hour / relay.workers)
+    return dataclasses.replace(settings, relay=dataclasses.replace(
+        relay, status_lookups_total_per_hour=share))
+
+
+def run_workers(settings: Settings, *, ready: Callable[[int], None] | None = None) -> None:
+    """``relay.workers`` web workers on one socket, delivery and SMTP in this process.
+
+    The schema is upgraded and the socket bound before the first fork, and no thread or
+    event loop exists yet, so a worker inherits nothing but imported code, the logging
+    setup (its no-address formatter and filters) and the socket. *ready* is called with
+    the port once every worker answers requests.
+    """
+    store = _store(settings)
+    try:
+        store.upgrade()
+    finally:
+        store.close()
+    sock = _bind(settings.relay.listen_host, settings.relay.listen_port)
+    port = int(sock.getsockname()[1])
+    workers: list[_Worker] = []
+    try:
+        gc.freeze()  # what is imported stays shared: the collector never touches its pages
+        share = per_worker(settings)
+        for number in range(1, settings.relay.workers + 1):
+            workers.append(_fork(share, sock, number, workers))
+        sock.close()  # the workers hold it: once they have all gone, connections are refused
+        asyncio.run(_supervise(settings, workers, port, ready))
+    finally:
+        sock.close()
+        for worker in workers:  # after a failure in this process: none may outlive it
+            if worker.status is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
+                os.waitpid(worker.pid, 0)
+            worker.close()
+    log.info("relay stopped")
+
+
+def _fork(settings: Settings, sock: socket.socket, number: int,
+          earlier: list[_Worker]) -> _Worker:
+    read_end, write_end = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = 4
+        try:
+            os.close(read_end)
+            for other in earlier:
+                other.close()
+            _die_with(parent)
+            os.set_blocking(write_end, False)
+            code = _worker_main(settings, sock, number, write_end)
+        finally:
+            atexit._run_exitfuncs()  # e.g. a station's gpg keyring, named by this pid
+            os._exit(code)
+    os.close(write_end)
+    os.set_blocking(read_end, False)
+    return _Worker(number, pid, read_end, os.pidfd_open(pid))
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM when the parent dies, however it dies (it cannot stop us any more)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker_main(settings: Settings, sock: socket.socket, number: int, pipe: int) -> int:
+    """A web worker's life; its exit status (as the command's: 3 a failure, 4 a bug)."""
+    try:
+        asyncio.run(_serve_web(settings, sock, pipe))
+    except MailbridgeError as exc:
+        log.error("relay worker %d: %s", number, exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 0
+    except BaseException:
+        log.exception("relay worker %d hit a bug", number)
+        return 4
+    return 0
+
+
+def _tell(pipe: int, what: bytes) -> None:
+    """One byte to the parent; a full pipe already holds a wake-up, a closed one has
+    nobody left to read it."""
+    with contextlib.suppress(BlockingIOError, BrokenPipeError):
+        os.write(pipe, what)
+
+
+async def _serve_web(settings: Settings, sock: socket.socket, pipe: int) -> None:
+    """Serve the form on the inherited socket until SIGTERM or SIGINT (any number of
+    them: the parent forwards one and systemd may send its own; it stops us at once
+    with SIGKILL when asked twice), letting open requests finish."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    store = _store(settings)
+    try:
+        app = create_app(settings, store, on_accepted=lambda: _tell(pipe, ACCEPTED))
+        server = _web_server(settings, app)
+        task = asyncio.create_task(server.serve(sockets=[sock]), name="web")
+        if await _started(server, task):
+            _tell(pipe, SERVING)
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        stopping.cancel()
+        await task
+    finally:
+        store.close()
+
+
+async def _supervise(settings: Settings, workers: list[_Worker], port: int,
+                     ready: Callable[[int], None] | None) -> None:
+    """Deliver and take SMTP mail while the workers serve; stop them all on a signal or
+    when one of them ends on its own (then a ``RuntimeFailure`` naming it)."""
+    loop = asyncio.get_running_loop()
+    stop, ended = asyncio.Event(), asyncio.Event()
+    serving: set[int] = set()
+    failed: list[str] = []
+    store = _store(settings)
+    delivery = DeliveryWorker(settings, store)
+
+    def heard(worker: _Worker) -> None:
+        try:
+            data = os.read(worker.pipe, 4096)
+        except BlockingIOError:
+            return
+        if not data:
+            loop.remove_reader(worker.pipe)
+            return
+        if ACCEPTED in data:
+            delivery.wake()
+        if SERVING in data:
+            serving.add(worker.number)
+            if len(serving) == len(workers):
+                log.info("relay listening on %s:%d (%d workers)",
+                         settings.relay.listen_host, port, len(workers))
+                if ready is not None:
+                    ready(port)
+
+    def gone(worker: _Worker) -> None:
+        loop.remove_reader(worker.pidfd)
+        _, worker.status = os.waitpid(worker.pid, 0)
+        if not stop.is_set():
+            failed.append(f"relay worker {worker.number} of {len(workers)} (pid {worker.pid}) "
+                          f"{_ended(worker.status)}: the other workers were stopped so that "
+                          f"the whole relay restarts (systemd's Restart=)")
+            stop.set()
+        if all(w.status is not None for w in workers):
+            ended.set()
+
+    def on_signal() -> None:
+        if stop.is_set():  # a second signal: do not wait for open requests
+            for worker in workers:
+                if worker.status is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(worker.pid, signal.SIGKILL)
+        stop.set()
+
+    for worker in workers:
+        loop.add_reader(worker.pipe, heard, worker)
+        loop.add_reader(worker.pidfd, gone, worker)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        smtp = await start_smtp(settings, store, delivery.wake)
+        deliveries = asyncio.create_task(delivery.run(stop), name="delivery")
+        await stop.wait()
+        for worker in workers:
+            if worker.status is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
+        await ended.wait()
+        if smtp is not None:
+            smtp.close()
+            await smtp.wait_closed()
+        await deliveries
+    finally:
+        store.close()
+    if failed:
+        raise RuntimeFailure(failed[0])
+
+
+def _ended(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
 def serve(settings: Settings) -> None:
     """Run the relay until SIGTERM or SIGINT (``mailbridge serve``)."""
     logging.config.dictConfig(LOG_CONFIG)
-    asyncio.run(run_relay(settings, handle_signals=True))
+    if settings.relay.workers > 1:
+        run_workers(settings)
+    else:
+        asyncio.run(run_relay(settings, handle_signals=True))

@@ -51,9 +51,12 @@ HOTLINE_STATION = MAILDIR_STATION.replace('maildir = "mail/ncs"',
 
 
 def relay_toml(stations: str = MAILDIR_STATION, *, secret_env: str = "MAILBRIDGE_SECRET",
-               port: int | None = None, rate: int = 100000, extra: str = "") -> str:
-    """The relay configuration every relay test starts from; *extra* adds [relay] keys."""
+               port: int | None = None, rate: int = 100000, extra: str = "",
+               workers: int | None = 1) -> str:
+    """The relay configuration every relay test starts from; *extra* adds [relay] keys.
+    One web worker unless *workers* says otherwise (None: the default, one per CPU)."""
     listen = f"listen_port = {port}\n" if port is not None else ""
+    listen += f"workers = {workers}\n" if workers is not None else ""
     return f"""
 [relay]
 address = "tips@relay.example.test"
@@ -67,11 +70,13 @@ database = "sqlite:///ledger.db"
 {stations}"""
 
 
-def write_config(folder: Path, port: int, stations: str, *, extra: str = "") -> Path:
+def write_config(folder: Path, port: int, stations: str, *, extra: str = "",
+                 workers: int | None = 1) -> Path:
     """A relay config under *folder* (its database, logs and Maildirs stay there)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "mailbridge.toml"
-    path.write_text(relay_toml(stations, port=port, extra=extra), encoding="utf-8")
+    path.write_text(relay_toml(stations, port=port, extra=extra, workers=workers),
+                    encoding="utf-8")
     (folder / ".env").write_text(f"MAILBRIDGE_SECRET={SECRET}\n", encoding="utf-8")
     return path
 

@@ -78,16 +78,18 @@ def relay_wrote(folder: Path, receipts: list[Receipt]) -> None:
     assert_no_trace(files, receipts)
 
 
-@pytest.mark.parametrize(("lang_param", "extra"), [
-    ("", ""),
-    ("?lang=hmn", ""),
+@pytest.mark.parametrize(("lang_param", "extra", "workers"), [
+    ("", "", 1),
+    ("?lang=hmn", "", 1),
     # Behind a trusted proxy the limiter reads X-Forwarded-For: still nothing is written.
-    ("", f'trusted_proxies = ["{SOURCE_IP}"]\n'),
+    ("", f'trusted_proxies = ["{SOURCE_IP}"]\n', 1),
+    # Two web workers, delivery in their parent: every process writes to the same files.
+    ("", "", 2),
 ])
 def test_no_request_detail_reaches_logs_database_or_mail(tmp_path: Path, lang_param: str,
-                                                         extra: str) -> None:
+                                                         extra: str, workers: int) -> None:
     port = free_port()
-    config = write_config(tmp_path, port, MAILDIR_STATION, extra=extra)
+    config = write_config(tmp_path, port, MAILDIR_STATION, extra=extra, workers=workers)
     relay = RelayProcess(config, port).start()
     try:
         receipts = submit_marked(relay.base, lang_param=lang_param)
@@ -107,7 +109,8 @@ def test_a_relay_started_as_its_unit_starts_it_writes_no_trace_either(tmp_path: 
     port = free_port()
     config = etc / "relay.toml"
     stations = MAILDIR_STATION.replace('maildir = "mail/ncs"', f'maildir = "{state}/mail/ncs"')
-    config.write_text(relay_toml(stations, port=port).replace(
+    # workers=None: the unit's default, one web worker per CPU (at most 4).
+    config.write_text(relay_toml(stations, port=port, workers=None).replace(
         'database = "sqlite:///relay.db"', f'database = "sqlite:///{state}/relay.db"'),
         encoding="utf-8")
     (etc / "relay.env").write_text(f"MAILBRIDGE_SECRET={SECRET}\n", encoding="utf-8")

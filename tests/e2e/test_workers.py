@@ -1,0 +1,149 @@
+"""`mailbridge serve` with relay.workers = 2: two web worker processes on one socket and
+one outbox, delivery in the parent. Tips from concurrent clients arrive once each, the
+station's hourly limit holds across the workers, and no worker outlives the relay
+(a stop, a worker killed, the parent killed)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from mailbridge.demo import fill_form
+from tests.e2e.support import (
+    MAILDIR_STATION,
+    RelayProcess,
+    free_port,
+    maildir_files,
+    submit,
+    write_config,
+)
+from tests.relay.outbox_driver import refs_in_maildir
+from tests.waiting import wait_for
+
+WORKERS, CLIENTS = 2, 8
+STATION_FULL = "Đồn đã nhận quá nhiều tin báo trong một giờ qua. Tin báo CHƯA được gửi."
+REF = re.compile(r"\b(NCS-\d{4})\b")
+
+
+def start(folder: Path, extra: str = "") -> RelayProcess:
+    port = free_port()
+    return RelayProcess(write_config(folder, port, MAILDIR_STATION, extra=extra,
+                                     workers=WORKERS), port).start()
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is *pid*, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def workers_of(relay: RelayProcess) -> list[int]:
+    assert relay.proc is not None
+    found = children(relay.proc.pid)
+    assert len(found) == WORKERS, found
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, or at least not yet reaped by anyone."""
+    return Path(f"/proc/{pid}").exists()
+
+
+def one_tip(base: str, n: int) -> tuple[int, str, str, str]:
+    """(status, ref on the receipt, Retry-After, page) of one tip sent as a phone does."""
+    with httpx.Client(timeout=60) as client:
+        page = client.get(f"{base}/s/ncs/cho")
+        target, fields = fill_form(page.text, f"{base}/s/ncs/cho", f"Tin số {n}: hàng lậu.")
+        reply = client.post(target, data=fields)
+    found = REF.search(reply.text) if reply.status_code == 200 else None
+    return (reply.status_code, found.group(1) if found else "",
+            reply.headers.get("retry-after", ""), reply.text)
+
+
+def test_tips_from_concurrent_clients_arrive_once_each(tmp_path: Path) -> None:
+    relay = start(tmp_path)
+    try:
+        workers_of(relay)
+
+        def tipster(n: int) -> list[str]:
+            with httpx.Client(timeout=60) as client:
+                return [submit(client, relay.base, "/s/ncs/cho", f"Xe lạ số {n}.{i}").ref
+                        for i in range(4)]
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            refs = sorted(ref for refs in pool.map(tipster, range(CLIENTS)) for ref in refs)
+        assert refs == [f"NCS-{n:04d}" for n in range(1, 4 * CLIENTS + 1)]
+        mail = tmp_path / "mail" / "ncs"
+        wait_for(lambda: len(maildir_files(mail)) == len(refs), "every tip delivered", 60)
+        assert sorted(refs_in_maildir(mail)) == refs
+    finally:
+        assert relay.stop() == 0
+
+
+def test_the_station_limit_is_exact_across_workers(tmp_path: Path) -> None:
+    limit, flood = 10, 40
+    relay = start(tmp_path, extra=f"station_tips_per_hour = {limit}\n")
+    hours = {int(time.time() // 3600)}
+    try:
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            results = list(pool.map(lambda n: one_tip(relay.base, n), range(flood)))
+        hours.add(int(time.time() // 3600))
+        acknowledged = sorted(ref for status, ref, _, _ in results if status == 200)
+        refused = [(status, retry, page) for status, ref, retry, page in results
+                   if status != 200]
+        if len(hours) == 1:  # an hour that turns mid-test opens a second one
+            assert len(acknowledged) == limit
+        assert len(acknowledged) + len(refused) == flood
+        for status, retry, page in refused:
+            assert status == 503 and 0 < int(retry) <= 3600
+            assert STATION_FULL in page
+        mail = tmp_path / "mail" / "ncs"
+        wait_for(lambda: len(maildir_files(mail)) == len(acknowledged),
+                 "every acknowledged tip delivered", 60)
+        assert sorted(refs_in_maildir(mail)) == acknowledged
+    finally:
+        relay.stop()
+
+
+def test_sigterm_stops_the_workers_then_the_relay_exits_0(tmp_path: Path) -> None:
+    relay = start(tmp_path)
+    workers = workers_of(relay)
+    with httpx.Client(timeout=30) as client:
+        submit(client, relay.base, "/s/ncs/cho", "Có người lạ ở bản.")
+    wait_for(lambda: len(maildir_files(tmp_path / "mail" / "ncs")) == 1, "the tip delivered")
+    assert relay.proc is not None
+    relay.proc.send_signal(signal.SIGTERM)
+    assert relay.proc.wait(timeout=30) == 0
+    assert [pid for pid in workers if alive(pid)] == []  # waited for, before the exit
+    assert "relay stopped" in relay.logs()
+
+
+def test_a_worker_that_dies_stops_the_whole_relay_with_exit_3(tmp_path: Path) -> None:
+    relay = start(tmp_path)
+    first, second = workers_of(relay)
+    subprocess.run(["kill", "-KILL", str(second)], check=True)
+    assert relay.proc is not None
+    assert relay.proc.wait(timeout=30) == 3
+    assert not alive(first) and not alive(second)
+    lines = [line for line in relay.logs().splitlines() if "was killed by SIGKILL" in line]
+    assert len(lines) == 1 and f"(pid {second})" in lines[0], relay.logs()
+
+
+def test_the_workers_do_not_outlive_a_killed_relay(tmp_path: Path) -> None:
+    relay = start(tmp_path)
+    workers = workers_of(relay)
+    relay.kill9()
+    wait_for(lambda: not any(alive(pid) for pid in workers), "the workers gone", 30)
