@@ -155,14 +155,17 @@ def main() -> None:
     parser.add_argument("--mailbox", type=int, default=20, help="tips for the mailbox figure")
     parser.add_argument("--in-flight", type=int, default=12,
                         help="relay.tips_in_flight (0: unbounded, as before load shedding)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="relay.workers, web worker processes (0: the config's default, "
+                             "one per usable CPU, at most 4)")
     args = parser.parse_args()
     bench_hash()
     with tempfile.TemporaryDirectory(prefix="mb-bench-") as tmp:
         port = free_port()
         # One station takes every tip here: its hourly limit is not what is measured.
         extra = f"station_tips_per_hour = 100000000\ntips_in_flight = {args.in_flight or 10000}\n"
-        relay = RelayProcess(write_config(Path(tmp), port, MAILDIR_STATION, extra=extra),
-                             port).start()
+        relay = RelayProcess(write_config(Path(tmp), port, MAILDIR_STATION, extra=extra,
+                                          workers=args.workers or None), port).start()
         try:
             assert relay.proc is not None
             started = _status_mib(relay.proc.pid, "VmRSS:")
