@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from .config import ImapSettings, RelaySettings, Settings, SmtpSettings, Station
-from .core.message import public_key_text, signing_key
+from .core.keytext import public_key_text
+from .core.message import signing_key
 from .core.text import one_line
 from .errors import ConfigError, MailbridgeError, MediaRefused, TokenError
 from .openpgp import Decryptor, read_public_key

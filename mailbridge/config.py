@@ -25,14 +25,16 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .core.message import RelayIdentity, parse_public_key, signing_key
+from .core.keytext import parse_public_key
 from .core.sms import fold_keyword
 from .core.text import is_slug
 from .errors import ConfigError
-from .openpgp import read_public_key
+
+if TYPE_CHECKING:
+    from .core.message import RelayIdentity
 
 DEFAULT_PATH = Path("config/mailbridge.toml")
 ENV_VAR = "MAILBRIDGE_CONFIG"
@@ -371,6 +373,8 @@ class Settings:
         """The relay as the station side checks it: ``ledger.relay_public_keys``, or,
         when both roles share this config, the key derived from the relay's secret.
         Having neither is a ConfigError: without a key every tip would be filed as forged."""
+        from .core.message import RelayIdentity, signing_key  # the mail stack, when checking
+
         keys = self.ledger.relay_public_keys
         if not keys and self.relay.secret:
             keys = (bytes(signing_key(self.relay.secret.reveal()).verify_key),)
@@ -907,6 +911,8 @@ def _station(r: _Reader, default_smtp: SmtpSettings | None,
     sms_r = r.table("sms")
     openpgp_key = r.path("openpgp_key")
     if openpgp_key is not None and delivers:  # expired, revoked, signing-only: refused now
+        from .openpgp import read_public_key  # gpg, for the stations that use it
+
         try:
             read_public_key(openpgp_key, r.key("openpgp_key"))
         except ConfigError as exc:

@@ -306,23 +306,6 @@ def signing_key(secret: str) -> SigningKey:
     return SigningKey(derive_key(secret, _SIGNING_PURPOSE))
 
 
-def public_key_text(key: SigningKey | VerifyKey) -> str:
-    """The public half as the station side's config writes it (base64, 44 characters)."""
-    verify = key.verify_key if isinstance(key, SigningKey) else key
-    return base64.b64encode(bytes(verify)).decode("ascii")
-
-
-def parse_public_key(text: str) -> bytes:
-    """A ``public_key_text`` back to its raw bytes; ValueError naming what is wrong."""
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except binascii.Error as exc:
-        raise ValueError("is not base64") from exc
-    if len(raw) != 32:
-        raise ValueError(f"holds {len(raw)} bytes, an Ed25519 public key has 32")
-    return raw
-
-
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 

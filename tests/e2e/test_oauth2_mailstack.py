@@ -24,7 +24,7 @@ from rich.console import Console
 
 from mailbridge.checks import check_imap
 from mailbridge.config import Settings, load_config
-from mailbridge.core.message import public_key_text
+from mailbridge.core.keytext import public_key_text
 from mailbridge.relay.outbox import deliver_smtp
 from mailbridge.station import reply
 from mailbridge.station.poller.run import poll

@@ -227,7 +227,8 @@ def test_relay_public_keys_are_read_and_check_prints_the_key_to_copy(tmp_path: P
     import io
 
     from mailbridge.checks import run_check
-    from mailbridge.core.message import public_key_text, signing_key
+    from mailbridge.core.keytext import public_key_text
+    from mailbridge.core.message import signing_key
 
     key = public_key_text(signing_key(SECRET))
     settings = load_config(_write(tmp_path, GOOD), env={"MB_SECRET": SECRET})

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailbridge.core import message as contract_module
+from mailbridge.core.keytext import parse_public_key, public_key_text
 from mailbridge.core.message import (
     BOUNDARY,
     NEAR_DUPLICATE,
@@ -26,9 +27,7 @@ from mailbridge.core.message import (
     compose,
     hour_of,
     message_ids,
-    parse_public_key,
     photo,
-    public_key_text,
     reply_token_of,
     signing_key,
     verify_contract,
