@@ -37,7 +37,7 @@ from imapclient import IMAPClient  # noqa: E402
 
 from bench.delayproxy import DelayProxyProcess  # noqa: E402
 from mailbridge.station.ledger.models import Tip  # noqa: E402
-from mailbridge.station.poller import sync  # noqa: E402
+from mailbridge.station.poller import parse, sync  # noqa: E402
 from mailbridge.station.poller.worker import parsers_for  # noqa: E402
 from mailbridge.station.records import Counts  # noqa: E402
 from tests.servers.mailstack import MailStack  # noqa: E402
@@ -52,6 +52,7 @@ from tests.station.poller_helpers import (  # noqa: E402
 )
 
 ADDRESS = "bench@example.test"
+PARSER = parse.__name__.encode()  # in a parser process's command line
 
 
 def _rss_kib(pid: str, field: str = "VmRSS:") -> int:
@@ -72,7 +73,7 @@ def rss_mib() -> float:
 def _is_parser(stat: Path, parent: str) -> bool:
     try:
         ppid = stat.read_text().rpartition(")")[2].split()[1]
-        return ppid == parent and b"poller.worker" in (stat.parent / "cmdline").read_bytes()
+        return ppid == parent and PARSER in (stat.parent / "cmdline").read_bytes()
     except (OSError, IndexError):
         return False
 

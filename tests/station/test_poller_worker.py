@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import pytest
 
-from mailbridge.station.poller.worker import Chunk, Parser, parse_all
+from mailbridge.station.poller import parse
+from mailbridge.station.poller.parse import Chunk, parse_all
+from mailbridge.station.poller.worker import Parser
 from tests.station.poller_helpers import RELAY_ID, new_ref, plain, tip
 
 POISON = (b"From: a@example.org\r\nSubject: poison\r\nMessage-ID: <p@example.org>\r\n"
@@ -50,3 +54,20 @@ def test_no_workers_parses_in_process() -> None:
     with Parser(RELAY_ID, 0) as parser:
         assert parser.depth == 1
         assert [parser.submit(c)() for c in work] == [parse_all(c, RELAY_ID) for c in work]
+
+
+def test_a_parser_process_imports_only_what_parsing_needs() -> None:
+    """Each parser process is resident memory against ledger.memory_mb: the email
+    package and the contract check, no database, config, logging or threads."""
+    listed = subprocess.run(
+        [sys.executable, "-c", f"import sys, {parse.__name__}; print(*sorted(sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert "email.message" in listed and "mailbridge.core.message" in listed
+    assert not {m for m in listed if m.split(".")[0] in {
+        "sqlalchemy", "sqlite3", "alembic", "imapclient", "ssl", "babel", "rich", "logging",
+        "subprocess", "threading", "concurrent"}}
+    assert {m for m in listed if m.startswith("mailbridge.")} <= {
+        "mailbridge.core", "mailbridge.core.message", "mailbridge.core.receipts",
+        "mailbridge.core.text", "mailbridge.errors", "mailbridge.station",
+        "mailbridge.station.records", "mailbridge.station.searchtext",
+        "mailbridge.station.poller", "mailbridge.station.poller.index", parse.__name__}

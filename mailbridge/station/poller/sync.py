@@ -34,7 +34,8 @@ from ..ledger.store import LedgerStore
 from ..records import Counts, Cursor, Fetched
 from .imap import FolderInfo, ImapConnection, folder_name
 from .index import decode_header_value
-from .worker import Parser, RawMessage, parsers_for
+from .parse import RawMessage
+from .worker import Parser, parsers_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

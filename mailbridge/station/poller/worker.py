@@ -1,11 +1,10 @@
-"""Parsing fetched chunks in a second process, so a long first index uses two cores.
+"""Parsing fetched chunks in other processes, so a long first index uses two cores.
 
-``python -m mailbridge.station.poller.worker`` reads pickled chunks on stdin and
-writes the parsed chunks to stdout, one after the other, until stdin closes
-(so it also ends when the poller is killed). It is a plain child process over
-two private pipes rather than ``multiprocessing``, which would re-import the
-caller's main script in the child. Nothing here touches the ledger: commits
-stay in the poller, in order, one transaction per chunk.
+Each parser process is ``python -m mailbridge.station.poller.parse`` (``parse.py``:
+it imports only what parsing needs), a plain child process over two private pipes
+rather than ``multiprocessing``, which would re-import the caller's main script in
+the child. Nothing here touches the ledger: commits stay in the poller, in order,
+one transaction per chunk.
 """
 
 from __future__ import annotations
@@ -14,46 +13,24 @@ import contextlib
 import logging
 import os
 import pickle
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
 
 from ...core.message import RelayIdentity
 from ..records import Fetched
-from .index import index_message
+from . import parse
+from .parse import Chunk, parse_all
 
 log = logging.getLogger(__name__)
-# uid, flags, modseq, raw bytes, real size (when only the header was fetched), headers_only
-RawMessage = tuple[int, tuple[str, ...], int, bytes, int | None, bool]
-Chunk = list[Fetched | RawMessage]
 MAX_WORKERS = 4
 # Resident memory while a big first index runs, measured from outside with
 # bench_poller --rss (MiB, peaks at 20k messages: 90-94 and 28): the poller's own
 # process, and each parser process.
 POLLER_MIB = 95
 PARSER_MIB = 30
-# Parsers yield the CPU to the poller itself: its fetch thread is the pipeline's
-# head, and a parser that falls behind only makes the poller wait a chunk.
-NICE = 5
-
-
-def parse_all(fetched: Chunk, relay: RelayIdentity,
-              decrypt: Callable[[bytes], bytes] | None = None) -> list[Fetched]:
-    """Index the raw messages of one chunk; already-known ones pass through. By UID."""
-    items = [f for f in fetched if isinstance(f, Fetched)]
-    for f in fetched:
-        if isinstance(f, Fetched):
-            continue
-        uid, flags, modseq, raw, size, headers_only = f
-        ind = index_message(raw, relay=relay, size=size,
-                            headers_only=headers_only, decrypt=decrypt)
-        items.append(Fetched(uid, flags, ind.message_id, ind, raw if ind.problems else None,
-                             modseq))
-    return sorted(items, key=lambda f: f.uid)
 
 
 def worker_count() -> int:
@@ -127,7 +104,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(  # noqa: S603 - this module
-            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-m", parse.__name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env=_child_env())
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse-io")
 
@@ -170,21 +147,3 @@ def _child_env() -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
-
-
-def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """The worker's loop: one pickled chunk in, one pickled result out, until EOF."""
-    while True:
-        try:
-            fetched, relay = pickle.load(stdin)  # noqa: S301 - the parent's private pipe
-        except EOFError:
-            return
-        pickle.dump(parse_all(fetched, relay), stdout, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.flush()
-
-
-if __name__ == "__main__":
-    # Ctrl-C reaches the whole process group: the poller decides, and closes our stdin.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.nice(NICE)
-    serve(sys.stdin.buffer, sys.stdout.buffer)
