@@ -24,7 +24,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widget import Widget
-from textual.widgets import Header, Input, Select, Static
+from textual.widgets import Input, Select, Static
 from textual.worker import get_current_worker
 
 from ...config import Settings
@@ -94,7 +94,9 @@ class LedgerApp(App[int]):
     # ---- layout ---------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        # Textual's Header is four widgets and an icon for a palette the desk does not have.
+        yield Static(Text.assemble((S.TITLE, "bold"), f" — {self.sub_title}"), id="title",
+                     markup=False)
         # Two one-line rows of compact widgets: the list keeps its room from 80×24 up.
         # They are filled once the first page is on screen (``_mount_filters``): their
         # dozens of widgets cost the start a fifth of a second of styling.
