@@ -214,6 +214,10 @@ def run_check(settings: Settings, *, connect: bool = False, out: TextIO | None =
         for account, failed in check_station(settings, station):
             failures += failed is not None
             print(f"  {account}: {failed or 'ok'}", file=out)
+    if settings.role != "station":
+        relay = settings.relay
+        print(f"relay: form on {relay.listen_host}:{relay.listen_port}, {relay.workers} web "
+              f"worker{'s' if relay.workers > 1 else ''} (relay.workers)", file=out)
     print_smtp_intake(settings, out)
     failures += print_dkim(settings, out, connect=connect)
     print_keys(settings, out)

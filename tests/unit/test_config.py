@@ -447,6 +447,9 @@ def test_a_relay_side_file_passes_check_and_needs_no_imap(tmp_path: Path) -> Non
                     env={"MB_SECRET": SECRET, "PATH": ""})
     assert result.returncode == 0, result.stderr
     assert "relay signing key:" in result.stdout and "ledger:" not in result.stdout
+    workers = load_config(_write(tmp_path, RELAY_ONLY), env={"MB_SECRET": SECRET}).relay.workers
+    assert (f"relay: form on 127.0.0.1:8080, {workers} web worker" in result.stdout
+            and "(relay.workers)" in result.stdout), result.stdout
 
 
 def test_secrets_come_from_the_env_file_named_like_the_config(tmp_path: Path) -> None:
