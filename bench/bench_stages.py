@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -175,6 +176,14 @@ async def _send(base: str, count: int, multipart: bool, first: int) -> int:
     return acked
 
 
+async def _page(base: str) -> bytes:
+    client = TipClient(*split_url(base), PATH)
+    try:
+        return (await client.form()).body
+    finally:
+        await client.close()
+
+
 async def _send_httpx(base: str, count: int, first: int) -> int:
     """The same tips as bench_relay's client sent them before (httpx, URL-encoded)."""
     acked = 0
@@ -225,6 +234,7 @@ class Served:
     acked: int
     stages: dict[str, Stage]  # empty without timers
     client_ms: dict[str, float]  # the load generator's own CPU per tip, by client
+    page: bytes = b""  # the last form page, as sent before compression
 
 
 def run_serve(folder: Path, tips: int, warmup: int, multipart: bool, *,
@@ -273,7 +283,7 @@ def run_serve(folder: Path, tips: int, warmup: int, multipart: bool, *,
             asyncio.run(_send(relay.base, tips, False, sent + tips))
             client_ms = {"httpx (bench_relay before)": (cpu1 - cpu0) / tips * 1000,
                          "rawhttp (bench_relay now)": (time.process_time() - cpu1) / tips * 1000}
-        return Served(cpu, acked, stages, client_ms)
+        return Served(cpu, acked, stages, client_ms, asyncio.run(_page(relay.base)))
     finally:
         relay.stop()
 
@@ -289,6 +299,20 @@ def dkim_ms(count: int = 200) -> float:
     for _ in range(count):
         signer.sign(sample)
     return (time.thread_time() - cpu0) / count * 1000
+
+
+def gzip_levels(page: bytes, count: int = 500) -> str:
+    """The form page compressed at levels 1, 6 (GZipMiddleware's here) and 9: bytes and
+    CPU per page."""
+    figures = []
+    for level in (1, 6, 9):
+        cpu0 = time.thread_time()
+        for _ in range(count):
+            compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            size = len(compressor.compress(page) + compressor.flush())
+        figures.append(f"level {level}: {size:,} B, "
+                       f"{(time.thread_time() - cpu0) / count * 1000:.3f} ms")
+    return f"form page of {len(page):,} B gzipped, " + "; ".join(figures)
 
 
 def print_table(timed: Served, plain: list[Served], tips: int) -> None:
@@ -335,6 +359,7 @@ def main() -> None:
     print_table(timed, [first, last], args.tips)
     for name, ms in last.client_ms.items():
         print(f"load generator's own CPU per tip, {name}: {ms:.2f} ms")
+    print(gzip_levels(last.page))
     print(f"DKIM signing at delivery (not configured here; RSA-2048): {dkim_ms():.2f} ms CPU")
     print("OpenPGP: not configured here (python -m bench.bench_openpgp measures it)")
     print(f"load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
