@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import itertools
 import os
+import queue
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +35,7 @@ from bench.bench_tui import STATIONS, seed
 from mailbridge.station.ledger.db import upgrade
 
 SOCKET = f"mailbridge-bench-{os.getpid()}"  # a tmux server of our own, one per run
+RUNS = itertools.count(1)
 ROW = re.compile(r"^[A-Z]{3}-\d{6} +\d{4}-\d\d-\d\d \d\dh", re.MULTILINE)
 COUNT = re.compile(r"^(?:● .*· )?(\d+) tin\b")
 
@@ -48,26 +52,71 @@ def write_config(folder: Path, officer: str) -> Path:
     return path
 
 
-RUN = [0]
+class Pane:
+    """A program in a tmux pane of its own, read through one control-mode client.
 
+    The screen is captured over that client when the program has written something
+    (tmux's ``%output``), never by polling with a new process every few milliseconds:
+    a stream of ``tmux capture-pane`` processes took most of a core from the program
+    it was timing on this 2-core box."""
 
-def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", "-L", f"{SOCKET}-{RUN[0]}", *args], check=True,
-                          capture_output=True, text=True).stdout
+    def __init__(self, command: str, width: int = 120, height: int = 40) -> None:
+        self.socket = f"{SOCKET}-{next(RUNS)}"
+        self.start = time.perf_counter()
+        self.tmux("new-session", "-d", "-s", "desk", "-x", str(width), "-y", str(height),
+                  command)
+        self.tmux("set-option", "-t", "desk", "window-size", "manual")
+        self.client = subprocess.Popen(["tmux", "-L", self.socket, "-C", "attach", "-t", "desk"],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True, encoding="utf-8", errors="replace")
+        self.output = threading.Event()
+        self.replies: queue.Queue[list[str]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
 
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], check=True,
+                              capture_output=True, text=True).stdout
 
-def screen() -> str:
-    return tmux("capture-pane", "-p", "-t", "desk")
+    def _read(self) -> None:
+        assert self.client.stdout is not None
+        block: list[str] | None = None
+        for line in self.client.stdout:
+            if line.startswith("%output"):
+                self.output.set()
+            elif line.startswith("%begin"):
+                block = []
+            elif line.startswith(("%end", "%error")) and block is not None:
+                self.replies.put(block)
+                block = None
+            elif block is not None:
+                block.append(line)
 
+    def screen(self) -> str:
+        assert self.client.stdin is not None
+        self.client.stdin.write("capture-pane -p -t desk\n")
+        self.client.stdin.flush()
+        while True:  # the first reply may be to the attach itself: skip empty ones
+            lines = self.replies.get(timeout=30)
+            if lines:
+                return "".join(lines)
 
-def until(predicate: Callable[[str], bool], what: str, timeout: float = 60.0) -> float:
-    """Poll the screen every 2 ms; the moment *predicate* first holds (perf_counter)."""
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if predicate(screen()):
-            return time.perf_counter()
-        time.sleep(0.002)
-    raise SystemExit(f"timed out waiting for {what}:\n{screen()}")
+    def keys(self, *keys: str, literal: bool = False) -> None:
+        self.tmux("send-keys", "-t", "desk", *(["-l"] if literal else []), *keys)
+
+    def until(self, predicate: Callable[[str], bool], what: str,
+              timeout: float = 60.0) -> float:
+        """The moment (perf_counter) the screen first satisfies *predicate*."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            self.output.clear()
+            if predicate(self.screen()):
+                return time.perf_counter()
+            self.output.wait(timeout=0.5)
+        raise SystemExit(f"timed out waiting for {what}:\n{self.screen()}")
+
+    def close(self) -> None:
+        self.tmux("kill-server")
+        self.client.wait(timeout=10)
 
 
 def count_line(text: str) -> str:
@@ -82,28 +131,25 @@ def shown_count(text: str) -> int | None:
 
 def one_run(config: Path, word: str) -> tuple[float, float, float]:
     """(to a usable list, to the word's first page, to its count) in seconds."""
-    command = f"cd {ROOT} && exec {sys.executable} -m mailbridge --config {config} ledger"
-    RUN[0] += 1
-    start = time.perf_counter()
-    tmux("new-session", "-d", "-s", "desk", "-x", "120", "-y", "40", command)
+    pane = Pane(f"cd {ROOT} && exec {sys.executable} -m mailbridge --config {config} ledger")
     try:
-        usable = until(lambda s: ROW.search(s) is not None, "the first page") - start
-        until(lambda s: shown_count(s) is not None, "the count")
-        total = shown_count(screen())
-        tmux("send-keys", "-t", "desk", "/")
-        until(lambda s: "⏎ Xem" not in s, "the search box")  # the list's keys gone
+        usable = pane.until(lambda s: ROW.search(s) is not None, "the first page") - pane.start
+        pane.until(lambda s: shown_count(s) is not None, "the count")
+        total = shown_count(pane.screen())
+        pane.keys("/")
+        pane.until(lambda s: "⏎ Xem" not in s, "the search box")  # the list's keys gone
         # As an officer types: the word but its last letter, its list settled, then the
         # last letter, timed to the first page ("Đang tải…" on the count line) and the count.
-        tmux("send-keys", "-t", "desk", "-l", word[:-1])
-        until(lambda s: shown_count(s) not in (None, total) and "giá trị" in count_line(s),
-              "the search so far, its figures included")
+        pane.keys(word[:-1], literal=True)
+        pane.until(lambda s: shown_count(s) not in (None, total) and "giá trị" in count_line(s),
+                   "the search so far, its figures included")
         typed = time.perf_counter()
-        tmux("send-keys", "-t", "desk", "-l", word[-1])
-        first = until(lambda s: count_line(s).startswith("Đang tải"), "the first page")
-        counted = until(lambda s: shown_count(s) is not None, "the search's count")
+        pane.keys(word[-1], literal=True)
+        first = pane.until(lambda s: count_line(s).startswith("Đang tải"), "the first page")
+        counted = pane.until(lambda s: shown_count(s) is not None, "the search's count")
         return usable, first - typed, counted - typed
     finally:
-        tmux("kill-server")
+        pane.close()
 
 
 def main() -> None:

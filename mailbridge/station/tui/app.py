@@ -155,8 +155,8 @@ class LedgerApp(App[int]):
     def _header(self) -> None:
         tips = self.query_one(TipList)
         received = f"{S.COL_RECEIVED} ({offset_label(self.settings.ledger.time_zone)})"
-        self.query_one("#columns", Static).update(Text(tips.header(tips.size.width,
-                                                                   received=received)))
+        self.query_one("#columns", Static).update(
+            Text(tips.header(tips.size.width, received=received)), layout=False)
 
     def _officers(self) -> list[str]:
         """Every officer of the stations on this desk, by name."""
@@ -260,7 +260,8 @@ class LedgerApp(App[int]):
     def _count_line(self, text: str) -> None:
         """The count line; tips arrived since the list opened come first, never cut."""
         new = S.NEW_TIPS.format(count=self.fresh) if self.fresh else ""
-        self.query_one("#count", Static).update(Text(new + text))
+        # One line, always: no reflow of the screen for each of a search's three updates.
+        self.query_one("#count", Static).update(Text(new + text), layout=False)
 
     def _set_placements(self, placements: list[tuple[str, str]] | None = None) -> None:
         """The placement choices of the chosen station (every station's, each named, when
