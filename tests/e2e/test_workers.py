@@ -128,7 +128,9 @@ def test_sigterm_stops_the_workers_then_the_relay_exits_0(tmp_path: Path) -> Non
     relay.proc.send_signal(signal.SIGTERM)
     assert relay.proc.wait(timeout=30) == 0
     assert [pid for pid in workers if alive(pid)] == []  # waited for, before the exit
-    assert "relay stopped" in relay.logs()
+    logs = relay.logs()
+    assert logs.count("relay listening on") == 1 and "(2 workers)" in logs  # once all serve
+    assert "relay stopped" in logs
 
 
 def test_a_worker_that_dies_stops_the_whole_relay_with_exit_3(tmp_path: Path) -> None:
