@@ -37,13 +37,16 @@ from imapclient import IMAPClient  # noqa: E402
 
 from bench.delayproxy import DelayProxyProcess  # noqa: E402
 from mailbridge.station.ledger.models import Tip  # noqa: E402
-from mailbridge.station.poller import parse, sync  # noqa: E402
-from mailbridge.station.poller.worker import parsers_for  # noqa: E402
+from mailbridge.station.poller import parse  # noqa: E402
+from mailbridge.station.poller.budget import batches_for  # noqa: E402
+from mailbridge.station.poller.imap import ImapConnection  # noqa: E402
+from mailbridge.station.poller.sync import DEFAULT_MEMORY_MB, ImapPoller  # noqa: E402
 from mailbridge.station.records import Counts  # noqa: E402
 from tests.servers.mailstack import MailStack  # noqa: E402
 from tests.station.poller_helpers import (  # noqa: E402
     PASSWORD,
     RELAY,
+    RELAY_ID,
     Ledger,
     imap_settings,
     plain,
@@ -90,15 +93,17 @@ def messages(n: int) -> list[bytes]:
 
 
 def raw_fetch(host: str, port: int) -> tuple[float, int]:
-    """The yardstick: search ALL, then UID FETCH BODY.PEEK[] in chunks of the same size."""
+    """The yardstick: search ALL, then UID FETCH BODY.PEEK[] in chunks of the default's
+    count (the mail seeded here fills a chunk by count)."""
     started = time.perf_counter()
     client = IMAPClient(host, port=port, ssl=False, timeout=60)
     client.login(ADDRESS, PASSWORD)
     client.select_folder("INBOX", readonly=True)
     uids = client.search("ALL")
     total = 0
-    for i in range(0, len(uids), sync.CHUNK):
-        data = client.fetch(uids[i:i + sync.CHUNK], ["BODY.PEEK[]"])
+    chunk = batches_for(DEFAULT_MEMORY_MB).messages
+    for i in range(0, len(uids), chunk):
+        data = client.fetch(uids[i:i + chunk], ["BODY.PEEK[]"])
         total += sum(len(d[b"BODY[]"]) for d in data.values())
     client.logout()
     return time.perf_counter() - started, total
@@ -174,8 +179,9 @@ def _child_index(port: int, workdir: Path, memory_mb: int) -> None:
     stack = MailStack(workdir / "stack", domains=["example.test"])
     ledger = Ledger(f"sqlite:///{workdir}/rss-{memory_mb}.db", workdir / f"rss-{memory_mb}-att",
                     ADDRESS)
-    poller = ledger.poller(imap_settings(stack, ADDRESS, port=port, timeout=60))
-    poller.parser_processes = parsers_for(memory_mb)
+    poller = ImapPoller(ImapConnection(imap_settings(stack, ADDRESS, port=port, timeout=60)),
+                        ledger.store, relay=RELAY_ID, max_message_bytes=2 * 1024 * 1024,
+                        memory_mb=memory_mb)
     started = time.perf_counter()
     counts = poller.poll()
     print(f"{time.perf_counter() - started:.2f} {counts.new} {poller.parser_processes}")

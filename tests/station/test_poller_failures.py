@@ -22,8 +22,9 @@ from mailbridge.station.ledger.models import (
     Quarantine,
     Tip,
 )
-from mailbridge.station.poller import sync
+from mailbridge.station.poller.budget import batches_for
 from mailbridge.station.poller.imap import ImapConnection
+from mailbridge.station.poller.sync import DEFAULT_MEMORY_MB
 from mailbridge.station.records import Counts, MessageKind
 from tests.servers.mailstack import MailStack
 from tests.station.poller_helpers import (
@@ -40,6 +41,7 @@ from tests.waiting import wait_for
 
 pytestmark = pytest.mark.servers
 ROOT = Path(__file__).resolve().parents[2]
+CHUNK = batches_for(DEFAULT_MEMORY_MB).messages  # the default's chunk of small mail
 
 
 def _assert_exactly_once(ledger: Ledger, total: int) -> None:
@@ -55,14 +57,14 @@ def _assert_exactly_once(ledger: Ledger, total: int) -> None:
 def test_kill_9_mid_batch_loses_and_duplicates_nothing(
         mailstack: MailStack, address: str, ledger: Ledger, mode: str) -> None:
     """Scenario 1: SIGKILL just before / just after the 2nd batch commits."""
-    total = 2 * sync.CHUNK + 50
+    total = 2 * CHUNK + 50
     seed_maildir(mailstack, address, (tip(new_ref(), f"tin {i}") for i in range(total)))
     proc = subprocess.run(
         [sys.executable, "-m", "tests.station.killpoll", ledger.url,
          str(ledger.store.attachments_dir), address, str(mailstack.imap_port), mode, "2"],
         cwd=ROOT, capture_output=True, timeout=120, check=False)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    committed = sync.CHUNK * (1 if mode == "before" else 2)
+    committed = CHUNK * (1 if mode == "before" else 2)
     with ledger.sessions() as s:
         state = s.scalars(select(FolderState)).one()
         uids = s.scalars(select(Location.uid)).all()
@@ -145,7 +147,7 @@ def test_poison_messages_are_quarantined_and_the_batch_goes_on(
 def test_stalled_server_mid_fetch_times_out_and_reconnects(
         mailstack: MailStack, address: str, ledger: Ledger) -> None:
     """Scenario 7a: the server stops answering in the middle of a FETCH."""
-    total = 2 * sync.CHUNK
+    total = 2 * CHUNK
     seed_maildir(mailstack, address, (tip(new_ref(), "x" * 500) for _ in range(total)))
     with DelayProxy(mailstack.host, mailstack.imap_port, stall_after=120_000) as proxy:
         imap = imap_settings(mailstack, address, port=proxy.port, timeout=1.5)

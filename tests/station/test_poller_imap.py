@@ -17,11 +17,14 @@ from mailbridge.station.ledger.models import (
     Quarantine,
     Tip,
 )
-from mailbridge.station.poller import sync
+from mailbridge.station.poller.budget import SLOT_BYTES, Batches
+from mailbridge.station.poller.imap import ImapConnection
+from mailbridge.station.poller.sync import ImapPoller
 from mailbridge.station.records import Counts, MessageKind
 from tests.servers.mailstack import MailStack
 from tests.station.poller_helpers import (
     PASSWORD,
+    RELAY_ID,
     Ledger,
     append,
     imap_settings,
@@ -141,7 +144,7 @@ def test_scale_chunks_and_unchanged_poll_is_one_command(
     poller.conn.sent.clear()
     assert poller.poll().new == total
     fetches = [c for c in poller.conn.sent if c.startswith("UID FETCH")]
-    assert len(fetches) == -(-total // sync.CHUNK)
+    assert len(fetches) == -(-total // poller.batches.messages)  # small mail: full chunks
     # Compact UID ranges ("1:250"), never 3000 numbers nor imapclient's rejected "1:*".
     assert all(re.match(r"UID FETCH \d+:\d+ \(", c) for c in fetches)
 
@@ -240,11 +243,40 @@ def test_without_condstore_flags_and_expunges_come_from_a_diff(
     assert not any("CHANGEDSINCE" in c for c in poller.conn.sent)
 
 
+@pytest.mark.parametrize(("memory_mb", "body", "per_fetch"), [
+    (96, 1_000, 96),          # small mail fills a chunk by count: one message per MiB
+    (160, 1_000, 160),
+    (160, 40_000, 5),         # 40 KB counts at its class's 256 KiB: 1.25 MiB holds five
+    (96, 40_000, 3),
+])
+def test_chunks_follow_the_memory_budget_by_count_and_bytes(
+        mailstack: MailStack, address: str, ledger: Ledger, memory_mb: int, body: int,
+        per_fetch: int) -> None:
+    """ledger.memory_mb sizes a first index's chunks (one FETCH, one commit each)."""
+    total = 2 * per_fetch + 1
+    seed_maildir(mailstack, address, (plain(f"m {i}", f"{i} " + "x" * body + "\n")
+                                      for i in range(total)))
+    poller = ImapPoller(ImapConnection(imap_settings(mailstack, address)), ledger.store,
+                        relay=RELAY_ID, max_message_bytes=2 * 1024 * 1024, memory_mb=memory_mb)
+    commits: list[int] = []
+    add_batch = ledger.store.add_batch
+
+    def counted(folder: str, uidvalidity: int, items: Any, last_uid: int, **kw: Any) -> Counts:
+        commits.append(len(items))
+        return add_batch(folder, uidvalidity, items, last_uid, **kw)
+    ledger.store.add_batch = counted  # type: ignore[method-assign]
+    poller.conn.connect()
+    try:
+        assert poller.poll().new == total
+    finally:
+        poller.conn.close()
+    fetched = [len(uid_list(c)) for c in poller.conn.sent if "BODY.PEEK[]" in c]
+    assert fetched == commits == [per_fetch, per_fetch, 1]
+
+
 def test_parsing_in_worker_processes_indexes_exactly_like_in_process(
-        mailstack: MailStack, address: str, ledger: Ledger,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        mailstack: MailStack, address: str, ledger: Ledger) -> None:
     """The first-index pipeline's workers: same rows, threads, flags and quarantine."""
-    monkeypatch.setattr(sync, "CHUNK", 2)  # three chunks over two workers
     ref = new_ref()
     bogus = (b"From: a@example.org\r\nSubject: poison\r\nMessage-ID: <bogus@example.org>\r\n"
              b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=bogus\r\n"
@@ -262,6 +294,7 @@ def test_parsing_in_worker_processes_indexes_exactly_like_in_process(
     for led, parallel_from in ((ledger, 1), (in_process, 10**9)):
         poller = led.poller(imap)
         poller.parallel_from, poller.parser_processes = parallel_from, 2
+        poller.batches = Batches(messages=2, bytes=2 * SLOT_BYTES)  # three chunks, two workers
         try:
             results.append(poller.poll())
         finally:
@@ -358,3 +391,12 @@ def test_forged_relay_mail_sent_through_postfix_never_joins_a_tip(
     assert {m.warning for m in forged} == {
         "not from the relay: it is not signed by the relay",
         "not from the relay: its signature does not match its headers"}
+
+
+def uid_list(command: str) -> list[int]:
+    """The UIDs of a recorded ``UID FETCH 1:3,5 (...)``."""
+    out: list[int] = []
+    for part in command.split()[2].split(","):
+        first, _, last = part.partition(":")
+        out.extend(range(int(first), int(last or first) + 1))
+    return out

@@ -6,10 +6,11 @@ that one command is the whole poll. Otherwise the folder is EXAMINEd and:
 - new UIDs (``UID SEARCH UID last+1:*``, filtered: servers answer with the max
   UID even when it is lower) are fetched in chunks; each chunk is indexed and
   committed together with the advanced cursor (fetch, parse and commit of
-  successive chunks overlap; a long first index parses in a second process,
-  see ``worker``);
-- messages over ``ledger.max_message_bytes`` are found with ``SEARCH LARGER``
-  and only their header is fetched (placeholder rows);
+  successive chunks overlap; a long first index parses in other processes,
+  see ``worker``); a chunk's messages and bytes follow ``ledger.memory_mb``
+  (``budget``), its bytes bounded by size classes from ``SEARCH LARGER``;
+- messages over the last size class are fetched alone, and over
+  ``ledger.max_message_bytes`` only their header (placeholder rows);
 - flag changes come from ``CHANGEDSINCE`` (CONDSTORE), expunges from
   ``VANISHED`` (QRESYNC); without them, from a FLAGS diff and a UID diff;
 - a changed UIDVALIDITY retires the old UIDs and re-binds messages by
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
 from collections import deque
-from collections.abc import Callable, Collection, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -32,16 +34,15 @@ from ...core.message import RelayIdentity, message_ids
 from ...errors import LedgerError, PollError
 from ..ledger.store import LedgerStore
 from ..records import Counts, Cursor, Fetched
+from .budget import ALONE, SIZE_CLASSES, batches_for, holds, parsers_for
 from .imap import FolderInfo, ImapConnection, folder_name
 from .index import decode_header_value
 from .parse import RawMessage
-from .worker import Parser, parsers_for
+from .worker import Parser
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
-CHUNK = 250             # messages per fetch + transaction
-SMALL = 256 * 1024      # above this a message is fetched on its own (bounded memory)
 FLAG_CHUNK = 5000
 IDLE_RENEW = 9 * 60.0   # renew IDLE well inside the 29-minute rule (RFC 2177)
 Progress = Callable[[str, int, int], None]  # folder, done, total
@@ -82,6 +83,7 @@ class ImapPoller:
         self.progress = progress
         self.parallel_from = PARALLEL_FROM
         self.parser_processes = parsers_for(memory_mb)
+        self.batches = batches_for(memory_mb)
 
     # -- one poll -------------------------------------------------------------------
 
@@ -119,9 +121,10 @@ class ImapPoller:
             store.start_rebind(folder, cur.uidvalidity, sel.uidvalidity)
             cur = Cursor(uidvalidity=sel.uidvalidity)
         known_before = cur.last_uid
-        new: list[int] = []
+        new = _uids(())
         if rebinding or not cur.last_uid or sel.uidnext > cur.last_uid + 1:
-            new = [u for u in conn.search("UID", f"{cur.last_uid + 1}:*") if u > cur.last_uid]
+            new = _uids(u for u in conn.search("UID", f"{cur.last_uid + 1}:*")
+                        if u > cur.last_uid)
         if new:
             counts.add(self._index_new(folder, sel.uidvalidity, new, rebinding))
         if known_before:
@@ -131,7 +134,7 @@ class ImapPoller:
             gone = set(store.live_flags(folder, sel.uidvalidity)) - server
             if gone:
                 counts.add(store.mark_gone(folder, sel.uidvalidity, gone))
-        store.finish(folder, Cursor(sel.uidvalidity, max([cur.last_uid, *new]),
+        store.finish(folder, Cursor(sel.uidvalidity, max(cur.last_uid, new[-1] if new else 0),
                                     sel.highestmodseq, sel.uidnext, sel.messages))
         if rebinding and counts.rebound < 0.8 * (counts.rebound + counts.new):
             log.warning("%s: only %d of %d messages in %s re-bound after the UIDVALIDITY "
@@ -166,7 +169,7 @@ class ImapPoller:
 
     # -- new messages ---------------------------------------------------------------
 
-    def _index_new(self, folder: str, uidvalidity: int, uids: list[int],
+    def _index_new(self, folder: str, uidvalidity: int, uids: Sequence[int],
                    rebinding: bool) -> Counts:
         """A pipeline: fetch the next chunk while earlier ones parse and the oldest commits.
 
@@ -176,10 +179,11 @@ class ImapPoller:
         Commits stay in order, one transaction per chunk, cursor included.
         """
         counts = Counts()
-        big = set(self.conn.search("UID", f"{uids[0]}:*", "LARGER", str(SMALL))) & set(uids)
-        chunks = [uids[i:i + CHUNK] for i in range(0, len(uids), CHUNK)]
+        larger = self._larger(uids)
+        big = larger[-1]
+        chunks = self.batches.chunks(uids, larger, self.max_bytes)
         workers = self.parser_processes if len(uids) >= self.parallel_from else 0
-        parsing: deque[tuple[list[int], Callable[[], list[Fetched]]]] = deque()
+        parsing: deque[tuple[Sequence[int], Callable[[], list[Fetched]]]] = deque()
         done = 0
 
         def commit_oldest() -> None:
@@ -195,7 +199,7 @@ class ImapPoller:
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool, \
                 closing(_in_order(pool, lambda c: self._fetch_chunk(c, big, rebinding),
                                   chunks, ahead=FETCH_AHEAD)) as fetched_chunks:
-            for chunk, fetched in zip(chunks, fetched_chunks, strict=True):
+            for chunk, fetched in fetched_chunks:
                 parsing.append((chunk, parser.submit(fetched)))
                 if len(parsing) > parser.depth:
                     commit_oldest()
@@ -203,7 +207,19 @@ class ImapPoller:
                 commit_oldest()
         return counts
 
-    def _fetch_chunk(self, chunk: Sequence[int], big: set[int],
+    def _larger(self, uids: Sequence[int]) -> list[Sequence[int]]:
+        """Per size class, the new UIDs above it (ascending), for ``Batches.chunks``.
+
+        The smaller classes are asked only when the new mail could overflow a chunk's
+        bytes at all; the last one always (its messages are fetched alone).
+        """
+        def above(limit: int) -> Sequence[int]:
+            return _uids(u for u in self.conn.search("UID", f"{uids[0]}:*", "LARGER", str(limit))
+                         if holds(uids, u))
+        small = len(uids) * ALONE <= self.batches.bytes
+        return [_uids(()) if small else above(c) for c in SIZE_CLASSES[:-1]] + [above(ALONE)]
+
+    def _fetch_chunk(self, chunk: Sequence[int], big: Sequence[int],
                      rebinding: bool) -> list[Fetched | RawMessage]:
         """Network only (runs in the fetch thread); parsing happens elsewhere."""
         conn = self.conn
@@ -219,13 +235,13 @@ class ImapPoller:
                 if ids[uid] in known:
                     items.append(Fetched(uid, _flags(d), ids[uid], modseq=_modseq(d)))
             todo = [u for u in chunk if u in data and ids[u] not in known]
-        small = [u for u in todo if u not in big]
+        small = [u for u in todo if not holds(big, u)]
         data, _v = conn.fetch(small, ["UID", "FLAGS", "BODY.PEEK[]", *extra])
         for uid in small:
             if uid in data:
                 d = data[uid]
                 items.append((uid, _flags(d), _modseq(d), _body(d), None, False))
-        for uid in (u for u in todo if u in big):
+        for uid in (u for u in todo if holds(big, u)):
             items.extend(self._fetch_big(uid, extra))
         return items
 
@@ -286,26 +302,28 @@ class ImapPoller:
                 time.sleep(delay)
 
 
-def _in_order(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Sequence[T], *,
-              ahead: int) -> Generator[R, None, None]:
-    """``fn(item)`` for each item, in order, run in *pool* up to *ahead* items early.
+def _in_order(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], *,
+              ahead: int) -> Generator[tuple[T, R], None, None]:
+    """``(item, fn(item))`` for each item, in order, ``fn`` run in *pool* up to *ahead*
+    items early.
 
     So the fetch thread streams chunk after chunk while earlier ones are parsed
     and committed; memory stays bounded by *ahead* chunks. Closing it early (an
     error downstream) cancels the fetches not yet started.
     """
-    pending: deque[Future[R]] = deque()
+    pending: deque[tuple[T, Future[R]]] = deque()
     rest = iter(items)
     try:
         for item in islice(rest, ahead):
-            pending.append(pool.submit(fn, item))
+            pending.append((item, pool.submit(fn, item)))
         while pending:
-            result = pending.popleft().result()
-            for item in islice(rest, 1):
-                pending.append(pool.submit(fn, item))
-            yield result
+            item, future = pending.popleft()
+            result = future.result()
+            for later in islice(rest, 1):
+                pending.append((later, pool.submit(fn, later)))
+            yield item, result
     finally:
-        for future in pending:
+        for _item, future in pending:
             future.cancel()
 
 
@@ -339,3 +357,9 @@ def _header_id(d: dict[bytes, object]) -> str:
     decoded, _problem = decode_header_value(value.replace("\n", " "))
     found = message_ids(decoded)
     return found[0] if found else ""
+
+
+def _uids(values: Iterable[int]) -> Sequence[int]:
+    """UIDs as 32-bit numbers in an array: 4 bytes each, not a Python int's 32 and a
+    list's 8 (a first index of 100,000 messages holds several such lists)."""
+    return array("I", values)

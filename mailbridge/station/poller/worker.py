@@ -25,28 +25,6 @@ from . import parse
 from .parse import Chunk, parse_all
 
 log = logging.getLogger(__name__)
-MAX_WORKERS = 4
-# Resident memory while a big first index runs, measured from outside with
-# bench_poller --rss (MiB, peaks at 20k messages: 90-94 and 28): the poller's own
-# process, and each parser process.
-POLLER_MIB = 95
-PARSER_MIB = 30
-
-
-def worker_count() -> int:
-    """Parser processes for a long first index: one per usable core, at most ``MAX_WORKERS``."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_WORKERS, cores))
-
-
-def parsers_for(memory_mb: int, cores: int | None = None) -> int:
-    """Parser processes that fit *memory_mb* beside the poller itself (ledger.memory_mb),
-    at most one per usable core; 0 parses in the poller's own process."""
-    fit = max(0, (memory_mb - POLLER_MIB) // PARSER_MIB)
-    return min(fit, worker_count() if cores is None else min(MAX_WORKERS, cores))
 
 
 class Parser:
