@@ -14,7 +14,7 @@ from mailbridge.core.receipts import ref_number
 from mailbridge.station.ledger.models import Tip
 from mailbridge.station.ledger.search import search_tip_ids
 from mailbridge.station.poller.maildir import MaildirPoller
-from mailbridge.station.tui.data import TipFilter, page_tips
+from mailbridge.station.tui.data import TipFilter, page_tips, position_of
 from tests.station.poller_helpers import RELAY_ID, Ledger, tip
 
 
@@ -55,6 +55,15 @@ def test_an_older_ledger_gets_the_numbers_from_the_migration(ledger: Ledger,
     index_out_of_order(ledger, tmp_path / "Maildir")
     ledger.upgrade_from("0004_likely_spam")
     assert listed(ledger) == ["NCS-0003", "NCS-0002", "NCS-0001"]
+
+
+def test_a_tips_position_is_its_place_in_the_list(ledger: Ledger, tmp_path: Path) -> None:
+    """The cursor follows a tip to where the list shows it (ids say 3, 1, 2)."""
+    index_out_of_order(ledger, tmp_path / "Maildir")
+    f = TipFilter(stations=("ncs",))
+    with ledger.sessions() as s:
+        rows = page_tips(s, f, 0, 50)
+        assert [position_of(s, f, r.id) for r in rows] == [0, 1, 2]
 
 
 @pytest.mark.parametrize(("ref", "number"), [

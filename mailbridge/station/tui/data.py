@@ -140,11 +140,15 @@ def figures(session: Session, f: TipFilter) -> Figures:
 @translated(READING)
 def position_of(session: Session, f: TipFilter, tip_id: int) -> int | None:
     """Where tip *tip_id* stands in the filtered list (newest first), None if not in it."""
-    hour = session.scalar(apply_filter(select(Tip.received_hour).where(Tip.id == tip_id), f,
-                                       _dialect(session)))
-    if hour is None:
+    row = session.execute(apply_filter(select(Tip.received_hour, Tip.ref_seq).where(
+        Tip.id == tip_id), f, _dialect(session))).first()
+    if row is None:
         return None
-    ahead = or_(Tip.received_hour > hour, and_(Tip.received_hour == hour, Tip.id > tip_id))
+    hour, seq = row
+    # Ahead in the list's order (page_tips): later hour, then higher running number, then id.
+    ahead = or_(Tip.received_hour > hour,
+                and_(Tip.received_hour == hour,
+                     or_(Tip.ref_seq > seq, and_(Tip.ref_seq == seq, Tip.id > tip_id))))
     return session.scalar(apply_filter(select(func.count(Tip.id)).where(ahead), f,
                                        _dialect(session))) or 0
 
