@@ -16,6 +16,7 @@ from mailbridge.station.ledger.models import Message, Tip
 from mailbridge.station.ledger.search import search_tip_ids
 from mailbridge.station.poller.maildir import MaildirPoller
 from mailbridge.station.searchtext import own_words, tip_words
+from mailbridge.station.tui.data import TipFilter, page_tips
 from tests.station.poller_helpers import RELAY_ID, Ledger, plain, tip
 
 STATION = "station@example.test"
@@ -105,3 +106,32 @@ def test_an_existing_ledger_gets_its_search_text_from_the_migration(
         assert len(search_tip_ids(s, "duong mon")) == 1
         assert len(search_tip_ids(s, "don truong")) == 1
         assert search_tip_ids(s, "vuot bien") == []
+
+
+def test_a_searchs_first_page_is_the_whole_searchs_first_page(ledger: Ledger,
+                                                              tmp_path: Path) -> None:
+    """On SQLite a word's first page is looked for among the newest tips first
+    (``page_tips``); whatever the page size, it is the page the whole search gives:
+    a word in many tips, in a follow-up of an old tip and of the newest, in a note only,
+    in no tip, and a ref."""
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for n in range(1, 31):
+        box.add(tip(f"NCS-{n:04d}", "Có người qua suối" if n % 3 == 0 else "Mất trâu",
+                    message_id=f"<t{n}@relay.example.test>"))
+    for n in (2, 30):  # an old tip's follow-up, then the newest tip's, indexed last
+        box.add(tip(f"NCS-{n:04d}", "Thêm: đường hiểm",
+                    references=(f"<t{n}@relay.example.test>",)))
+    counts = MaildirPoller(tmp_path / "Maildir", ledger.store, relay=RELAY_ID,
+                           max_message_bytes=10**6).poll()
+    assert (counts.tips, counts.followups) == (30, 2)
+    with ledger.sessions() as s:
+        refs = {t.id: t.ref for t in s.scalars(select(Tip))}
+        workflow.add_note(s, next(i for i, r in refs.items() if r == "NCS-0005"),
+                          "Ghi chú riêng", actor="Lan")
+        s.commit()
+        for query in ("suoi", "duong hiem", "ghi chu", "suoi nua", "NCS-0007", "mat"):
+            whole = [refs[i] for i in search_tip_ids(s, query)]
+            assert bool(whole) == (query != "suoi nua"), query
+            for size in (1, 2, 3, 5, 11, 50):
+                page = page_tips(s, TipFilter(stations=("ncs",), text=query), 0, size)
+                assert [r.ref for r in page] == whole[:size], (query, size)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVarTuple
@@ -25,7 +25,7 @@ from ...errors import LedgerError
 from ...fsmodes import open_private
 from ..ledger.db import translated
 from ..ledger.models import Attachment, Audit, Location, MailEvent, Message, Note, Tip
-from ..ledger.search import tip_condition
+from ..ledger.search import among_condition, tip_condition
 from ..localtime import DEFAULT_ZONE, utc_bounds
 from ..records import MessageKind
 
@@ -153,14 +153,40 @@ def position_of(session: Session, f: TipFilter, tip_id: int) -> int | None:
                                        _dialect(session))) or 0
 
 
+# The list's order: newest hour first, then the relay's running number, then the id
+# (so pages never overlap).
+ORDER = (Tip.received_hour.desc(), Tip.ref_seq.desc(), Tip.id.desc())
+SEARCH_AHEAD = 4  # pages of the list a word's first page looks among first
+
+
 @translated(READING)
 def page_tips(session: Session, f: TipFilter, offset: int, limit: int) -> list[TipRow]:
-    """One page of the list, newest first (ties broken by id, so pages never overlap)."""
+    """One page of the list, newest first.
+
+    A search's first page on SQLite is first looked for among the first
+    ``SEARCH_AHEAD`` pages of the list without the words: a word in half the tips
+    finds its page there in a few milliseconds. That page is exact when it is
+    full, since every tip further down the list comes after those; when it is
+    not, the whole search runs.
+    """
     query = select(Tip.id, Tip.station_id, Tip.ref, Tip.received_hour, Tip.category,
                    Tip.placement, Tip.status, Tip.assignee, Tip.preview, Tip.updated_at,
                    Tip.likely_spam)
-    query = apply_filter(query, f, _dialect(session)).order_by(
-        Tip.received_hour.desc(), Tip.ref_seq.desc(), Tip.id.desc()).offset(offset).limit(limit)
+    dialect = _dialect(session)
+    if offset == 0 and dialect == "sqlite" and f.text.strip():
+        head = apply_filter(select(Tip.id), replace(f, text=""), dialect)
+        ahead = head.order_by(*ORDER).limit(SEARCH_AHEAD * limit).cte("head")
+        cond = among_condition(f.text, ahead)
+        if cond is not None:
+            rows = _rows(session, query.where(Tip.id.in_(select(ahead.c.id)), cond)
+                         .order_by(*ORDER).limit(limit))
+            if len(rows) == limit:
+                return rows
+    return _rows(session, apply_filter(query, f, dialect).order_by(*ORDER)
+                 .offset(offset).limit(limit))
+
+
+def _rows(session: Session, query: Select[*Ts]) -> list[TipRow]:
     return [TipRow(**row._asdict()) for row in session.execute(query)]
 
 
