@@ -11,6 +11,7 @@ as a tip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import urllib.parse
 import zlib
@@ -50,18 +51,25 @@ class TipClient:
         return self._reader, self._writer
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            await self._writer.wait_closed()
-            self._writer = self._reader = None
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(ConnectionError):  # the relay may have reset it
+                await writer.wait_closed()
 
     async def _exchange(self, request: bytes) -> Answer:
+        reused = self._writer is not None and not self._writer.is_closing()
         reader, writer = await self._connection()
         writer.write(request)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             await self.close()
+            # A keep-alive connection the relay closed while idle (after 5 s) took no
+            # request: sent again on a new one, as httpx does. Otherwise it counts.
+            nothing = not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial
+            if reused and nothing:
+                return await self._exchange(request)
             raise ProtocolError("the relay closed the connection") from exc
         lines = head.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
