@@ -120,13 +120,18 @@ def test_the_station_limit_is_exact_across_workers(tmp_path: Path) -> None:
 
 def test_sigterm_stops_the_workers_then_the_relay_exits_0(tmp_path: Path) -> None:
     relay = start(tmp_path)
-    workers = workers_of(relay)
-    with httpx.Client(timeout=30) as client:
-        submit(client, relay.base, "/s/ncs/cho", "Có người lạ ở bản.")
-    wait_for(lambda: len(maildir_files(tmp_path / "mail" / "ncs")) == 1, "the tip delivered")
-    assert relay.proc is not None
-    relay.proc.send_signal(signal.SIGTERM)
-    assert relay.proc.wait(timeout=30) == 0
+    try:
+        workers = workers_of(relay)
+        with httpx.Client(timeout=30) as client:
+            submit(client, relay.base, "/s/ncs/cho", "Có người lạ ở bản.")
+        # At once: the worker's byte on its pipe wakes the parent's idle delivery.
+        wait_for(lambda: len(maildir_files(tmp_path / "mail" / "ncs")) == 1,
+                 "the tip delivered")
+        assert relay.proc is not None
+        relay.proc.send_signal(signal.SIGTERM)
+        assert relay.proc.wait(timeout=30) == 0
+    finally:
+        relay.stop()
     assert [pid for pid in workers if alive(pid)] == []  # waited for, before the exit
     logs = relay.logs()
     assert logs.count("relay listening on") == 1 and "(2 workers)" in logs  # once all serve
@@ -135,10 +140,13 @@ def test_sigterm_stops_the_workers_then_the_relay_exits_0(tmp_path: Path) -> Non
 
 def test_a_worker_that_dies_stops_the_whole_relay_with_exit_3(tmp_path: Path) -> None:
     relay = start(tmp_path)
-    first, second = workers_of(relay)
-    subprocess.run(["kill", "-KILL", str(second)], check=True)
-    assert relay.proc is not None
-    assert relay.proc.wait(timeout=30) == 3
+    try:
+        first, second = workers_of(relay)
+        subprocess.run(["kill", "-KILL", str(second)], check=True)
+        assert relay.proc is not None
+        assert relay.proc.wait(timeout=30) == 3
+    finally:
+        relay.stop()
     assert not alive(first) and not alive(second)
     lines = [line for line in relay.logs().splitlines() if "was killed by SIGKILL" in line]
     assert len(lines) == 1 and f"(pid {second})" in lines[0], relay.logs()
@@ -148,4 +156,8 @@ def test_the_workers_do_not_outlive_a_killed_relay(tmp_path: Path) -> None:
     relay = start(tmp_path)
     workers = workers_of(relay)
     relay.kill9()
-    wait_for(lambda: not any(alive(pid) for pid in workers), "the workers gone", 30)
+    try:
+        wait_for(lambda: not any(alive(pid) for pid in workers), "the workers gone", 30)
+    finally:
+        for pid in workers:  # should they have outlived it, they go now
+            subprocess.run(["kill", "-KILL", str(pid)], check=False, capture_output=True)
