@@ -7,7 +7,8 @@
         │   └── PermanentDeliveryError  the server refused for good (5xx): dead-letter
         ├── IntakeError             a submission or incoming mail was refused
         │   ├── MediaRefused        a photo or voice message that cannot be cleaned
-        │   └── StationFull         a station's form tips of this hour are used up
+        │   ├── StationFull         a station's form tips of this hour are used up
+        │   └── FormTokenUsed       a tip's form token was used by another tip already
         ├── StoreError              the relay database failed
         ├── LedgerError             the station ledger failed
         │   └── WorkflowError       a status change or assignment the rules refuse
@@ -74,6 +75,15 @@ class StationFull(IntakeError):
                          f"(relay.station_tips_per_hour): more are taken from the next UTC "
                          f"hour; raise the setting if real tipsters are refused")
         self.station_id = station_id
+
+
+class FormTokenUsed(IntakeError):
+    """A tip's form token is already recorded as used (a double-tap, a replay): the tip
+    is not stored (the tipster reads that the form was already sent or expired)."""
+
+    def __init__(self) -> None:
+        super().__init__("the form token was already used: open the form again to send "
+                         "another tip")
 
 
 class StoreError(RuntimeFailure):

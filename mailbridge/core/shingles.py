@@ -17,6 +17,7 @@ import hashlib
 import re
 import unicodedata
 from collections import deque
+from dataclasses import dataclass
 
 SHINGLE_WORDS = 4
 SKETCH_SIZE = 64
@@ -43,6 +44,15 @@ def similarity(a: frozenset[int], b: frozenset[int]) -> float:
     return len(a & b) / len(a | b) if a and b else 0.0
 
 
+@dataclass(frozen=True)
+class Sighting:
+    """A tip's sketch and whether recent tips of its station are near-copies of it."""
+
+    station_id: str
+    sketch: frozenset[int]
+    copied: bool
+
+
 class NearDuplicates:
     """The last *window* tips' sketches per station; ``seen`` marks copies."""
 
@@ -57,10 +67,21 @@ class NearDuplicates:
     def seen(self, station_id: str, text: str) -> bool:
         """Remember this tip's text; True when at least ``copies`` recent tips of the
         station are near-copies of it."""
+        sighting = self.look(station_id, text)
+        self.remember(sighting)
+        return sighting.copied
+
+    def look(self, station_id: str, text: str) -> Sighting:
+        """``seen`` without remembering: the relay remembers a tip once it is stored,
+        so a refused copy (a double-tap) does not count."""
         current = sketch(shingles(text, self._key))
         if not current:
-            return False
-        recent = self._recent.setdefault(station_id, deque(maxlen=self._window))
+            return Sighting(station_id, current, False)
+        recent = self._recent.get(station_id, ())
         similar = sum(similarity(current, earlier) >= self._threshold for earlier in recent)
-        recent.append(current)
-        return similar >= self._copies
+        return Sighting(station_id, current, similar >= self._copies)
+
+    def remember(self, sighting: Sighting) -> None:
+        if sighting.sketch:
+            self._recent.setdefault(sighting.station_id,
+                                    deque(maxlen=self._window)).append(sighting.sketch)

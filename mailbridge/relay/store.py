@@ -82,7 +82,7 @@ from ..config import Station
 from ..core.conversation import ConversationKeys, Sealer, seal, unseal
 from ..core.message import Composed, hour_of
 from ..core.receipts import format_ref
-from ..errors import ConfigError, StationFull, StoreError
+from ..errors import ConfigError, FormTokenUsed, StationFull, StoreError
 from ..fsmodes import FILE_MODE, private_file
 from ..scrub import compact
 
@@ -397,7 +397,8 @@ class RelayStore:
     def accept(self, station: Station, build: Callable[[str, datetime], Composed], *,
                receipt_hash: str, reply_token: str, delay_minutes: int = 0,
                keys: ConversationKeys | None = None, category_id: str = "",
-               per_hour: int | None = None) -> Accepted:
+               per_hour: int | None = None,
+               form_token: tuple[str, datetime] | None = None) -> Accepted:
         """Allocate the station's next ref, build the message and store it, in ONE
         transaction committed before returning. Show the receipt only afterwards.
         With ``keys`` the tip's conversation is stored in the same transaction.
@@ -407,10 +408,15 @@ class RelayStore:
         the message's Date is that moment, so no header pins the minute of
         submission. If ``build`` raises, nothing is stored and the ref number is
         not used. With ``per_hour`` the tip is counted for its station's hour in the
-        same transaction, and refused (``StationFull``, nothing stored) past it.
+        same transaction, and refused (``StationFull``, nothing stored) past it. With
+        ``form_token`` (``FormTokens.used``) the form's token is recorded as used in the
+        same transaction, and a token used before is ``FormTokenUsed``, nothing stored:
+        one write transaction a tip, and a tip whose accept fails leaves its token unused.
         """
         now = self.clock()
         with self._write("storing a tip") as conn:
+            if form_token is not None and not _use_form_token(conn, *form_token, now):
+                raise FormTokenUsed
             if per_hour is not None and not _count_station_tip(conn, station.id,
                                                                 _hour(now), per_hour):
                 raise StationFull(station.id, per_hour)
@@ -544,14 +550,8 @@ class RelayStore:
     def use_form_token(self, digest: str, valid_until: datetime) -> bool:
         """Record a form token as used: True the first time, False ever after while it
         is valid. Kept to the hour after ``valid_until``; expired records are purged."""
-        now = self.clock()
-        insert_once = (_insert_for(self.engine.dialect.name)(form_tokens)
-                       .values(digest=digest, expires_hour=_hour(valid_until) + timedelta(hours=1))
-                       .on_conflict_do_nothing(index_elements=[form_tokens.c.digest])
-                       .returning(form_tokens.c.digest))  # psycopg's rowcount said 1 for a skip
         with self._write("recording a used form token") as conn:
-            conn.execute(delete(form_tokens).where(form_tokens.c.expires_hour <= _naive(now)))
-            return conn.execute(insert_once).first() is not None
+            return _use_form_token(conn, digest, valid_until, self.clock())
 
     def station_tips(self, station_id: str) -> int:
         """Form tips the station took this hour: a read, so a flood past the limit is
@@ -811,6 +811,17 @@ def _count_station_tip(conn: Connection, station_id: str, hour: datetime,
         set_={"count": station_counts.c.count + 1},
         where=station_counts.c.count < per_hour).returning(station_counts.c.count)
     return conn.execute(stmt).first() is not None
+
+
+def _use_form_token(conn: Connection, digest: str, valid_until: datetime,
+                    now: datetime) -> bool:
+    """Record a used form token in *conn*'s transaction: False when it was already."""
+    conn.execute(delete(form_tokens).where(form_tokens.c.expires_hour <= _naive(now)))
+    insert_once = (_insert_for(conn.dialect.name)(form_tokens)
+                   .values(digest=digest, expires_hour=_hour(valid_until) + timedelta(hours=1))
+                   .on_conflict_do_nothing(index_elements=[form_tokens.c.digest])
+                   .returning(form_tokens.c.digest))  # psycopg's rowcount said 1 for a skip
+    return conn.execute(insert_once).first() is not None
 
 
 def _next_number(conn: Connection, station_id: str) -> int:

@@ -69,7 +69,7 @@ from ..core.receipts import (
 )
 from ..core.shingles import NearDuplicates
 from ..core.text import clean_text, is_slug
-from ..errors import MailbridgeError, MediaRefused, StationFull, StoreError
+from ..errors import FormTokenUsed, MailbridgeError, MediaRefused, StationFull, StoreError
 from ..labels import category_label
 from ..openpgp import encryptor_for
 from .i18n import (
@@ -145,9 +145,10 @@ class FormTokens:
 
     A token is ``period.nonce.mac``: the period is the issue time in coarse
     steps (10 minutes), so nothing finer is ever held. A used token is handed
-    to ``remember`` (``RelayStore.use_form_token``) as an HMAC of the token with
-    the moment it stops being valid; kept in the database, it stays used
-    across a restart. ``remember`` answers False for a token seen before.
+    to ``remember`` (``RelayStore.use_form_token``; a tip's goes into its own
+    transaction through ``used``) as an HMAC of the token with the moment it
+    stops being valid; kept in the database, it stays used across a restart.
+    ``remember`` answers False for a token seen before.
     """
 
     def __init__(self, key: bytes, remember: Callable[[str, datetime], bool], *,
@@ -191,12 +192,18 @@ class FormTokens:
     def consume(self, token: str, station_id: str) -> bool:
         """True once for a genuine, unexpired token of this station; then False.
         Blocking: ``remember`` writes to the database."""
+        used = self.used(token, station_id)
+        return used is not None and self._remember(*used)
+
+    def used(self, token: str, station_id: str) -> tuple[str, datetime] | None:
+        """What ``remember`` keeps of a genuine, unexpired token (the HMAC of it, the
+        moment it stops being valid), to be written in the tip's own transaction
+        (``RelayStore.accept``); None for any other token. Pure."""
         period = self._period_of(token, station_id)
         if period is None:
-            return False
-        used = hmac.new(self._key, f"used.{token}".encode(), hashlib.sha256).hexdigest()
-        valid_until = datetime.fromtimestamp((period + self._periods + 1) * self._step, UTC)
-        return self._remember(used, valid_until)
+            return None
+        digest = hmac.new(self._key, f"used.{token}".encode(), hashlib.sha256).hexdigest()
+        return digest, datetime.fromtimestamp((period + self._periods + 1) * self._step, UTC)
 
 
 @dataclass(frozen=True)
@@ -459,8 +466,8 @@ class WebForm:
             if len(form.text) > self.relay.max_text_chars:
                 return again(400, _("The text is too long: at most %(max)s characters.")
                              % {"max": format_number(self.relay.max_text_chars, lang)})
-            # Only now is anything written (the used token): a refused form, or a network
-            # over its limit, cannot fill the database with used tokens.
+            # Nothing is written before the tip's own transaction (which records the used
+            # token): a refused form, or a network over its limit, leaves no used token.
             if not self.limiter.hit(request.scope):
                 return again(429, _("Too many tips were sent from your network in the last "
                                     "hour. Please try again later."))
@@ -476,19 +483,20 @@ class WebForm:
             files, problem = await self._clean(lang, uploads)
             if problem:  # the form again, the text kept, the token unused
                 return again(400, problem)
-            try:
-                fresh = await run_in_threadpool(self.tokens.consume, token, station.id)
-            except StoreError as exc:
-                return not_sent(exc)
-            if not fresh:
+            # The token is recorded as used in the tip's own transaction (one commit a
+            # tip); a token used before is refused there, nothing stored.
+            used = self.tokens.used(token, station.id)
+            if used is None:  # expired since the check above
                 return again(400, expired)
             try:
                 code = new_receipt_code()
-                copied = self.duplicates.seen(station.id, form.text)
+                sighting = self.duplicates.look(station.id, form.text)
                 form = dataclasses.replace(form, files=files,
-                                           likely_spam=NEAR_DUPLICATE if copied else "")
+                                           likely_spam=NEAR_DUPLICATE if sighting.copied else "")
                 accepted = await run_in_threadpool(
-                    self._accept, station, placement, category, form, code)
+                    self._accept, station, placement, category, form, code, used)
+            except FormTokenUsed:  # a double-tap or a replay: the first one was the tip
+                return again(400, expired)
             except StationFull:  # the hour filled up since the read above; nothing was stored
                 return station_full()
             except ContractError:  # by construction never; if it happens, nothing was stored
@@ -498,6 +506,7 @@ class WebForm:
                                     "safely. Please change the text and send it again."))
             except Exception as exc:  # the tipster must learn it was not sent, whatever failed
                 return not_sent(exc)
+            self.duplicates.remember(sighting)  # stored tips only: a refused copy never counts
             try:
                 self.on_accepted()
             except Exception as exc:  # committed already: delivery will pick it up anyway
@@ -539,9 +548,9 @@ class WebForm:
                        encrypt=encryptor_for(station.id, station.openpgp_key))
 
     def _accept(self, station: Station, placement: Placement | None, category: Category,
-                form: FormInput, code: str) -> Accepted:
-        """Build and commit the tip with its conversation keys (blocking: the slow hash
-        + database, run in a thread)."""
+                form: FormInput, code: str, used: tuple[str, datetime]) -> Accepted:
+        """Build and commit the tip with its conversation keys and its used form token
+        (blocking: the slow hash + database, run in a thread)."""
         token = new_reply_token()
         envelope = Envelope(self.relay.address, self.relay.domain, token)
 
@@ -555,7 +564,7 @@ class WebForm:
                                  delay_minutes=station.delivery_delay_minutes,
                                  keys=self.sealer.new_keys(derived.seal_key),
                                  category_id=category.id,
-                                 per_hour=self.relay.station_tips_per_hour)
+                                 per_hour=self.relay.station_tips_per_hour, form_token=used)
 
     # -- status: replies and follow-ups, opened with the receipt code ------------------
 

@@ -457,6 +457,39 @@ def test_store_failure_says_not_sent_and_keeps_the_text(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_tip_is_one_write_transaction_with_its_used_token(
+        relay: Relay, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The used form token is recorded in the tip's own transaction: one commit a tip,
+    and a tip whose accept failed leaves its token unused, so the same form goes again."""
+    commits: list[int] = []
+
+    def count(_conn: Any) -> None:
+        commits.append(1)
+
+    sa.event.listen(relay.store.engine, "commit", count)
+    try:
+        with relay.client() as client:
+            fields = fresh_fields(client, text="Có người mang hàng qua bản")
+            original = web.WebForm._compose
+
+            def broken(*args: Any, **kwargs: Any) -> Any:
+                raise RuntimeError("the message could not be built")
+
+            monkeypatch.setattr(web.WebForm, "_compose", broken)
+            failed = client.post(FORM, data=fields)
+            monkeypatch.setattr(web.WebForm, "_compose", original)
+            commits.clear()
+            again = client.post(FORM, data=fields)
+            tip_commits = len(commits)
+            replay = client.post(FORM, data=fields)
+    finally:
+        sa.event.remove(relay.store.engine, "commit", count)
+    assert failed.status_code == 503 and CODE.search(failed.text) is None
+    assert again.status_code == 200 and CODE.search(again.text) is not None
+    assert tip_commits == 1
+    assert replay.status_code == 400 and "đã hết hạn hoặc đã được gửi" in replay.text
+
+
 # -- methods, redirects, disconnects, restarts ---------------------------------------
 
 

@@ -48,3 +48,16 @@ def test_a_long_text_is_compared_by_its_sketch() -> None:
     assert seen.seen("ncs", long + " thêm một câu cuối.") is True
     assert seen.seen("ncs", " ".join(f"tin khác hẳn số {n} ở bản bên" for n in range(200))) \
         is False
+
+
+def test_look_does_not_remember_until_told() -> None:
+    """The relay looks before a tip is stored and remembers it only once it is, so a
+    refused copy (a double-tap) never counts towards the mark."""
+    seen = NearDuplicates(b"k" * 16)
+    for _ in range(3):
+        sighting = seen.look("ncs", TEXT)
+        assert sighting.copied is False  # nothing was remembered
+    seen.remember(sighting)
+    seen.remember(seen.look("ncs", TEXT))
+    assert seen.look("ncs", TEXT).copied is True
+    assert seen.look("ncs", "").copied is False
