@@ -424,13 +424,13 @@ class RelayStore:
             ref = format_ref(station.ref_prefix, number)
             composed, outbox_id = _enqueue(conn, station.id, ref, now, delay_minutes,
                                            lambda date: build(ref, date))
-            tip_id = conn.execute(insert(tips).values(
+            tip_id = conn.execute(_INSERT_TIP, dict(
                 station_id=station.id, ref=ref, reply_token=reply_token,
                 receipt_hash=receipt_hash, message_id=composed.message_id,
                 created_hour=_hour(now),
-            ).returning(tips.c.id)).scalar_one()
+            )).scalar_one()
             if keys is not None:
-                conn.execute(insert(conversations).values(
+                conn.execute(_INSERT_CONVERSATION, dict(
                     tip_id=tip_id, category_id=category_id, public_key=keys.public_key,
                     sealed_private_key=keys.sealed_private_key, salt=keys.salt, followups=0))
         return Accepted(ref=ref, outbox_id=outbox_id)
@@ -759,6 +759,14 @@ _ADMIN_COLUMNS = (outbox.c.id, outbox.c.station_id, outbox.c.ref, outbox.c.state
                   outbox.c.created_hour, outbox.c.updated_hour, outbox.c.delivered_hour)
 
 
+# Each tip's inserts, built once, their values bound at execution: built with inline
+# values for every tip, SQLAlchemy Core spent about 0.2 ms of Python on each (coercing
+# and keying it), several times what SQLite takes to run it.
+_INSERT_TIP = insert(tips).returning(tips.c.id)
+_INSERT_CONVERSATION = insert(conversations)
+_INSERT_OUTBOX = insert(outbox).returning(outbox.c.id)
+
+
 def _outbox_row(r: AnyRow) -> OutboxRow:
     return OutboxRow(
         id=r.id, station_id=r.station_id, ref=r.ref, state=r.state, attempts=r.attempts,
@@ -784,11 +792,11 @@ def _enqueue(conn: Connection, station_id: str, ref: str, now: datetime, delay_m
     if delay_minutes > 0:
         due = _naive(now) + timedelta(seconds=1 + secrets.randbelow(delay_minutes * 60))
     composed = build(due.replace(tzinfo=UTC) if delay_minutes > 0 else now)
-    outbox_id = conn.execute(insert(outbox).values(
+    outbox_id = conn.execute(_INSERT_OUTBOX, dict(
         station_id=station_id, ref=ref, state=QUEUED, attempts=0, next_attempt_at=due,
         last_error="", message=composed.data, created_hour=hour, updated_hour=hour,
         window_hour=hour,
-    ).returning(outbox.c.id)).scalar_one()
+    )).scalar_one()
     return composed, int(outbox_id)
 
 
