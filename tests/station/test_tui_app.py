@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
+from textual.app import App, ComposeResult
 from textual.widgets import Input, OptionList, Select, Static
 from textual.worker import WorkerCancelled
 
@@ -52,6 +53,7 @@ from mailbridge.station.ledger.models import (
 from mailbridge.station.tui import run_ledger
 from mailbridge.station.tui.access import resolve_access
 from mailbridge.station.tui.app import LedgerApp
+from mailbridge.station.tui.data import TipRow
 from mailbridge.station.tui.detail import DetailScreen
 from mailbridge.station.tui.dialogs import ChoiceDialog, TextDialog
 from mailbridge.station.tui.tiplist import TipList
@@ -916,3 +918,31 @@ async def test_keys_at_once_find_the_filter_bar(ledger: tuple[Settings, sessionm
         assert "NCS-0001" in screen_text(app) and "NCS-0002" not in screen_text(app)
         await pilot.press("escape", "f")
         assert app.focused is app.query_one("#f-status", Select)
+
+
+@aio
+async def test_the_list_keeps_its_height_until_a_search_is_counted() -> None:
+    """A search's first page comes before its count: the list keeps its height until
+    the count sets it (a new height reflows the whole screen first), also when the count
+    is the first page's length."""
+    class OneList(App[None]):
+        def compose(self) -> ComposeResult:
+            yield TipList(lambda row: [row.ref, "", "", "", "", "", row.preview], id="tips")
+
+    rows = [TipRow(id=n, station_id="ncs", ref=f"NCS-{n:04d}", received_hour=T0,
+                   category="drugs", placement="", status="new", assignee="", preview="x")
+            for n in range(100, 0, -1)]
+    app = OneList()
+    async with app.run_test(size=(80, 24)) as pilot:
+        tips = app.query_one(TipList)
+        tips.reset(5000, rows)
+        await pilot.pause()
+        generation = tips.reset(100, rows, counted=False)
+        await pilot.pause()
+        assert (tips.total, tips.virtual_size.height) == (100, 5000)
+        tips.set_total(generation, 100)
+        await pilot.pause()
+        assert tips.virtual_size.height == 100
+        tips.reset(3, rows[:3], counted=False)  # shorter than the screen: at once
+        await pilot.pause()
+        assert tips.virtual_size.height == 3

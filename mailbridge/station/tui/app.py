@@ -334,7 +334,8 @@ class LedgerApp(App[int]):
     def _show(self, first: list[TipRow], total: int, keep_cursor: bool, counted: bool,
               at: int | None = None, around: list[TipRow] | None = None) -> int:
         tips = self.query_one(TipList)
-        generation = tips.reset(total, first, keep_cursor=keep_cursor, cursor=at)
+        generation = tips.reset(total, first, keep_cursor=keep_cursor, cursor=at,
+                                counted=counted)
         if at is not None and around:
             tips.set_page(generation, at // PAGE, around)
         self._header()
@@ -391,8 +392,10 @@ class LedgerApp(App[int]):
         date_from, date_to = self._date("f-from"), self._date("f-to")
         bad = [box.value.strip() for box in self.query(".date.invalid").results(Input)]
         problem = self.query_one("#problem", Static)
-        problem.update(Text(S.BAD_DATE.format(value=bad[0]) if bad else ""))
-        problem.set_class(bool(bad), "shown")
+        said = S.BAD_DATE.format(value=bad[0]) if bad else ""
+        if bad or problem.has_class("shown"):  # a keystroke in the search costs no reflow
+            problem.update(Text(said), layout=False)
+            problem.set_class(bool(bad), "shown")
         new = TipFilter(stations=self.access.stations, zone=self.settings.ledger.time_zone,
                         status=pick("f-status"),
                         category=pick("f-category"), station=pick("f-station"),

@@ -125,19 +125,27 @@ class TipList(ScrollView, can_focus=True):
         self.pending: set[int] = set()
         self.new_after: int | None = None  # tips above this id arrived while the list was open
         self.ref_width = REF_WIDTH
+        self._texts: dict[tuple[TipRow, int, int], str] = {}  # a row's line, this result set
 
     # ---- data from the app ----------------------------------------------------------
 
     def reset(self, total: int, first_page: list[TipRow], *, keep_cursor: bool = False,
-              cursor: int | None = None) -> int:
+              cursor: int | None = None, counted: bool = True) -> int:
         """A new result set; returns its generation (stale pages are dropped). The cursor
-        goes to *cursor*, else stays (``keep_cursor``) or goes to the top."""
+        goes to *cursor*, else stays (``keep_cursor``) or goes to the top.
+
+        Before the count (``counted`` false, *total* the first page's length) a scrolling
+        list keeps its height until ``set_total``: a new height reflows the whole screen,
+        and the first page would wait for that."""
         self.generation += 1
         self.total = total
         self.pages = {0: first_page}
+        self._texts.clear()
         self._fit_refs(first_page)
         self.pending = set()
-        self.virtual_size = Size(self.size.width, total)
+        height = self.size.height
+        if counted or min(total, self.virtual_size.height) < height:
+            self.virtual_size = Size(self.size.width, total)
         if cursor is None:
             cursor = min(self.cursor, max(total - 1, 0)) if keep_cursor else 0
         if not keep_cursor:
@@ -150,8 +158,9 @@ class TipList(ScrollView, can_focus=True):
         """The full count, which may arrive after the first page."""
         if generation == self.generation and total != self.total:
             self.total = total
-            self.virtual_size = Size(self.size.width, total)
             self.refresh()
+        if generation == self.generation and total != self.virtual_size.height:
+            self.virtual_size = Size(self.size.width, total)
 
     def set_page(self, generation: int, page: int, rows: list[TipRow]) -> None:
         if generation != self.generation:
@@ -196,7 +205,12 @@ class TipList(ScrollView, can_focus=True):
             style = base + self.get_component_rich_style("tiplist--new")
         if index == self.cursor:
             style = base + self.get_component_rich_style("tiplist--cursor")
-        text = "".join(fit(self.render_row(row), width, self.ref_width))
+        key = (row, width, self.ref_width)
+        text = self._texts.get(key)
+        if text is None:  # each row's cells are fitted once, not at every repaint
+            if len(self._texts) > 4 * PAGE:  # scrolled far: keep only what is near
+                self._texts.clear()
+            text = self._texts[key] = "".join(fit(self.render_row(row), width, self.ref_width))
         return Strip([Segment(text, style)]).crop_extend(0, width, base)
 
     def _need(self, page: int) -> None:
