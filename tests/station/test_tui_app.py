@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import getpass
 import html
 import os
@@ -610,6 +611,7 @@ def test_run_ledger_refuses_an_unlisted_os_account(
     account = getpass.getuser()
     assert account not in settings.stations["ncs"].officers
     assert run_ledger(settings) == 2
+    assert gc.isenabled()  # off only while the UI starts
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f'add {account} = "Officer name" to stations.<id>.officers' in err

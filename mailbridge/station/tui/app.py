@@ -7,6 +7,7 @@ and hands its result back with ``call_from_thread``; the list reload is
 
 from __future__ import annotations
 
+import gc
 import shutil
 import subprocess
 import sys
@@ -138,6 +139,9 @@ class LedgerApp(App[int]):
         if self.filters_mounted:
             return
         self.filters_mounted = True
+        if not gc.isenabled():  # off since run_ledger: start-up's objects live on, so
+            gc.freeze()  # later collections need not walk them
+            gc.enable()
         first, second = self._filter_rows()
         await self.query_one("#filters", Horizontal).mount_all(first)
         await self.query_one("#filters2", Horizontal).mount_all(second)
