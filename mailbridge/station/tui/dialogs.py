@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, OptionList, TextArea
+from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from ..ledger.workflow import MIN_REASON
@@ -110,6 +110,8 @@ class TextDialog(ModalScreen[str | None]):
         with Vertical(classes="dialog"):
             yield Label(Text(self.title_text), markup=False)
             if self.multiline:
+                from textual.widgets import TextArea  # the editor's modules: not at start-up
+
                 yield TextArea(self.value, id="text", soft_wrap=True)
             else:
                 yield Input(self.value, id="text")
@@ -119,8 +121,8 @@ class TextDialog(ModalScreen[str | None]):
 
     def action_submit(self) -> None:
         widget = self.query_one("#text")
-        self.dismiss(widget.text if isinstance(widget, TextArea) else
-                     widget.value if isinstance(widget, Input) else "")
+        self.dismiss(widget.value if isinstance(widget, Input) else
+                     str(getattr(widget, "text", "")))  # a multi-line dialog's TextArea
 
     def action_cancel(self) -> None:
         self.dismiss(None)
