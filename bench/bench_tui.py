@@ -106,6 +106,9 @@ async def ui_figures(settings: Settings, sessions: Any) -> list[tuple[str, float
         await pilot.pause()
         figures.append((f"open: first page of {tips.total} tips on screen",
                         time.perf_counter() - t0))
+        while not app.query("#f-text"):  # the filter bar comes after the first page
+            await asyncio.sleep(0.001)
+        await pilot.pause()
 
         async def change(label: str, action: Callable[[], None]) -> None:
             generation = tips.generation
@@ -126,7 +129,7 @@ async def ui_figures(settings: Settings, sessions: Any) -> list[tuple[str, float
         await change("status verifying", setter("#f-status", "verifying"))
         await change("+ category drugs", setter("#f-category", "drugs"))
         await change("+ station ncs", setter("#f-station", "ncs"))
-        await change("+ placement cho", setter("#f-placement", "cho"))
+        await change("+ placement cho", setter("#f-placement", "ncs/cho"))
         await change("reset", app.action_reset_filters)
         def one_month() -> None:
             setter("#f-from", "2024-03-01")()
