@@ -218,6 +218,27 @@ def submit(client: httpx.Client, base: str, path: str, text: str,
     return Receipt(ref.group(1), "".join(code.groups()))
 
 
+@dataclass
+class Answer:
+    """What a phone got back for one tip, a refusal included."""
+
+    status: int
+    ref: str  # the ref on a receipt, else ""
+    retry_after: str
+    page: str
+
+
+def send_tip(base: str, path: str, text: str) -> Answer:
+    """One tip sent as a phone does (GET the form, POST it), whatever the answer."""
+    with httpx.Client(timeout=60) as client:
+        page = client.get(base + path)
+        target, fields = fill_form(page.text, base + path, text)
+        reply = client.post(target, data=fields)
+    found = _REF.search(reply.text) if reply.status_code == 200 else None
+    return Answer(reply.status_code, found.group(1) if found else "",
+                  reply.headers.get("retry-after", ""), reply.text)
+
+
 def maildir_files(folder: Path) -> list[Path]:
     return sorted(p for sub in ("new", "cur") if (folder / sub).is_dir()
                   for p in (folder / sub).iterdir())

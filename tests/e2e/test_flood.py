@@ -4,19 +4,19 @@ tipster writing to another station is served while the flood goes on."""
 
 from __future__ import annotations
 
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-from mailbridge.demo import fill_form
 from tests.e2e.support import (
     MAILDIR_STATION,
+    Answer,
     RelayProcess,
     free_port,
     maildir_files,
+    send_tip,
     submit,
     write_config,
 )
@@ -26,18 +26,6 @@ from tests.waiting import wait_for
 LIMIT, FLOOD, CLIENTS = 10, 48, 8
 OTHER_STATION = MAILDIR_STATION.replace('id = "ncs"', 'id = "abc"').replace(
     "mail/ncs", "mail/abc").replace("Nậm Cha", "A Bung").replace("tips@ncs", "tips@abc")
-REF = re.compile(r"\b(NCS-\d{4})\b")
-
-
-def _flood_one(base: str, n: int) -> tuple[int, str, str]:
-    """One tip as a phone sends it: (status, the ref on a receipt, Retry-After)."""
-    with httpx.Client(timeout=60) as client:
-        page = client.get(f"{base}/s/ncs/cho")
-        target, fields = fill_form(page.text, f"{base}/s/ncs/cho", f"Tin số {n}: hàng lậu.")
-        reply = client.post(target, data=fields)
-    found = REF.search(reply.text) if reply.status_code == 200 else None
-    return reply.status_code, found.group(1) if found else "", reply.headers.get(
-        "retry-after", "")
 
 
 def test_a_flood_fills_one_hour_of_one_station_and_nothing_more(tmp_path: Path) -> None:
@@ -52,14 +40,17 @@ def test_a_flood_fills_one_hour_of_one_station_and_nothing_more(tmp_path: Path) 
                 return submit(client, relay.base, "/s/abc/cho", "Có người lạ ở bản.").ref
 
         with ThreadPoolExecutor(CLIENTS) as pool:  # the other tipster amid the flood
-            first = [pool.submit(_flood_one, relay.base, n) for n in range(FLOOD // 2)]
+            def flood(n: int) -> Answer:
+                return send_tip(relay.base, "/s/ncs/cho", f"Tin số {n}: hàng lậu.")
+
+            first = [pool.submit(flood, n) for n in range(FLOOD // 2)]
             other = pool.submit(other_tipster)
-            rest = [pool.submit(_flood_one, relay.base, n) for n in range(FLOOD // 2, FLOOD)]
+            rest = [pool.submit(flood, n) for n in range(FLOOD // 2, FLOOD)]
             results = [f.result() for f in first + rest]
             other_ref = other.result()
         hours.add(int(time.time() // 3600))
-        acknowledged = sorted(ref for status, ref, _ in results if status == 200)
-        refused = [(status, retry) for status, _, retry in results if status != 200]
+        acknowledged = sorted(a.ref for a in results if a.status == 200)
+        refused = [(a.status, a.retry_after) for a in results if a.status != 200]
         assert 0 < len(acknowledged) <= LIMIT * len(hours)
         assert len(acknowledged) + len(refused) == FLOOD
         assert all(status == 503 and 0 < int(retry) <= 3600 for status, retry in refused)

@@ -5,7 +5,6 @@ station's hourly limit holds across the workers, and no worker outlives the rela
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import time
@@ -14,12 +13,12 @@ from pathlib import Path
 
 import httpx
 
-from mailbridge.demo import fill_form
 from tests.e2e.support import (
     MAILDIR_STATION,
     RelayProcess,
     free_port,
     maildir_files,
+    send_tip,
     submit,
     write_config,
 )
@@ -28,7 +27,6 @@ from tests.waiting import wait_for
 
 WORKERS, CLIENTS = 2, 8
 STATION_FULL = "Đồn đã nhận quá nhiều tin báo trong một giờ qua. Tin báo CHƯA được gửi."
-REF = re.compile(r"\b(NCS-\d{4})\b")
 
 
 def start(folder: Path, extra: str = "") -> RelayProcess:
@@ -62,17 +60,6 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-def one_tip(base: str, n: int) -> tuple[int, str, str, str]:
-    """(status, ref on the receipt, Retry-After, page) of one tip sent as a phone does."""
-    with httpx.Client(timeout=60) as client:
-        page = client.get(f"{base}/s/ncs/cho")
-        target, fields = fill_form(page.text, f"{base}/s/ncs/cho", f"Tin số {n}: hàng lậu.")
-        reply = client.post(target, data=fields)
-    found = REF.search(reply.text) if reply.status_code == 200 else None
-    return (reply.status_code, found.group(1) if found else "",
-            reply.headers.get("retry-after", ""), reply.text)
-
-
 def test_tips_from_concurrent_clients_arrive_once_each(tmp_path: Path) -> None:
     relay = start(tmp_path)
     try:
@@ -99,11 +86,12 @@ def test_the_station_limit_is_exact_across_workers(tmp_path: Path) -> None:
     hours = {int(time.time() // 3600)}
     try:
         with ThreadPoolExecutor(CLIENTS) as pool:
-            results = list(pool.map(lambda n: one_tip(relay.base, n), range(flood)))
+            results = list(pool.map(
+                lambda n: send_tip(relay.base, "/s/ncs/cho", f"Tin số {n}: hàng lậu."),
+                range(flood)))
         hours.add(int(time.time() // 3600))
-        acknowledged = sorted(ref for status, ref, _, _ in results if status == 200)
-        refused = [(status, retry, page) for status, ref, retry, page in results
-                   if status != 200]
+        acknowledged = sorted(a.ref for a in results if a.status == 200)
+        refused = [(a.status, a.retry_after, a.page) for a in results if a.status != 200]
         if len(hours) == 1:  # an hour that turns mid-test opens a second one
             assert len(acknowledged) == limit
         assert len(acknowledged) + len(refused) == flood
