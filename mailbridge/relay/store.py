@@ -393,7 +393,7 @@ class RelayStore:
         else:
             self.engine = create_engine(self.url, hide_parameters=True, pool_pre_ping=True)
         self._writer = self.engine.execution_options(mailbridge_write=True)
-        self._local_writer: AbstractContextManager[Any] = (
+        self._writer_lock: AbstractContextManager[Any] = (
             WriterLock(self.url.database) if self.is_sqlite else nullcontext())
 
     @property
@@ -433,7 +433,7 @@ class RelayStore:
     def _write(self, action: str) -> Iterator[Connection]:
         # SQLite has one writer at a time: writers queue on WriterLock, not in SQLite's
         # busy handler.
-        with self._local_writer, self._errors(action), self._writer.begin() as conn:
+        with self._writer_lock, self._errors(action), self._writer.begin() as conn:
             yield conn
 
     @contextmanager
@@ -456,8 +456,8 @@ class RelayStore:
 
     def close(self) -> None:
         self.engine.dispose()
-        if isinstance(self._local_writer, WriterLock):
-            self._local_writer.close()
+        if isinstance(self._writer_lock, WriterLock):
+            self._writer_lock.close()
 
     # -- intake --------------------------------------------------------------------
 
@@ -812,7 +812,7 @@ class RelayStore:
             busy, frames, copied = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if busy or copied < frames:
                 return False
-            with self._local_writer:
+            with self._writer_lock:
                 raw.execute("PRAGMA busy_timeout=0")
                 try:
                     busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()

@@ -224,6 +224,11 @@ class Tip(Base):
     notes: Mapped[list[Note]] = relationship(back_populates="tip")
 
 
+# The officers' list: newest hour first, then the relay's running number, then the id
+# (so pages never overlap). The list's indexes above end the same way.
+LIST_ORDER = (Tip.received_hour.desc(), Tip.ref_seq.desc(), Tip.id.desc())
+
+
 class Note(Base):
     __tablename__ = "notes"
 

@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from ...core.text import search_form
-from .models import Message, Note, Tip
+from .models import LIST_ORDER, Message, Note, Tip
 
 # Must stay identical to the expression indexed in migrations/versions/0003_search_text.py.
 PG_DOCUMENT = ("to_tsvector('simple'::regconfig, left(coalesce(messages.search_text, ''), "
@@ -136,6 +136,5 @@ def search_tip_ids(session: Session, query: str, limit: int = 1000) -> list[int]
     cond = tip_condition(session.get_bind().dialect.name, query)
     if cond is None:
         return []
-    rows = session.scalars(select(Tip.id).where(cond).order_by(
-        Tip.received_hour.desc(), Tip.ref_seq.desc(), Tip.id.desc()).limit(limit))
+    rows = session.scalars(select(Tip.id).where(cond).order_by(*LIST_ORDER).limit(limit))
     return list(rows)

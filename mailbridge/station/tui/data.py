@@ -24,7 +24,16 @@ from ...core.text import clean_text, one_line
 from ...errors import LedgerError
 from ...fsmodes import open_private
 from ..ledger.db import translated
-from ..ledger.models import Attachment, Audit, Location, MailEvent, Message, Note, Tip
+from ..ledger.models import (
+    LIST_ORDER,
+    Attachment,
+    Audit,
+    Location,
+    MailEvent,
+    Message,
+    Note,
+    Tip,
+)
 from ..ledger.search import among_condition, tip_condition
 from ..localtime import DEFAULT_ZONE, utc_bounds
 from ..records import MessageKind
@@ -153,9 +162,6 @@ def position_of(session: Session, f: TipFilter, tip_id: int) -> int | None:
                                        _dialect(session))) or 0
 
 
-# The list's order: newest hour first, then the relay's running number, then the id
-# (so pages never overlap).
-ORDER = (Tip.received_hour.desc(), Tip.ref_seq.desc(), Tip.id.desc())
 SEARCH_AHEAD = 4  # pages of the list a word's first page looks among first
 
 
@@ -175,14 +181,14 @@ def page_tips(session: Session, f: TipFilter, offset: int, limit: int) -> list[T
     dialect = _dialect(session)
     if offset == 0 and dialect == "sqlite" and f.text.strip():
         head = apply_filter(select(Tip.id), replace(f, text=""), dialect)
-        ahead = head.order_by(*ORDER).limit(SEARCH_AHEAD * limit).cte("head")
+        ahead = head.order_by(*LIST_ORDER).limit(SEARCH_AHEAD * limit).cte("head")
         cond = among_condition(f.text, ahead)
         if cond is not None:
             rows = _rows(session, query.where(Tip.id.in_(select(ahead.c.id)), cond)
-                         .order_by(*ORDER).limit(limit))
+                         .order_by(*LIST_ORDER).limit(limit))
             if len(rows) == limit:
                 return rows
-    return _rows(session, apply_filter(query, f, dialect).order_by(*ORDER)
+    return _rows(session, apply_filter(query, f, dialect).order_by(*LIST_ORDER)
                  .offset(offset).limit(limit))
 
 
