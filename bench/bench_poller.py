@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from imapclient import IMAPClient  # noqa: E402
 
 from bench.delayproxy import DelayProxyProcess  # noqa: E402
+from bench.procfs import status_kib  # noqa: E402
 from mailbridge.station.ledger.models import Tip  # noqa: E402
 from mailbridge.station.poller import parse  # noqa: E402
 from mailbridge.station.poller.budget import batches_for  # noqa: E402
@@ -58,19 +59,11 @@ ADDRESS = "bench@example.test"
 PARSER = parse.__name__.encode()  # in a parser process's command line
 
 
-def _rss_kib(pid: str, field: str = "VmRSS:") -> int:
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return 0
-    return next((int(line.split()[1]) for line in lines if line.startswith(field)), 0)
-
-
 def rss_mib() -> float:
     """This process plus the poller's parser process (its child), in MiB."""
     me = str(os.getpid())
     children = [p.parent.name for p in Path("/proc").glob("[0-9]*/stat") if _is_parser(p, me)]
-    return (_rss_kib(me) + sum(_rss_kib(c) for c in children)) / 1024
+    return (status_kib(me) + sum(status_kib(c) for c in children)) / 1024
 
 
 def _is_parser(stat: Path, parent: str) -> bool:
@@ -200,9 +193,9 @@ def rss_run(stack: MailStack, workdir: Path, memory_mb: int, n: int) -> None:
     while child.poll() is None:
         pids = [me] + [p.parent.name for p in Path("/proc").glob("[0-9]*/stat")
                        if _is_parser(p, me)]
-        peak_sum = max(peak_sum, sum(_rss_kib(pid) for pid in pids))
+        peak_sum = max(peak_sum, sum(status_kib(pid) for pid in pids))
         for pid in pids:
-            peaks[pid] = max(peaks.get(pid, 0), _rss_kib(pid, "VmHWM:"))
+            peaks[pid] = max(peaks.get(pid, 0), status_kib(pid, "VmHWM:"))
         time.sleep(0.1)  # sampling, not synchronisation
     assert child.stdout is not None
     elapsed, new, parsers = child.stdout.read().split()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.procfs import status_kib
 from bench.rawhttp import TipClient, is_receipt, split_url
 from mailbridge.core.receipts import ReceiptHasher, derive_key, new_receipt_code
 from mailbridge.demo import fill_form
@@ -79,14 +80,6 @@ def _report(label: str, answers: list[tuple[int, float]], wall: float, cpu: floa
           f"ack latency {_ms(acked)}; {len(busy)} busy answers (503), {_ms(busy)}; "
           f"every answer {_ms([t for _, t in answers])}; load generator CPU "
           f"{cpu / max(1, len(answers)) * 1000:.2f} ms per tip ({cpu / wall:.0%} of a core)")
-
-
-def _status_mib(pid: int, field: str = "VmHWM:") -> float:
-    """A memory line of /proc/PID/status (VmHWM: the peak resident memory), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def closed_loop(base: str, clients: int, seconds: float) -> None:
@@ -201,11 +194,12 @@ def main() -> None:
                                           workers=args.workers or None), port).start()
         try:
             assert relay.proc is not None
-            started = _status_mib(relay.proc.pid, "VmRSS:")
+            started = status_kib(relay.proc.pid) / 1024
             print(f"relay RSS once started (VmRSS): {started:.0f} MiB")
             asyncio.run(closed_loop(relay.base, args.clients, args.seconds))
             asyncio.run(open_loop(relay.base, args.rate, args.seconds))
-            print(f"relay peak RSS (VmHWM, from /proc): {_status_mib(relay.proc.pid):.0f} MiB")
+            peak = status_kib(relay.proc.pid, "VmHWM:") / 1024
+            print(f"relay peak RSS (VmHWM, from /proc): {peak:.0f} MiB")
         finally:
             relay.stop()
     if args.mailbox:
