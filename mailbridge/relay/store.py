@@ -41,6 +41,7 @@ receipt only afterwards never acknowledges a tip that a crash can lose.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import secrets
 import threading
@@ -67,6 +68,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -395,6 +397,8 @@ class RelayStore:
         self._writer = self.engine.execution_options(mailbridge_write=True)
         self._writer_lock: AbstractContextManager[Any] = (
             WriterLock(self.url.database) if self.is_sqlite else nullcontext())
+        self._upserts = _upserts(self.engine.dialect.name)
+        self._swept: datetime | None = None  # the hour accept() last deleted earlier ones in
 
     @property
     def is_sqlite(self) -> bool:
@@ -481,13 +485,20 @@ class RelayStore:
         one write transaction a tip, and a tip whose accept fails leaves its token unused.
         """
         now = self.clock()
+        hour, upserts = _hour(now), self._upserts
+        # The first form tip of an hour here forgets the hours before (their counts and
+        # expired tokens); the hourly purge_expired does it too.
+        sweep = per_hour is not None and hour != self._swept
         with self._write("storing a tip") as conn:
-            if form_token is not None and not _use_form_token(conn, *form_token, now):
+            if sweep:
+                _forget_hours(conn, hour)
+            if form_token is not None and not _use_form_token(conn, upserts, *form_token):
                 raise FormTokenUsed
-            if per_hour is not None and not _count_station_tip(conn, station.id,
-                                                                _hour(now), per_hour):
+            if per_hour is not None and conn.execute(upserts.count_station_tip, dict(
+                    hour=hour, station_id=station.id, count=1, per_hour=per_hour)).first() is None:
                 raise StationFull(station.id, per_hour)
-            number = _next_number(conn, station.id)
+            number = int(conn.execute(upserts.next_number, dict(
+                station_id=station.id, last_number=1)).scalar_one())
             ref = format_ref(station.ref_prefix, number)
             composed, outbox_id = _enqueue(conn, station.id, ref, now, delay_minutes,
                                            lambda date: build(ref, date))
@@ -500,6 +511,8 @@ class RelayStore:
                 conn.execute(_INSERT_CONVERSATION, dict(
                     tip_id=tip_id, category_id=category_id, public_key=keys.public_key,
                     sealed_private_key=keys.sealed_private_key, salt=keys.salt, followups=0))
+        if sweep:
+            self._swept = hour
         return Accepted(ref=ref, outbox_id=outbox_id)
 
     # -- conversations ---------------------------------------------------------------
@@ -595,8 +608,7 @@ class RelayStore:
             conn.execute(delete(messages).where(messages.c.tip_id.in_(expired)))
             conn.execute(delete(conversations).where(conversations.c.tip_id.in_(expired)))
             _forget_sms_hours(conn, _hour(self.clock()))  # even if no text came since
-            conn.execute(delete(station_counts).where(
-                station_counts.c.hour < _hour(self.clock())))
+            _forget_hours(conn, _hour(self.clock()))  # even if no tip came since
             return Expired(
                 int(conn.execute(delete(tips).where(
                     tips.c.created_hour <= self._open_since())).rowcount),
@@ -618,16 +630,8 @@ class RelayStore:
         """Record a form token as used: True the first time, False ever after while it
         is valid. Kept to the hour after ``valid_until``; expired records are purged."""
         with self._write("recording a used form token") as conn:
-            return _use_form_token(conn, digest, valid_until, self.clock())
-
-    def station_tips(self, station_id: str) -> int:
-        """Form tips the station took this hour: a read, so a flood past the limit is
-        refused before its receipt hash and its writes (``accept`` decides for sure)."""
-        query = select(station_counts.c.count).where(
-            station_counts.c.hour == _hour(self.clock()),
-            station_counts.c.station_id == station_id)
-        with self._read("reading a station's hourly count") as conn:
-            return int(conn.execute(query).scalar() or 0)
+            _forget_hours(conn, _hour(self.clock()))
+            return _use_form_token(conn, self._upserts, digest, valid_until)
 
     def count_sms(self, bucket_of: Callable[[bytes], str]) -> int:
         """Count one text in this hour's bucket ``bucket_of(key)`` (an HMAC of the sender
@@ -873,36 +877,51 @@ def _forget_sms_hours(conn: Connection, hour: datetime) -> None:
     conn.execute(delete(sms_keys).where(sms_keys.c.hour < hour))
 
 
-def _count_station_tip(conn: Connection, station_id: str, hour: datetime,
-                       per_hour: int) -> bool:
-    """Count one form tip for the station's hour unless *per_hour* are counted: one
-    upsert whose update is conditional, so concurrent accepts in other processes (SQLite:
-    the write lock; PostgreSQL: the row lock) never pass the limit. Earlier hours go."""
+@dataclass(frozen=True)
+class _Upserts:
+    """The accept's upserts for one database, built once like ``_INSERT_TIP``.
+
+    - ``next_number``: the station's counter, atomic, so concurrent accepts never share
+      a ref;
+    - ``count_station_tip``: one form tip for the station's hour unless ``per_hour`` are
+      counted; its update is conditional, so concurrent accepts in other processes
+      (SQLite: the write lock; PostgreSQL: the row lock) never pass the limit (no row
+      comes back past it);
+    - ``use_form_token``: a used form token, no row back when it was used before
+      (psycopg's rowcount said 1 for a skip).
+    """
+
+    next_number: Any
+    count_station_tip: Any
+    use_form_token: Any
+
+
+@functools.cache
+def _upserts(dialect: str) -> _Upserts:
+    insert_for = _insert_for(dialect)
+    return _Upserts(
+        next_number=insert_for(counters).on_conflict_do_update(
+            index_elements=[counters.c.station_id],
+            set_={"last_number": counters.c.last_number + 1}).returning(counters.c.last_number),
+        count_station_tip=insert_for(station_counts).on_conflict_do_update(
+            index_elements=[station_counts.c.hour, station_counts.c.station_id],
+            set_={"count": station_counts.c.count + 1},
+            where=station_counts.c.count < bindparam("per_hour"),
+        ).returning(station_counts.c.count),
+        use_form_token=insert_for(form_tokens).on_conflict_do_nothing(
+            index_elements=[form_tokens.c.digest]).returning(form_tokens.c.digest))
+
+
+def _forget_hours(conn: Connection, hour: datetime) -> None:
+    """Delete the station counts of the hours before *hour* and the used form tokens
+    that expired by then (their ``expires_hour`` is a whole hour, so once an hour is
+    enough)."""
     conn.execute(delete(station_counts).where(station_counts.c.hour < hour))
-    stmt = (_insert_for(conn.dialect.name)(station_counts)
-            .values(hour=hour, station_id=station_id, count=1))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[station_counts.c.hour, station_counts.c.station_id],
-        set_={"count": station_counts.c.count + 1},
-        where=station_counts.c.count < per_hour).returning(station_counts.c.count)
-    return conn.execute(stmt).first() is not None
+    conn.execute(delete(form_tokens).where(form_tokens.c.expires_hour <= _naive(hour)))
 
 
-def _use_form_token(conn: Connection, digest: str, valid_until: datetime,
-                    now: datetime) -> bool:
+def _use_form_token(conn: Connection, upserts: _Upserts, digest: str,
+                    valid_until: datetime) -> bool:
     """Record a used form token in *conn*'s transaction: False when it was already."""
-    conn.execute(delete(form_tokens).where(form_tokens.c.expires_hour <= _naive(now)))
-    insert_once = (_insert_for(conn.dialect.name)(form_tokens)
-                   .values(digest=digest, expires_hour=_hour(valid_until) + timedelta(hours=1))
-                   .on_conflict_do_nothing(index_elements=[form_tokens.c.digest])
-                   .returning(form_tokens.c.digest))  # psycopg's rowcount said 1 for a skip
-    return conn.execute(insert_once).first() is not None
-
-
-def _next_number(conn: Connection, station_id: str) -> int:
-    """Atomic per-station counter (an upsert), so concurrent accepts never share a ref."""
-    stmt = (_insert_for(conn.dialect.name)(counters).values(station_id=station_id, last_number=1)
-            .on_conflict_do_update(index_elements=[counters.c.station_id],
-                                   set_={"last_number": counters.c.last_number + 1})
-            .returning(counters.c.last_number))
-    return int(conn.execute(stmt).scalar_one())
+    return conn.execute(upserts.use_form_token, dict(
+        digest=digest, expires_hour=_hour(valid_until) + timedelta(hours=1))).first() is not None

@@ -440,6 +440,37 @@ def test_over_the_rate_limit_is_429_in_the_users_language(tmp_path: Path) -> Non
         store.close()
 
 
+def test_a_full_station_is_refused_without_a_receipt_hash_until_the_hour_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database refuses the first tip past the limit (after its hash); this worker
+    then refuses the station's tips at once, the text kept, until the hour ends."""
+    settings = make_settings(tmp_path, station_tips_per_hour=2)
+    store = RelayStore(settings.relay.database)
+    store.upgrade()
+    hashes: list[str] = []
+    derive = ReceiptHasher.derive
+
+    def counted(self: ReceiptHasher, code: str) -> Any:
+        hashes.append(code)
+        return derive(self, code)
+
+    monkeypatch.setattr(ReceiptHasher, "derive", counted)
+    try:
+        with running(create_app(settings, store)) as base, \
+                httpx.Client(base_url=base, timeout=30) as client:
+            replies = [client.post(FORM, data=fresh_fields(client, text=f"tin {n}"))
+                       for n in range(5)]
+        assert [r.status_code for r in replies] == [200, 200, 503, 503, 503]
+        assert len(hashes) == 3  # two tips and the one the database refused
+        for reply in replies[2:]:
+            assert 0 < int(reply.headers["Retry-After"]) <= 3600
+            assert "CHƯA được gửi" in reply.text and CODE.search(reply.text) is None
+        assert ">tin 4</textarea>" in replies[4].text
+        assert len(store.list_outbox()) == 2
+    finally:
+        store.close()
+
+
 def test_store_failure_says_not_sent_and_keeps_the_text(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     store = RelayStore(settings.relay.database)  # never upgraded: every write fails
