@@ -1,9 +1,10 @@
 """Delivery worker: hands due outbox rows to their station, by SMTP or into a Maildir.
 
 Delivery is *at least once*. A row is claimed (``sending``, with a lease)
-before the attempt and marked ``delivered`` after it; a crash in between
-leaves it ``sending``, and it is sent again on restart (SQLite) or when its
-lease ends (PostgreSQL), with the very same bytes, hence the same Message-ID.
+before the attempt and marked ``delivered`` after it (a pass's rows together, in one
+transaction); a crash in between leaves it ``sending``, and it is sent again on
+restart (SQLite) or when its lease ends (PostgreSQL), with the very same bytes,
+hence the same Message-ID.
 A timeout or a lost connection after the final ``.`` of DATA is the same
 doubt without a crash: the server may have queued the tip, so it is retried
 like any other failure. Maildir delivery is idempotent by file name; over
@@ -160,8 +161,15 @@ class DeliveryWorker:
             self._last_busy = time.monotonic()
         slots = asyncio.Semaphore(self.concurrency)  # per pass: tests run passes in new loops
         results = await asyncio.gather(*(self._attempt(c, slots) for c in claims))
+        # The pass's deliveries are recorded together: one write transaction, not one a
+        # row. A crash before it sends them again, as a crash after each attempt did.
+        delivered = [claim for claim in results if claim is not None]
+        if delivered:
+            await asyncio.to_thread(self.store.mark_delivered, *delivered)
+            for claim in delivered:
+                self._log("delivered", claim)
         await self._purge()
-        return sum(results)
+        return len(delivered)
 
     async def purge_expired(self) -> int:
         """Once an hour: delete conversations older than ``relay.conversation_days``
@@ -181,7 +189,9 @@ class DeliveryWorker:
     async def _purge(self) -> None:
         self._purge_pending = not await asyncio.to_thread(self.store.purge_freed)
 
-    async def _attempt(self, claim: Claimed, slots: asyncio.Semaphore) -> bool:
+    async def _attempt(self, claim: Claimed, slots: asyncio.Semaphore) -> Claimed | None:
+        """Deliver one claimed row: the claim when it went, None when it is marked
+        failed (the caller records deliveries)."""
         async with slots:
             station = self.settings.station(claim.station_id)
             try:
@@ -193,20 +203,18 @@ class DeliveryWorker:
             except PermanentDeliveryError as exc:
                 await asyncio.to_thread(self.store.mark_failed, claim, str(exc), None)
                 self._log("dead", claim, exc)
-                return False
+                return None
             except DeliveryError as exc:
                 await self._defer(claim, exc)
-                return False
+                return None
             except Exception as exc:  # a bug must not leave the row stuck in "sending"
                 # Only the type: an exception text or traceback could quote the message.
                 log.error("outbox: unexpected %s station=%s attempt=%d",
                           type(exc).__name__, claim.station_id, claim.attempts)
                 await self._defer(claim, DeliveryError(f"internal error {type(exc).__name__}: "
                                                        f"please report it"))
-                return False
-            await asyncio.to_thread(self.store.mark_delivered, claim)
-            self._log("delivered", claim)
-            return True
+                return None
+            return claim
 
     async def _defer(self, claim: Claimed, exc: DeliveryError) -> None:
         retry_at: datetime | None = self.clock() + self.backoff.delay(claim.attempts, self.rng)

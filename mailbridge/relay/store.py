@@ -737,28 +737,24 @@ class RelayStore:
         ``FOR UPDATE SKIP LOCKED`` lets several relays share one outbox.
         """
         now = _naive(self.clock())
-        due = (select(outbox.c.id).where(outbox.c.state.in_((QUEUED, SENDING)),
-                                        outbox.c.next_attempt_at <= now)
-               .order_by(outbox.c.next_attempt_at, outbox.c.id).limit(limit)
-               .with_for_update(skip_locked=True))
         with self._write("claiming due rows") as conn:
-            ids = list(conn.execute(due).scalars())
+            ids = list(conn.execute(_DUE, dict(now=now, limit=limit)).scalars())
             if not ids:
                 return []
-            rows = conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(
-                state=SENDING, attempts=outbox.c.attempts + 1, next_attempt_at=now + lease,
-                updated_hour=_hour(now),
-            ).returning(outbox.c.id, outbox.c.station_id, outbox.c.ref, outbox.c.attempts,
-                        outbox.c.message, outbox.c.window_hour)).all()
+            rows = conn.execute(_CLAIM, dict(ids=ids, until=now + lease,
+                                             hour=_hour(now))).all()
         claimed = [Claimed(r.id, r.station_id, r.ref, r.attempts, bytes(r.message),
                            r.window_hour.replace(tzinfo=UTC)) for r in rows]
         return sorted(claimed, key=lambda c: ids.index(c.id))
 
-    def mark_delivered(self, claim: Claimed) -> bool:
-        """Delivered: erase the bytes and the schedule. False if the claim was stale."""
-        now = self.clock()
-        return self._finish(claim, state=DELIVERED, message=None, next_attempt_at=None,
-                            last_error="", delivered_hour=_hour(now), updated_hour=_hour(now))
+    def mark_delivered(self, *claims: Claimed) -> int:
+        """Delivered: erase the bytes and the schedule, for a pass's rows in one
+        transaction. Returns how many were marked: a stale claim changes nothing."""
+        hour = _hour(self.clock())
+        with self._write("recording deliveries") as conn:
+            return sum(conn.execute(_DELIVERED, dict(
+                claim_id=claim.id, claim_attempts=claim.attempts, hour=hour)).rowcount
+                for claim in claims)
 
     def mark_failed(self, claim: Claimed, error: str, retry_at: datetime | None) -> str:
         """Back to ``queued`` until ``retry_at``, or ``dead`` when it is None."""
@@ -792,10 +788,8 @@ class RelayStore:
             return int(conn.execute(stmt.values(state=QUEUED, next_attempt_at=now)).rowcount)
 
     def next_due(self) -> datetime | None:
-        query = select(func.min(outbox.c.next_attempt_at)).where(
-            outbox.c.state.in_((QUEUED, SENDING)))
         with self._read("reading the schedule") as conn:
-            return _aware(conn.execute(query).scalar_one())
+            return _aware(conn.execute(_NEXT_DUE).scalar_one())
 
     def purge_freed(self) -> bool:
         """SQLite: fold the WAL into the database and truncate it, so erased bodies
@@ -836,6 +830,23 @@ _ADMIN_COLUMNS = (outbox.c.id, outbox.c.station_id, outbox.c.ref, outbox.c.state
 _INSERT_TIP = insert(tips).returning(tips.c.id)
 _INSERT_CONVERSATION = insert(conversations)
 _INSERT_OUTBOX = insert(outbox).returning(outbox.c.id)
+# The delivery's statements, the same way.
+_DUE = (select(outbox.c.id).where(outbox.c.state.in_((QUEUED, SENDING)),
+                                  outbox.c.next_attempt_at <= bindparam("now"))
+        .order_by(outbox.c.next_attempt_at, outbox.c.id).limit(bindparam("limit"))
+        .with_for_update(skip_locked=True))
+_CLAIM = (update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+          .values(state=SENDING, attempts=outbox.c.attempts + 1,
+                  next_attempt_at=bindparam("until"), updated_hour=bindparam("hour"))
+          .returning(outbox.c.id, outbox.c.station_id, outbox.c.ref, outbox.c.attempts,
+                     outbox.c.message, outbox.c.window_hour))
+_DELIVERED = (update(outbox).where(outbox.c.id == bindparam("claim_id"),
+                                   outbox.c.state == SENDING,
+                                   outbox.c.attempts == bindparam("claim_attempts"))
+              .values(state=DELIVERED, message=None, next_attempt_at=None, last_error="",
+                      delivered_hour=bindparam("hour"), updated_hour=bindparam("hour")))
+_NEXT_DUE = select(func.min(outbox.c.next_attempt_at)).where(
+    outbox.c.state.in_((QUEUED, SENDING)))
 
 
 def _outbox_row(r: AnyRow) -> OutboxRow:

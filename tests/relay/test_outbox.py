@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
 from mailbridge.config import Station
@@ -289,6 +291,26 @@ def test_maildir_delivery(store: RelayStore, tmp_path: Path) -> None:
     assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
     assert all(b"\r\n" not in f.read_bytes() for f in files)
     assert {r.state for r in store.list_outbox()} == {DELIVERED}
+
+
+def test_a_pass_records_its_deliveries_in_one_transaction(store: RelayStore,
+                                                          tmp_path: Path) -> None:
+    good = maildir_station("ncs", tmp_path / "Maildir")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    bad = maildir_station("abc", blocker / "Maildir")
+    refs = [submit(store, good, f"tip {i}").ref for i in range(3)]
+    submit(store, bad, "x")
+    commits: list[int] = []
+    sa.event.listen(store.engine, "commit", lambda _conn: commits.append(1))
+    assert deliver(worker_for(store, good, bad)) == 3
+    assert len(commits) == 3  # the claim, the failed row, the three deliveries together
+    assert sorted(refs_in_maildir(tmp_path / "Maildir")) == refs
+    assert sorted(r.state for r in store.list_outbox()) == [DELIVERED] * 3 + [QUEUED]
+    # A stale claim (its lease taken over by another relay) is not marked.
+    submit(store, good, "tip 4")
+    [claim] = store.claim_due(10, timedelta(hours=1))
+    assert store.mark_delivered(claim, dataclasses.replace(claim, attempts=0)) == 1
 
 
 def test_maildir_redelivery_is_idempotent(tmp_path: Path) -> None:
