@@ -320,6 +320,8 @@ class WriterLock:
     100 ms: with two web workers it let an accept wait 1.6 s at the 99th percentile.
     The file lock is polled every 2 ms at most, and given up after ``timeout``
     seconds as SQLite's busy_timeout would be, so a stuck process cannot hang the rest.
+    Made by root (an admin command run as root), the file is given to the database's
+    owner, as SQLite does with its -wal and -shm files, so it cannot lock the relay out.
     """
 
     def __init__(self, database: str | None, timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
@@ -341,11 +343,17 @@ class WriterLock:
 
     def _lock_file(self, path: Path) -> None:
         if self._pid != os.getpid():
+            database = path.with_name(path.name.removesuffix("-writer"))
             try:
                 self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+                if os.geteuid() == 0 and database.exists():
+                    owner = database.stat()
+                    os.fchown(self._fd, owner.st_uid, owner.st_gid)
             except OSError as exc:
                 raise StoreError(f"relay database lock {path}: cannot open it "
-                                 f"({exc.strerror}): run this as the relay's user") from exc
+                                 f"({exc.strerror}): run this as the relay's user, or "
+                                 f"give the file to it (`chown --reference={database} "
+                                 f"{path}`)") from exc
             self._pid = os.getpid()
         deadline = time.monotonic() + self._timeout
         pause = 0.0002

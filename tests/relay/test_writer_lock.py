@@ -70,8 +70,24 @@ def test_the_store_writes_through_the_lock(tmp_path: Path) -> None:
         store.close()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away")
+def test_made_by_root_the_lock_file_is_the_database_owners(tmp_path: Path) -> None:
+    """`mailbridge outbox` run as root must not leave a lock file the relay's user
+    cannot open."""
+    database = tmp_path / "relay.db"
+    database.touch()
+    os.chown(database, 65534, 65534)
+    lock = WriterLock(str(database))
+    with lock:
+        pass
+    lock.close()
+    made = (tmp_path / "relay.db-writer").stat()
+    assert (made.st_uid, made.st_gid) == (65534, 65534)
+
+
 def test_a_lock_file_it_may_not_open_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "relay.db-writer").mkdir()  # whatever stands there, it is not openable
     lock = WriterLock(str(tmp_path / "relay.db"))
-    with pytest.raises(StoreError, match="run this as the relay's user"), lock:
+    with pytest.raises(StoreError, match="run this as the relay's user, or give the file "
+                                         "to it"), lock:
         pass
