@@ -140,7 +140,6 @@ def instrument(timers: Timers) -> None:
         (RelayStore, "use_form_token", "used token commit (SQLite FULL)"),
         (ratelimit_module.RateLimiter, "hit", "rate limit per network"),
         (getattr(ratelimit_module, "StationLimit", None), "hit", "station limit"),
-        (RelayStore, "station_tips", "station limit (read its hour's count)"),
         (ReceiptHasher, "derive", "receipt hash (Argon2id t=1 m=8 MiB)"),
         (web_module, "new_receipt_code", "receipt code (random digits)"),
         (NearDuplicates, "look", "near-duplicate check (shingles)"),
