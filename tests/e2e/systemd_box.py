@@ -21,6 +21,7 @@ process goes first); the mounts go with the mount namespace.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import shutil
@@ -41,6 +42,7 @@ CGROUP = Path("/sys/fs/cgroup")
 PYTHON = Path(f"/usr/bin/python3.{sys.version_info.minor}")
 MAILBRIDGE = "/opt/mailbridge/bin/mailbridge"
 TARGET = "mailbridge-test.target"
+PR_SET_PDEATHSIG = 1
 _KEPT = {"systemd-journald.service", "systemd-journald.socket"}
 _MASKED = {"systemd-remount-fs.service"}  # local-fs.target's, not in a .wants folder
 _V1 = {"cpu", "cpuacct", "blkio", "memory", "devices", "pids", "name=systemd"}
@@ -244,6 +246,32 @@ def _remove(hierarchy: Hierarchy) -> bool:
     return True
 
 
+def _stale(mountpoint: Path) -> Iterator[Hierarchy]:
+    """Cgroups of boxes whose test process was killed before it could remove them."""
+    for folder in mountpoint.rglob("mailbridge-test-*"):
+        if not Path(f"/proc/{folder.name.rsplit('-', 1)[1]}").exists():
+            yield Hierarchy(mountpoint, "", "", folder)
+
+
+def _start(folder: Path, hierarchies: list[Hierarchy]) -> subprocess.Popen[bytes]:
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def in_the_child() -> None:  # after fork, before unshare runs
+        for h in hierarchies:
+            (h.folder / "cgroup.procs").write_text(str(os.getpid()))
+        # unshare dies with the test process, and the box with unshare (--kill-child).
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+
+    with (folder / "unshare.log").open("wb") as log:
+        return subprocess.Popen(
+            ["unshare", "--pid", "--kill-child=SIGKILL", "--mount", "--uts", "--ipc",
+             "--cgroup", "--propagation", "private", "--mount-proc",
+             "sh", str(folder / "boot.sh")],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=in_the_child)
+
+
 @contextmanager
 def booted_systemd(folder: Path) -> Iterator[Box]:
     """A box booted to its test target; killed, whatever happens, on the way out."""
@@ -251,32 +279,24 @@ def booted_systemd(folder: Path) -> Iterator[Box]:
     _units(folder / "units")
     _venv(folder / "opt")
     (folder / "console.log").touch()
-    hierarchies = _hierarchies()
     name = f"mailbridge-test-{os.getpid()}"
     hierarchies = [Hierarchy(h.mountpoint, h.fstype, h.options, h.folder / name)
-                   for h in hierarchies]
-    for h in hierarchies:
-        h.folder.mkdir()
+                   for h in _hierarchies()]
+    for stale in (s for h in hierarchies for s in _stale(h.mountpoint)):
+        _remove(stale)
     (folder / "boot.sh").write_text(_boot_script(folder, hierarchies), encoding="utf-8")
-
-    def enter_cgroups() -> None:  # in the child, before unshare runs
-        for h in hierarchies:
-            (h.folder / "cgroup.procs").write_text(str(os.getpid()))
-
-    with (folder / "unshare.log").open("wb") as log:
-        unshare = subprocess.Popen(
-            ["unshare", "--pid", "--kill-child=SIGKILL", "--mount", "--uts", "--ipc",
-             "--cgroup", "--propagation", "private", "--mount-proc",
-             "sh", str(folder / "boot.sh")],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=enter_cgroups)
+    unshare: subprocess.Popen[bytes] | None = None
     try:
+        for h in hierarchies:
+            h.folder.mkdir()
+        unshare = _start(folder, hierarchies)
         yield _booted(unshare, folder)
     finally:
-        pid = _child(unshare) if unshare.poll() is None else None
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)  # the whole PID namespace goes with it
-        unshare.kill()
-        unshare.wait(timeout=30)
+        if unshare is not None:
+            pid = _child(unshare) if unshare.poll() is None else None
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)  # the whole PID namespace goes with it
+            unshare.kill()
+            unshare.wait(timeout=30)
         wait_for(lambda: all(_remove(h) for h in hierarchies), "the box's cgroups to empty",
                  timeout=30)
