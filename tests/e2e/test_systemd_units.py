@@ -2,7 +2,8 @@
 puts them in place, systemd runs them with their own ExecStart, User=, hardening and
 EnvironmentFile=, a tip goes through (into a Maildir; through the test stack's Postfix
 and Dovecot into the poller's ledger), the journal holds no client address, a stop is
-clean, and the daily purge runs. tests/unit/test_systemd.py checks the same units offline."""
+clean, and the daily purge runs and its timer waits. tests/unit/test_systemd.py checks the
+same units offline."""
 
 from __future__ import annotations
 
@@ -145,6 +146,10 @@ def test_the_installed_relay_unit_serves_delivers_and_stops_under_systemd(box: B
     assert purge.returncode == 0, purge.stderr + box.journal("-u", "mailbridge-purge@relay")
     assert box.show("mailbridge-purge@relay.service", "Result", "ExecMainStatus", "User") == {
         "Result": "success", "ExecMainStatus": "0", "User": "mailbridge-relay"}
+    timer = box.run("systemctl", "start", "mailbridge-purge@relay.timer")
+    assert timer.returncode == 0, timer.stderr
+    waiting = box.show("mailbridge-purge@relay.timer", "SubState", "NextElapseUSecRealtime")
+    assert waiting["SubState"] == "waiting" and waiting["NextElapseUSecRealtime"], waiting
 
 
 def station_config(box: Box, stack: MailStack, relay_key: str) -> str:
