@@ -207,28 +207,30 @@ def _child(unshare: subprocess.Popen[bytes]) -> int | None:
     return int(children.split()[0]) if children.split() else None
 
 
+class CannotBoot(RuntimeError):
+    """The box's systemd did not come up: this host cannot run the test (the message has
+    the box's own lines). The units are started only after, so this never hides theirs."""
+
+
 def _booted(unshare: subprocess.Popen[bytes], folder: Path) -> Box:
-    def alive() -> None:
-        if unshare.poll() is not None:
-            log = (folder / "unshare.log").read_text(errors="replace")
-            console = (folder / "console.log").read_text(errors="replace")
-            raise AssertionError(f"the box ended ({unshare.returncode}): {log}{console}"[-3000:])
+    def lines() -> str:
+        return "".join((folder / name).read_text(errors="replace")
+                       for name in ("unshare.log", "console.log"))[-2000:]
 
     def systemd_is_pid1() -> bool:
-        alive()
+        if unshare.poll() is not None:
+            raise CannotBoot(f"the box ended ({unshare.returncode}): {lines()}")
         pid = _child(unshare)
         return pid is not None and Path(f"/proc/{pid}/comm").read_text().strip() == "systemd"
 
-    wait_for(systemd_is_pid1, "the box's PID 1 to be systemd", timeout=30)
-    pid = _child(unshare)
-    assert pid is not None
-    box = Box(pid, folder)
-
-    def booted() -> bool:
-        alive()
-        return box.running()
-
-    wait_for(booted, "the box's systemd to boot", timeout=30, interval=0.2)
+    try:
+        wait_for(systemd_is_pid1, "the box's PID 1 to be systemd", timeout=30)
+        box = Box(_child(unshare) or 0, folder)
+        wait_for(lambda: systemd_is_pid1() and box.running(), "the box's systemd to boot",
+                 timeout=30, interval=0.2)
+    except AssertionError as exc:  # wait_for's deadline
+        state = Box(_child(unshare) or 0, folder).run("systemctl", "list-jobs", timeout=10)
+        raise CannotBoot(f"{exc}: {lines()}{state.stdout}{state.stderr}") from exc
     return box
 
 
