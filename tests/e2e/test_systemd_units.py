@@ -64,9 +64,10 @@ def install(box: Box, role: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def relay_config(port: int, station: str) -> str:
+def relay_config(port: int, station: str, workers: int = 1) -> str:
     """support.py's relay config with its files in the unit's state folder."""
-    return (relay_toml(station, port=port, extra=f'listen_host = "{LISTEN}"\n')
+    return (relay_toml(station, port=port, extra=f'listen_host = "{LISTEN}"\n',
+                       workers=workers)
             .replace("sqlite:///relay.db", f"sqlite:///{STATE}/relay.db")
             .replace("sqlite:///ledger.db", f"sqlite:///{STATE}/ledger.db"))
 
@@ -121,11 +122,16 @@ def uid(box: Box, user: str) -> int:
     raise AssertionError(f"{user} is not in the box's /etc/passwd")
 
 
-def test_the_installed_relay_unit_serves_delivers_and_stops_under_systemd(box: Box) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_installed_relay_unit_serves_delivers_and_stops_under_systemd(
+        box: Box, workers: int) -> None:
+    """One process, and forked web workers (pidfds, PR_SET_PDEATHSIG) under the unit's
+    system call filter."""
     install(box, "relay")
     port = free_port()
     station = MAILDIR_STATION.replace('"mail/ncs"', f'"{STATE}/mail/ncs"')
-    base = start_relay(box, relay_config(port, station), port)
+    base = start_relay(box, relay_config(port, station, workers), port)
+    assert f", {workers} web worker" in box.journal("-u", RELAY)
 
     answer = send_tip(base, "/s/ncs/cho", TEXT)
     assert (answer.status, answer.ref[:4]) == (200, "NCS-"), answer.page[:500]
