@@ -30,6 +30,7 @@ import gc
 import logging
 import logging.config
 import math
+import multiprocessing
 import os
 import signal
 import socket
@@ -38,6 +39,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
 import uvicorn
@@ -293,11 +295,12 @@ def run_workers(settings: Settings, *, ready: Callable[[int], None] | None = Non
     sock = _bind(settings.relay.listen_host, settings.relay.listen_port)
     port = int(sock.getsockname()[1])
     workers: list[_Worker] = []
+    in_flight = multiprocessing.Value(ctypes.c_int, 0)  # every worker's tips in flight
     try:
         gc.freeze()  # what is imported stays shared: the collector never touches its pages
         share = per_worker(settings)
         for number in range(1, settings.relay.workers + 1):
-            workers.append(_fork(share, sock, number, workers))
+            workers.append(_fork(share, sock, number, workers, in_flight))
         sock.close()  # the workers hold it: once they have all gone, connections are refused
         asyncio.run(_supervise(settings, workers, port, ready))
     finally:
@@ -311,8 +314,8 @@ def run_workers(settings: Settings, *, ready: Callable[[int], None] | None = Non
     log.info("relay stopped")
 
 
-def _fork(settings: Settings, sock: socket.socket, number: int,
-          earlier: list[_Worker]) -> _Worker:
+def _fork(settings: Settings, sock: socket.socket, number: int, earlier: list[_Worker],
+          in_flight: Synchronized[int]) -> _Worker:
     read_end, write_end = os.pipe()
     parent = os.getpid()
     pid = os.fork()
@@ -324,7 +327,7 @@ def _fork(settings: Settings, sock: socket.socket, number: int,
                 other.close()
             _die_with(parent)
             os.set_blocking(write_end, False)
-            code = _worker_main(settings, sock, number, write_end)
+            code = _worker_main(settings, sock, number, write_end, in_flight)
         finally:
             atexit._run_exitfuncs()  # e.g. a station's gpg keyring, named by this pid
             os._exit(code)
@@ -342,10 +345,11 @@ def _die_with(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker_main(settings: Settings, sock: socket.socket, number: int, pipe: int) -> int:
+def _worker_main(settings: Settings, sock: socket.socket, number: int, pipe: int,
+                 in_flight: Synchronized[int]) -> int:
     """A web worker's life; its exit status (as the command's: 3 a failure, 4 a bug)."""
     try:
-        asyncio.run(_serve_web(settings, sock, pipe))
+        asyncio.run(_serve_web(settings, sock, pipe, in_flight))
     except MailbridgeError as exc:
         log.error("relay worker %d: %s", number, exc)
         return exc.exit_code
@@ -364,7 +368,8 @@ def _tell(pipe: int, what: bytes) -> None:
         os.write(pipe, what)
 
 
-async def _serve_web(settings: Settings, sock: socket.socket, pipe: int) -> None:
+async def _serve_web(settings: Settings, sock: socket.socket, pipe: int,
+                     in_flight: Synchronized[int]) -> None:
     """Serve the form on the inherited socket until SIGTERM or SIGINT (any number of
     them: the parent forwards one and systemd may send its own; it stops us at once
     with SIGKILL when asked twice), letting open requests finish."""
@@ -374,7 +379,8 @@ async def _serve_web(settings: Settings, sock: socket.socket, pipe: int) -> None
         loop.add_signal_handler(sig, stop.set)
     store = _store(settings)
     try:
-        app = create_app(settings, store, on_accepted=lambda: _tell(pipe, ACCEPTED))
+        app = create_app(settings, store, on_accepted=lambda: _tell(pipe, ACCEPTED),
+                         in_flight=in_flight)
         server = _web_server(settings, app)
         task = asyncio.create_task(server.serve(sockets=[sock]), name="web")
         if await _started(server, task):

@@ -30,6 +30,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ from .i18n import (
 )
 from .media import MediaCleaner, MediaLimits
 from .prompts import CACHE, Prompts
-from .ratelimit import RateLimiter, seconds_to_next_hour
+from .ratelimit import InFlight, RateLimiter, seconds_to_next_hour
 from .store import TIPSTER, Accepted, Conversation, RelayStore
 from .uploads import (
     MULTIPART_TYPE,
@@ -261,7 +262,8 @@ class WebForm:
     """The routes' state: settings, store, keys, limiter and templates."""
 
     def __init__(self, settings: Settings, store: RelayStore,
-                 on_accepted: Callable[[], None]) -> None:
+                 on_accepted: Callable[[], None],
+                 in_flight: Synchronized[int] | None = None) -> None:
         self.settings = settings
         self.relay = settings.relay
         self.store = store
@@ -294,7 +296,7 @@ class WebForm:
         self.cleaner = MediaCleaner(self.media)
         # Uploads being received, all requests together: two of the largest at once.
         self.upload_budget = UploadBudget(2 * self.media.max_upload_bytes)
-        self.in_flight = 0  # form tips between their body and their answer
+        self.in_flight = InFlight(self.relay.tips_in_flight, in_flight)
         # Stations this worker found full, with the hour: refused at once until it ends.
         self._full: dict[str, datetime] = {}
         # Plain form pages as rendered once, a random slot where each one's token goes.
@@ -451,12 +453,11 @@ class WebForm:
 
         # Past the bound the answer comes at once, the text kept: never a queue of
         # seconds behind other tips (the body is in, so a slow uplink holds no slot).
-        if self.in_flight >= self.relay.tips_in_flight:
+        if not self.in_flight.enter():
             busy = again(503, _("Too many people are sending tips right now. Your tip was "
                                 "NOT sent. Please try again in a minute."))
             busy.headers["Retry-After"] = str(BUSY_RETRY_SECONDS)
             return busy
-        self.in_flight += 1
         try:
             expired = _("This form has expired or was already sent. If you saw a receipt code, "
                         "your tip has arrived. If not, send it again.")
@@ -521,7 +522,7 @@ class WebForm:
                                again=self.link(_form_path(station, placement), lang, placement),
                                status_link=_lang_query("/status", lang))
         finally:
-            self.in_flight -= 1
+            self.in_flight.leave()
 
     async def _clean(self, lang: str, uploads: Uploads) -> tuple[tuple[Attachment, ...], str]:
         """The chosen files cleaned, or the refusal to show with the text kept."""
@@ -775,9 +776,11 @@ def _slash_redirect(router: Router) -> ASGIApp:
 
 
 def create_app(settings: Settings, store: RelayStore, *,
-               on_accepted: Callable[[], None] = lambda: None) -> Starlette:
-    """The relay's public web app: chooser, form, receipt, health check."""
-    web = WebForm(settings, store, on_accepted)
+               on_accepted: Callable[[], None] = lambda: None,
+               in_flight: Synchronized[int] | None = None) -> Starlette:
+    """The relay's public web app: chooser, form, receipt, health check. *in_flight*:
+    the tips in flight of every web worker (``InFlight``), when there are several."""
+    web = WebForm(settings, store, on_accepted, in_flight)
     app = Starlette(
         routes=[
             Route("/", web.chooser, methods=["GET"]),

@@ -1,6 +1,7 @@
 """Load shedding through the real `mailbridge serve`: past relay.tips_in_flight a tipster
 is told at once that the relay is busy and the tip was NOT sent (503, Retry-After, the
-text kept in the form), while the tips being handled go on and are delivered.
+text kept in the form), while the tips being handled go on and are delivered; with
+two web workers the bound holds for both together.
 
 The tips in flight are held by a real SQLite write lock on the relay database (their
 form token cannot be consumed until it is released), so which answers can arrive before
@@ -14,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from mailbridge.demo import fill_form
 from tests.e2e.support import (
@@ -36,9 +38,11 @@ def _post(client: httpx.Client, target: str, fields: dict[str, str]) -> httpx.Re
     return client.post(target, data=fields)
 
 
-def test_past_the_bound_the_next_tipster_is_told_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_past_the_bound_the_next_tipster_is_told_at_once(tmp_path: Path, workers: int) -> None:
+    """With two web workers the bound is the relay's, not each worker's."""
     port = free_port()
-    config = write_config(tmp_path, port, MAILDIR_STATION,
+    config = write_config(tmp_path, port, MAILDIR_STATION, workers=workers,
                           extra=f"tips_in_flight = {IN_FLIGHT}\n")
     relay = RelayProcess(config, port).start()
     form_url = f"{relay.base}/s/ncs/cho"
