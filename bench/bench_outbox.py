@@ -1,10 +1,12 @@
 """Outbox figures: accept latency (commit included) and delivery throughput.
 
     .venv/bin/python bench/bench_outbox.py [--tips 2000] [--threads 4] [--database URL]
+                                           [--read 50000]
 
 Without --database it uses a fresh SQLite file (WAL, synchronous=FULL) in a
-temporary folder. Delivery is measured into a Maildir and over SMTP to an
-aiosmtpd sink on 127.0.0.1 (no TLS), so the figures are the relay's own cost.
+temporary folder. Delivery is measured into a Maildir (empty, then with --read messages
+already read in its cur/) and over SMTP to an aiosmtpd sink on 127.0.0.1 (no TLS), so
+the figures are the relay's own cost.
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ def main() -> None:
     parser.add_argument("--tips", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--database", default="")
+    parser.add_argument("--read", type=int, default=50000,
+                        help="messages already read in the Maildir's cur/ for the second "
+                             "delivery figure (a station's mailbox that officers use)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-outbox-"))
     url = args.database or f"sqlite:///{folder / 'relay.db'}"
@@ -111,6 +116,15 @@ def main() -> None:
     delivered = drain(worker)
     elapsed = time.perf_counter() - start
     print(f"maildir delivery: {delivered} in {elapsed:.2f} s = {delivered / elapsed:.0f}/s")
+    cur = folder / "Maildir" / "cur"
+    for n in range(args.read):  # as a mail client leaves them: name:2,FLAGS
+        (cur / f"1700000000.M{n}P1.host:2,S").touch()
+    accept_many(store, mail, args.tips, args.threads)
+    start = time.perf_counter()
+    delivered = drain(worker)
+    elapsed = time.perf_counter() - start
+    print(f"maildir delivery, {args.read} read messages in cur/: {delivered} in "
+          f"{elapsed:.2f} s = {delivered / elapsed:.0f}/s")
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
