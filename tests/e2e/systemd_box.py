@@ -13,7 +13,10 @@ the box sees as its root. The network is the host's: the relay's port answers on
 
 /opt/mailbridge is a venv of the system's Python 3 over this checkout's packages, as
 docs/ADMIN.md's `python3 -m venv /opt/mailbridge` makes it: the checkout's own venv
-interpreter may live under /root, which the units' ProtectHome= hides.
+interpreter may live under /root, which the units' ProtectHome= hides. The checkout and
+its venv's packages are bound read-only into it (``CHECKOUT``, ``SITE``), since where
+they are (under /tmp, /root or /home) the box's new /tmp or the units' ProtectHome= and
+PrivateTmp= would hide them.
 
 Killing PID 1 ends everything in the box (`unshare --kill-child` does it if the test
 process goes first); the mounts go with the mount namespace.
@@ -41,6 +44,9 @@ SYSTEMD_BINARY = Path("/lib/systemd/systemd")
 CGROUP = Path("/sys/fs/cgroup")
 PYTHON = Path(f"/usr/bin/python3.{sys.version_info.minor}")
 MAILBRIDGE = "/opt/mailbridge/bin/mailbridge"
+CHECKOUT = "/opt/mailbridge/checkout"  # this checkout, as the box sees it
+SITE = "/opt/mailbridge/checkout-site"  # its venv's packages, as the box sees them
+ROOT = Path(__file__).resolve().parents[2]
 TARGET = "mailbridge-test.target"
 PR_SET_PDEATHSIG = 1
 _KEPT = {"systemd-journald.service", "systemd-journald.socket"}
@@ -114,10 +120,12 @@ def _venv(folder: Path) -> None:
     """/opt/mailbridge: the system's Python, this checkout's packages, the console script."""
     subprocess.run([str(PYTHON), "-m", "venv", "--without-pip", str(folder)], check=True,
                    capture_output=True, timeout=60)
-    packages = sysconfig.get_paths()["purelib"]  # this checkout's venv
     site = next((folder / "lib").glob("python3.*")) / "site-packages"
+    # The checkout first: its venv's editable install points at the checkout's real path.
     (site / "mailbridge-checkout.pth").write_text(
-        f"import site; site.addsitedir({packages!r})\n", encoding="utf-8")
+        f"{CHECKOUT}\nimport site; site.addsitedir({SITE!r})\n", encoding="utf-8")
+    for name in ("checkout", "checkout-site"):
+        (folder / name).mkdir()
     script = folder / "bin" / "mailbridge"
     script.write_text(f"#!{Path(MAILBRIDGE).parent}/python3\nimport sys\n"
                       f"from mailbridge.cli import main\nsys.exit(main())\n", encoding="utf-8")
@@ -136,6 +144,8 @@ mount --bind $T/units /etc/systemd/system
 mount -t tmpfs -o mode=755 tmpfs /opt
 mkdir /opt/mailbridge
 mount --bind $T/opt /opt/mailbridge
+mount --bind {checkout} {checkout_in_box}; mount -o remount,bind,ro {checkout_in_box}
+mount --bind {site} {site_in_box}; mount -o remount,bind,ro {site_in_box}
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
 mkdir $T/dev
 mount -t tmpfs -o mode=755,nosuid tmpfs $T/dev
@@ -166,6 +176,8 @@ def _boot_script(folder: Path, hierarchies: list[Hierarchy]) -> str:
         lines.append(f"mkdir {h.mountpoint}; mount -t {h.fstype}{options} {h.fstype} "
                      f"{h.mountpoint}")
     return _BOOT.format(folder=shlex.quote(str(folder)), cgroup=CGROUP,
+                        checkout=shlex.quote(str(ROOT)), checkout_in_box=CHECKOUT,
+                        site=shlex.quote(sysconfig.get_paths()["purelib"]), site_in_box=SITE,
                         cgroups="\n".join(lines), systemd=SYSTEMD_BINARY, target=TARGET)
 
 

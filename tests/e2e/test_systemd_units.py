@@ -22,14 +22,20 @@ import pytest
 from mailbridge.core.message import HEADER_REF
 from tests.e2e.support import (
     MAILDIR_STATION,
-    ROOT,
     free_port,
     maildir_files,
     relay_toml,
     send_tip,
     smtp_station,
 )
-from tests.e2e.systemd_box import MAILBRIDGE, Box, CannotBoot, booted_systemd, why_not
+from tests.e2e.systemd_box import (
+    CHECKOUT,
+    MAILBRIDGE,
+    Box,
+    CannotBoot,
+    booted_systemd,
+    why_not,
+)
 from tests.servers.mailstack import MailStack
 from tests.waiting import wait_for
 
@@ -60,7 +66,7 @@ def box(tmp_path: Path) -> Iterator[Box]:
 
 
 def install(box: Box, role: str) -> None:
-    proc = box.run(MAILBRIDGE, "install", "--role", role, "--source", str(ROOT), timeout=120)
+    proc = box.run(MAILBRIDGE, "install", "--role", role, "--source", CHECKOUT, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
