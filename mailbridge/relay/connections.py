@@ -35,12 +35,16 @@ from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-BACKLOG = 64
+BACKLOG = 32
 HEAD_BYTES = 8 * 1024
 # Descriptors kept free for everything but client connections: stdio, the event loop,
 # the database pool (up to 15 connections, three files each on SQLite), delivery, and
-# the accepts of one burst (up to BACKLOG) plus the connections they push out.
-RESERVED_FDS = 64 + 2 * BACKLOG
+# the connections a flood has in asyncio's pipeline. Each loop pass accepts up to
+# BACKLOG, and an accepted socket becomes a transport one pass later, is admitted (and
+# pushes out an idle one) the next, and that one is closed the pass after: four
+# bursts in flight at once. With two (and BACKLOG 64) a flood of idle connections
+# reached the open-file limit.
+RESERVED_FDS = 64 + 4 * BACKLOG
 # A body with photos gets more time than a text: one more second per 4 KB announced beyond
 # 64 KiB (a weak 2G uplink sends about 32 kbit/s), at most half an hour more.
 SLOW_UPLOAD_BYTES_PER_SECOND = 4000
