@@ -89,7 +89,8 @@ class LedgerApp(App[int]):
         self.baseline: int | None = None  # the newest tip id when the list was (re)opened
         self.newest = 0
         self.fresh = 0  # tips of these stations that arrived since
-        self.filters_mounted = False
+        self.filters_mounted = False  # the filter bar's mount has begun
+        self.filters_ready = False  # ... and ended: its widgets and theirs are there
         self.sub_title = ", ".join(f"{sid}: {name}" for sid, name in access.actors.items())
 
     # ---- layout ---------------------------------------------------------------------
@@ -145,6 +146,7 @@ class LedgerApp(App[int]):
         first, second = self._filter_rows()
         await self.query_one("#filters", Horizontal).mount_all(first)
         await self.query_one("#filters2", Horizontal).mount_all(second)
+        self.filters_ready = True
         self._set_placements()
 
     def on_mount(self) -> None:
@@ -284,7 +286,7 @@ class LedgerApp(App[int]):
             label = S.placement_label(self.settings, sid, pid)
             options.append((Text(label if chosen or len(self.access.stations) == 1
                                  else f"{sid.upper()} · {label}"), f"{sid}/{pid}"))
-        if not self.filters_mounted:
+        if not self.filters_ready:  # a Select being mounted has no option list yet
             return  # _mount_filters fills it
         select = self.query_one("#f-placement", Select)
         keep = select.value if any(v == select.value for _, v in options) else select.BLANK
