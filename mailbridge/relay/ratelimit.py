@@ -33,7 +33,6 @@ import ipaddress
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
-from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
 IPV4_PREFIX = 24
@@ -133,43 +132,3 @@ def seconds_to_next_hour(now: float | None = None) -> int:
     (a full station's ``Retry-After``)."""
     return 3600 - int(time.time() if now is None else now) % 3600
 
-
-class InFlight:
-    """Form tips between their body and their answer, bounded by
-    ``relay.tips_in_flight`` for all web workers together.
-
-    A tipster's wait grows with the work queued ahead, so N workers must not queue N
-    times what one would; and a per-worker share would refuse tipsters at one worker
-    while another has room (the kernel hands out connections unevenly). With workers
-    the count is a ``multiprocessing.Value`` made before the fork, in shared memory;
-    alone, a plain counter of this event loop.
-    """
-
-    def __init__(self, bound: int, shared: Synchronized[int] | None = None) -> None:
-        self.bound = bound
-        self._shared = shared
-        self._local = 0
-
-    @property
-    def count(self) -> int:
-        return self._shared.value if self._shared is not None else self._local
-
-    def enter(self) -> bool:
-        """Take a place; False past the bound (then nothing was taken)."""
-        if self._shared is None:
-            if self._local >= self.bound:
-                return False
-            self._local += 1
-            return True
-        with self._shared.get_lock():
-            if self._shared.value >= self.bound:
-                return False
-            self._shared.value += 1
-            return True
-
-    def leave(self) -> None:
-        if self._shared is None:
-            self._local -= 1
-            return
-        with self._shared.get_lock():
-            self._shared.value -= 1

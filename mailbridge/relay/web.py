@@ -20,10 +20,12 @@ signed token (HMAC, coarse issue time) that is accepted once.
 from __future__ import annotations
 
 import base64
+import ctypes
 import dataclasses
 import hashlib
 import hmac
 import logging
+import multiprocessing
 import secrets
 import time
 import urllib.parse
@@ -85,7 +87,7 @@ from .i18n import (
 )
 from .media import MediaCleaner, MediaLimits
 from .prompts import CACHE, Prompts
-from .ratelimit import InFlight, RateLimiter, seconds_to_next_hour
+from .ratelimit import RateLimiter, seconds_to_next_hour
 from .store import TIPSTER, Accepted, Conversation, RelayStore
 from .uploads import (
     MULTIPART_TYPE,
@@ -256,6 +258,34 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class InFlight:
+    """Form tips between their body and their answer, at most ``relay.tips_in_flight``
+    for all web workers together.
+
+    A tipster's wait grows with the work queued ahead, so N workers must not queue N
+    times what one would; and a share per worker would refuse tipsters at one worker
+    while another has room (the kernel hands out connections unevenly). So the count is
+    a ``multiprocessing.Value`` in shared memory, made before the workers are forked
+    (``server.run_workers``), or here for a relay of one process.
+    """
+
+    def __init__(self, bound: int, shared: Synchronized[int] | None = None) -> None:
+        self.bound = bound
+        self._count = shared if shared is not None else multiprocessing.Value(ctypes.c_int, 0)
+
+    def enter(self) -> bool:
+        """Take a place; False past the bound (then nothing was taken)."""
+        with self._count.get_lock():
+            if self._count.value >= self.bound:
+                return False
+            self._count.value += 1
+            return True
+
+    def leave(self) -> None:
+        with self._count.get_lock():
+            self._count.value -= 1
 
 
 class WebForm:
@@ -442,7 +472,7 @@ class WebForm:
             log.error("a tip for station %s was not accepted: %s", station.id, _describe(exc))
             return again(503, _("Your tip was NOT sent. Please try again in a few minutes."))
 
-        hour = self.store.clock().replace(minute=0, second=0, microsecond=0)
+        hour = hour_of(self.store.clock())
 
         def station_full() -> Response:
             self._full[station.id] = hour
