@@ -101,6 +101,21 @@ ca_file = "{stack.ca_file}"
 """
 
 
+def station_example_on(stack: MailStack, text: str, *, ca_file: Path | str,
+                       more: tuple[tuple[str, str], ...] = ()) -> str:
+    """config/station.example.toml's *text* pointed at the test stack's Dovecot (as
+    station1, INBOX only, trusting *ca_file*), with *more* replacements; each one's old
+    text must be there, so a change to the example shows here."""
+    for old, new in (
+            ('host = "imap.example.org"',
+             f'host = "127.0.0.1"\nport = {stack.imaps_port}\nca_file = "{ca_file}"'),
+            ('username = "tinbao.ncs@example.org"', 'username = "station1@example.test"'),
+            ('folders = ["INBOX", "Sent"]', 'folders = ["INBOX"]'), *more):
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
 def smtp_relay(folder: Path, stack: MailStack, prefix: str) -> RelayProcess:
     """``mailbridge serve`` delivering to station1 through the test stack's Postfix,
     started; refs start with *prefix*, so tests sharing the mailbox never mix."""

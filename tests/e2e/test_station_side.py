@@ -9,19 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import ROOT
+from tests.e2e.support import ROOT, station_example_on
 from tests.servers.mailstack import MailStack
 
 
 def _station_file(tmp_path: Path, stack: MailStack) -> Path:
-    text = (ROOT / "config" / "station.example.toml").read_text(encoding="utf-8")
-    for old, new in (
-            ('host = "imap.example.org"',
-             f'host = "127.0.0.1"\nport = {stack.imaps_port}\nca_file = "{stack.ca_file}"'),
-            ('username = "tinbao.ncs@example.org"', 'username = "station1@example.test"'),
-            ('folders = ["INBOX", "Sent"]', 'folders = ["INBOX"]')):
-        assert old in text
-        text = text.replace(old, new)
+    text = station_example_on(
+        stack, (ROOT / "config" / "station.example.toml").read_text(encoding="utf-8"),
+        ca_file=stack.ca_file)
     path = tmp_path / "station.toml"
     path.write_text(text, encoding="utf-8")
     (tmp_path / ".env").write_text("MAILBRIDGE_NCS_IMAP_PASSWORD=secret\n", encoding="utf-8")
