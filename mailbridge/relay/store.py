@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import logging
 import os
 import secrets
 import threading
@@ -90,6 +91,8 @@ from ..core.receipts import format_ref
 from ..errors import ConfigError, FormTokenUsed, StationFull, StoreError
 from ..fsmodes import FILE_MODE, private_file
 from ..scrub import compact
+
+log = logging.getLogger(__name__)
 
 QUEUED, SENDING, DELIVERED, DEAD, DROPPED = "queued", "sending", "delivered", "dead", "dropped"
 STATION, TIPSTER = "station", "tipster"  # who wrote a message of a conversation
@@ -478,19 +481,24 @@ class RelayStore:
                keys: ConversationKeys | None = None, category_id: str = "",
                per_hour: int | None = None,
                form_token: tuple[str, datetime] | None = None) -> Accepted:
-        """Allocate the station's next ref, build the message and store it, in ONE
-        transaction committed before returning. Show the receipt only afterwards.
-        With ``keys`` the tip's conversation is stored in the same transaction.
+        """Take the station's next ref, build the message and store it, committed before
+        returning. Show the receipt only afterwards. With ``keys`` the tip's conversation
+        is stored with it.
 
         ``build(ref, date)`` composes the signed message. With ``delay_minutes``
         the first attempt is at a random moment within that many minutes, and
         the message's Date is that moment, so no header pins the minute of
-        submission. If ``build`` raises, nothing is stored and the ref number is
-        not used. With ``per_hour`` the tip is counted for its station's hour in the
-        same transaction, and refused (``StationFull``, nothing stored) past it. With
-        ``form_token`` (``FormTokens.used``) the form's token is recorded as used in the
-        same transaction, and a token used before is ``FormTokenUsed``, nothing stored:
-        one write transaction a tip, and a tip whose accept fails leaves its token unused.
+        submission. With ``per_hour`` the tip is counted for its station's hour, and
+        refused (``StationFull``, nothing stored) past it. With ``form_token``
+        (``FormTokens.used``) the form's token is recorded as used, and a token used
+        before is ``FormTokenUsed``, nothing stored.
+
+        Two transactions: the first takes the token, the hour's count and the ref; the
+        message is built outside any lock (it is most of an accept's time, and with the
+        lock held every web worker queued behind it); the second stores it. If the build
+        or the second transaction fails, nothing is stored and the first is given back:
+        the token is unused again, the count and the ref number too (the number only if
+        no later tip took one since: else it stays a gap, as after a crash in between).
         """
         now = self.clock()
         hour, upserts = _hour(now), self._upserts
@@ -507,21 +515,50 @@ class RelayStore:
                 raise StationFull(station.id, per_hour)
             number = int(conn.execute(upserts.next_number, dict(
                 station_id=station.id, last_number=1)).scalar_one())
-            ref = format_ref(station.ref_prefix, number)
-            composed, outbox_id = _enqueue(conn, station.id, ref, now, delay_minutes,
-                                           lambda date: build(ref, date))
-            tip_id = conn.execute(_INSERT_TIP, dict(
-                station_id=station.id, ref=ref, reply_token=reply_token,
-                receipt_hash=receipt_hash, message_id=composed.message_id,
-                created_hour=_hour(now),
-            )).scalar_one()
-            if keys is not None:
-                conn.execute(_INSERT_CONVERSATION, dict(
-                    tip_id=tip_id, category_id=category_id, public_key=keys.public_key,
-                    sealed_private_key=keys.sealed_private_key, salt=keys.salt, followups=0))
         if sweep:
             self._swept = hour
+        ref = format_ref(station.ref_prefix, number)
+        try:
+            due, date = _schedule(now, delay_minutes)
+            composed = build(ref, date)
+            with self._write("storing a tip") as conn:
+                outbox_id = _enqueue(conn, station.id, ref, hour, due, composed)
+                tip_id = conn.execute(_INSERT_TIP, dict(
+                    station_id=station.id, ref=ref, reply_token=reply_token,
+                    receipt_hash=receipt_hash, message_id=composed.message_id,
+                    created_hour=hour,
+                )).scalar_one()
+                if keys is not None:
+                    conn.execute(_INSERT_CONVERSATION, dict(
+                        tip_id=tip_id, category_id=category_id, public_key=keys.public_key,
+                        sealed_private_key=keys.sealed_private_key, salt=keys.salt,
+                        followups=0))
+        except BaseException:
+            self._give_back(station.id, number, hour if per_hour is not None else None,
+                            form_token)
+            raise
         return Accepted(ref=ref, outbox_id=outbox_id)
+
+    def _give_back(self, station_id: str, number: int, counted_hour: datetime | None,
+                   form_token: tuple[str, datetime] | None) -> None:
+        """Undo an accept's first transaction after its tip could not be stored. Best
+        effort: if the database fails here too, the tipster is told the tip was not sent
+        all the same, and what stays taken is a used token, one count and a ref gap."""
+        try:
+            with self._write("giving back a tip's ref") as conn:
+                conn.execute(update(counters).where(
+                    counters.c.station_id == station_id, counters.c.last_number == number)
+                    .values(last_number=number - 1))
+                if counted_hour is not None:
+                    conn.execute(update(station_counts).where(
+                        station_counts.c.hour == counted_hour,
+                        station_counts.c.station_id == station_id,
+                        station_counts.c.count > 0).values(count=station_counts.c.count - 1))
+                if form_token is not None:
+                    conn.execute(delete(form_tokens).where(
+                        form_tokens.c.digest == form_token[0]))
+        except StoreError as exc:
+            log.warning("a tip that was not stored left its ref number taken: %s", exc)
 
     # -- conversations ---------------------------------------------------------------
 
@@ -593,8 +630,9 @@ class RelayStore:
                                   .values(followups=conversations.c.followups + 1)
                                   .returning(conversations.c.followups)).scalar_one()
             ref = f"{conversation.tip.ref}+{number}"
-            _, outbox_id = _enqueue(conn, conversation.tip.station_id, ref, now,
-                                    delay_minutes, build)
+            due, date = _schedule(now, delay_minutes)
+            outbox_id = _enqueue(conn, conversation.tip.station_id, ref, _hour(now), due,
+                                 build(date))
             conn.execute(insert(messages).values(tip_id=tip_id, author=TIPSTER,
                                                  day=self._today(), sealed=sealed))
         return Accepted(ref=ref, outbox_id=outbox_id)
@@ -872,22 +910,24 @@ def _insert_for(dialect: str) -> Any:
     return sqlite_insert if dialect == "sqlite" else pg_insert
 
 
-def _enqueue(conn: Connection, station_id: str, ref: str, now: datetime, delay_minutes: int,
-             build: Callable[[datetime], Composed]) -> tuple[Composed, int]:
-    """Build a message and put it into the outbox, due at once or at a random moment
-    within ``delay_minutes``; then the message's Date is that moment (a Date of
-    *now* would undo the delay)."""
-    hour = _hour(now)
-    due = hour  # due at once, without keeping more than the hour
-    if delay_minutes > 0:
-        due = _naive(now) + timedelta(seconds=1 + secrets.randbelow(delay_minutes * 60))
-    composed = build(due.replace(tzinfo=UTC) if delay_minutes > 0 else now)
-    outbox_id = conn.execute(_INSERT_OUTBOX, dict(
+def _schedule(now: datetime, delay_minutes: int) -> tuple[datetime, datetime]:
+    """(first attempt, the message's Date): due at once without keeping more than the
+    hour, or at a random moment within ``delay_minutes``, which is then the Date too (a
+    Date of *now* would undo the delay)."""
+    if delay_minutes <= 0:
+        return _hour(now), now
+    due = _naive(now) + timedelta(seconds=1 + secrets.randbelow(delay_minutes * 60))
+    return due, due.replace(tzinfo=UTC)
+
+
+def _enqueue(conn: Connection, station_id: str, ref: str, hour: datetime, due: datetime,
+             composed: Composed) -> int:
+    """Put a built message into the outbox, due at *due* (``_schedule``)."""
+    return int(conn.execute(_INSERT_OUTBOX, dict(
         station_id=station_id, ref=ref, state=QUEUED, attempts=0, next_attempt_at=due,
         last_error="", message=composed.data, created_hour=hour, updated_hour=hour,
         window_hour=hour,
-    )).scalar_one()
-    return composed, int(outbox_id)
+    )).scalar_one())
 
 
 def _forget_sms_hours(conn: Connection, hour: datetime) -> None:

@@ -200,7 +200,7 @@ class FormTokens:
 
     def used(self, token: str, station_id: str) -> tuple[str, datetime] | None:
         """What ``remember`` keeps of a genuine, unexpired token (the HMAC of it, the
-        moment it stops being valid), to be written in the tip's own transaction
+        moment it stops being valid), to be written with the tip's ref
         (``RelayStore.accept``); None for any other token. Pure."""
         period = self._period_of(token, station_id)
         if period is None:
@@ -502,13 +502,13 @@ class WebForm:
             if len(form.text) > self.relay.max_text_chars:
                 return again(400, _("The text is too long: at most %(max)s characters.")
                              % {"max": format_number(self.relay.max_text_chars, lang)})
-            # Nothing is written before the tip's own transaction (which records the used
+            # Nothing is written before the tip's accept (which records the used
             # token): a refused form, or a network over its limit, leaves no used token.
             if not self.limiter.hit(request.scope):
                 return again(429, _("Too many tips were sent from your network in the last "
                                     "hour. Please try again later."))
-            # The count is taken in accept()'s transaction, exact across every worker and
-            # relay sharing the database. Once it refused this station, this worker
+            # The count is taken in accept()'s first transaction, exact across every worker
+            # and relay sharing the database. Once it refused this station, this worker
             # refuses at once until the hour ends: a flood past the limit costs one receipt
             # hash a worker, not one a tip, and an accepted tip no read of the count.
             if self._full.get(station.id) == hour:
@@ -516,8 +516,9 @@ class WebForm:
             files, problem = await self._clean(lang, uploads)
             if problem:  # the form again, the text kept, the token unused
                 return again(400, problem)
-            # The token is recorded as used in the tip's own transaction (one commit a
-            # tip); a token used before is refused there, nothing stored.
+            # The token is recorded as used in accept()'s first transaction, with the
+            # tip's ref, and given back if the tip is not stored; a token used before is
+            # refused there, nothing stored.
             used = self.tokens.used(token, station.id)
             if used is None:  # expired since the check above
                 return again(400, expired)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
@@ -138,6 +140,79 @@ def test_failed_build_stores_nothing_and_keeps_the_number(store: RelayStore) -> 
         store.accept(NCS, broken, receipt_hash="h" * 64, reply_token="t" * 32)
     assert store.list_outbox() == []
     assert submit(store, NCS, "x", receipt_hash="h" * 64).ref == "NCS-0001"
+
+
+def test_a_failed_build_gives_back_its_token_and_its_place_in_the_hour(
+        store: RelayStore, clock: FakeClock) -> None:
+    def broken(ref: str, date: datetime) -> Composed:
+        raise ValueError("cannot build")
+
+    token = ("d" * 64, clock.now)
+    with pytest.raises(ValueError, match="cannot build"):
+        store.accept(NCS, broken, receipt_hash="h" * 64, reply_token="t" * 32, per_hour=1,
+                     form_token=token)
+    # The tipster may send the same form again, and the hour's one tip is still free.
+    reply = new_reply_token()
+    accepted = store.accept(NCS, builder(NCS, "x", reply), receipt_hash="h" * 64,
+                            reply_token=reply, per_hour=1, form_token=token)
+    assert accepted.ref == "NCS-0001"
+    assert [r.ref for r in store.list_outbox()] == ["NCS-0001"]
+
+
+@contextmanager
+def another_writer(url: str, store: RelayStore) -> Iterator[Callable[[], str]]:
+    """``meanwhile()`` stores a whole tip for NCS from another writer (its own engine, as
+    a web worker has), in a thread, and returns its ref; it fails if that writer waited
+    20 s, which frees the lock the caller may be holding."""
+    other = RelayStore(url, clock=store.clock)
+    threads: list[threading.Thread] = []
+
+    def meanwhile() -> str:
+        refs: list[str] = []
+        thread = threading.Thread(target=lambda: refs.append(submit(other, NCS, "y").ref))
+        threads.append(thread)
+        thread.start()
+        thread.join(timeout=20)
+        assert refs, "the other writer waited for this build"
+        return refs[0]
+
+    try:
+        yield meanwhile
+    finally:
+        for thread in threads:
+            thread.join()
+        other.close()
+
+
+def test_no_lock_is_held_while_a_tip_is_built(url: str, store: RelayStore) -> None:
+    """Building the message is most of an accept: another writer stores a whole tip for
+    the same station meanwhile. With the build inside the transaction it would wait for
+    the database's lock (SQLite) or the station's counter row (PostgreSQL)."""
+    refs: list[str] = []
+    with another_writer(url, store) as meanwhile:
+        def build(ref: str, date: datetime) -> Composed:
+            refs.append(meanwhile())
+            return builder(NCS, "first", "t" * 32)(ref, date)
+
+        first = store.accept(NCS, build, receipt_hash="h" * 64, reply_token="t" * 32)
+    assert (first.ref, refs) == ("NCS-0001", ["NCS-0002"])
+    assert sorted(r.ref for r in store.list_outbox()) == ["NCS-0001", "NCS-0002"]
+
+
+def test_a_ref_taken_since_a_failed_build_leaves_a_gap_not_a_shared_ref(
+        url: str, store: RelayStore) -> None:
+    """The failed tip's number cannot be given back once a later tip holds the next."""
+    later: list[str] = []
+    with another_writer(url, store) as meanwhile:
+        def broken(ref: str, date: datetime) -> Composed:
+            later.append(meanwhile())
+            raise ValueError("cannot build")
+
+        with pytest.raises(ValueError, match="cannot build"):
+            store.accept(NCS, broken, receipt_hash="h" * 64, reply_token="t" * 32)
+    assert later == ["NCS-0002"]
+    assert submit(store, NCS, "x").ref == "NCS-0003"
+    assert [r.ref for r in store.list_outbox()] == ["NCS-0002", "NCS-0003"]
 
 
 def test_duplicate_receipt_hash_is_a_store_error(store: RelayStore) -> None:

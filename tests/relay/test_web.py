@@ -488,10 +488,11 @@ def test_store_failure_says_not_sent_and_keeps_the_text(tmp_path: Path) -> None:
         store.close()
 
 
-def test_a_tip_is_one_write_transaction_with_its_used_token(
+def test_a_tip_is_two_commits_and_a_failed_one_leaves_its_token_unused(
         relay: Relay, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The used form token is recorded in the tip's own transaction: one commit a tip,
-    and a tip whose accept failed leaves its token unused, so the same form goes again."""
+    """The used form token is taken with the tip's ref, the message built outside the
+    lock, then stored: two commits a tip. A tip whose message failed gives its token
+    back, so the same form goes again."""
     commits: list[int] = []
 
     def count(_conn: Any) -> None:
@@ -517,7 +518,7 @@ def test_a_tip_is_one_write_transaction_with_its_used_token(
         sa.event.remove(relay.store.engine, "commit", count)
     assert failed.status_code == 503 and CODE.search(failed.text) is None
     assert again.status_code == 200 and CODE.search(again.text) is not None
-    assert tip_commits == 1
+    assert tip_commits == 2
     assert replay.status_code == 400 and "đã hết hạn hoặc đã được gửi" in replay.text
 
 
