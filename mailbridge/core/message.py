@@ -71,6 +71,9 @@ MAX_WHERE = 500
 # its work on a tip; a fixed one is compiled once per process. A text that
 # contains it gets a random one, so a tipster cannot forge a part.
 BOUNDARY = "=_mailbridge_alternative"
+# A header line of at most this much beside its name's ": " needs no folding (78 the
+# line's limit, RFC 5322), so a header_safe ASCII value that fits is stored as written.
+_SHORT = 76
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -244,6 +247,8 @@ def _build(sub: Submission, env: Envelope, gettext: Callable[[str], str],
     headers = _headers(sub, env, header_safe(f"[{ref}] {mark}{category} — {preview}"), now)
     msg = EmailMessage(policy=POLICY)
     for name, value, folded in headers:
+        if folded is None and value.isascii() and len(name) + len(value) <= _SHORT:
+            folded = value  # the policy would parse it only to write it back as it is
         if folded is None:
             msg[name] = value
         else:  # stored already folded, so the generator writes it as it is
