@@ -151,7 +151,7 @@ def instrument(timers: Timers) -> None:
         (message_module, "_signature_header", "compose: Ed25519 signature"),
         (message_module, "verify_contract", "compose: check (verify the signature)"),
         (web_module, "compose", "compose: serialise, parse back"),
-        (RelayStore, "accept", "accept commit (SQLite FULL: ref, outbox, tip, keys)"),
+        (RelayStore, "accept", "accept: two commits (token, count, ref; outbox, tip, keys)"),
         (GZipResponder, "_compress_body", "gzip (GZipMiddleware)"),
         (RelayStore, "claim_due", "delivery: claim"),
         (outbox_module, "deliver_maildir", "delivery: Maildir write (fsync)"),
