@@ -88,8 +88,9 @@ def main() -> None:
                                   extra="station_tips_per_hour = 1000000\n")
             relay = RelayProcess(config, port).start()
             try:
+                assert relay.proc is not None
                 print(f"{label}:", end=" ", flush=True)
-                asyncio.run(closed_loop(relay.base, args.clients, args.seconds))
+                asyncio.run(closed_loop(relay.base, relay.proc.pid, args.clients, args.seconds))
             finally:
                 relay.stop()
 

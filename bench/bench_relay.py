@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.procfs import status_kib
+from bench.procfs import status_kib, tree_cpu
 from bench.rawhttp import TipClient, is_receipt, split_url
 from mailbridge.core.receipts import ReceiptHasher, derive_key, new_receipt_code
 from mailbridge.demo import fill_form
@@ -72,17 +72,21 @@ def _ms(latencies: list[float]) -> str:
     return f"p50 {q[49] * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms"
 
 
-def _report(label: str, answers: list[tuple[int, float]], wall: float, cpu: float) -> None:
-    """*cpu*: the load generator's own CPU seconds (this process) over the run."""
+def _report(label: str, answers: list[tuple[int, float]], wall: float, cpu: float,
+            relay_cpu: float) -> None:
+    """*cpu*: the load generator's own CPU seconds (this process) over the run;
+    *relay_cpu*: the relay's (its processes and threads, from /proc)."""
     acked = [t for status, t in answers if status == 200]
     busy = [t for status, t in answers if status == 503]
     print(f"{label}: {len(acked)} tips in {wall:.1f} s = {len(acked) / wall:.0f} tips/s; "
           f"ack latency {_ms(acked)}; {len(busy)} busy answers (503), {_ms(busy)}; "
           f"every answer {_ms([t for _, t in answers])}; load generator CPU "
-          f"{cpu / max(1, len(answers)) * 1000:.2f} ms per tip ({cpu / wall:.0%} of a core)")
+          f"{cpu / max(1, len(answers)) * 1000:.2f} ms per tip ({cpu / wall:.0%} of a core); "
+          f"relay CPU {relay_cpu / max(1, len(acked)) * 1000:.1f} ms per acknowledged tip "
+          f"({relay_cpu / wall:.2f} cores)")
 
 
-async def closed_loop(base: str, clients: int, seconds: float) -> None:
+async def closed_loop(base: str, relay_pid: int, clients: int, seconds: float) -> None:
     latencies: list[tuple[int, float]] = []
     deadline = time.perf_counter() + seconds
     host, port = split_url(base)
@@ -97,13 +101,13 @@ async def closed_loop(base: str, clients: int, seconds: float) -> None:
         finally:
             await client.close()
 
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, relay_cpu = time.perf_counter(), time.process_time(), tree_cpu(relay_pid)
     await asyncio.gather(*(worker(i) for i in range(clients)))
     _report(f"{clients} concurrent clients", latencies, time.perf_counter() - start,
-            time.process_time() - cpu)
+            time.process_time() - cpu, tree_cpu(relay_pid) - relay_cpu)
 
 
-async def open_loop(base: str, rate: float, seconds: float) -> None:
+async def open_loop(base: str, relay_pid: int, rate: float, seconds: float) -> None:
     host, port = split_url(base)
     idle: list[TipClient] = []  # keep-alive connections between tips, as httpx's pool
 
@@ -118,7 +122,7 @@ async def open_loop(base: str, rate: float, seconds: float) -> None:
         return answer
 
     tasks = []
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, relay_cpu = time.perf_counter(), time.process_time(), tree_cpu(relay_pid)
     for n in range(int(rate * seconds)):
         await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
         tasks.append(asyncio.create_task(asyncio.wait_for(tip(n), 30)))
@@ -126,7 +130,7 @@ async def open_loop(base: str, rate: float, seconds: float) -> None:
     latencies = [r for r in results if isinstance(r, tuple)]
     failed = [r for r in results if not isinstance(r, tuple)]
     _report(f"offered {rate:.0f} tips/s", latencies, time.perf_counter() - start,
-            time.process_time() - cpu)
+            time.process_time() - cpu, tree_cpu(relay_pid) - relay_cpu)
     for client in idle:
         await client.close()
     if failed:
@@ -196,8 +200,8 @@ def main() -> None:
             assert relay.proc is not None
             started = status_kib(relay.proc.pid) / 1024
             print(f"relay RSS once started (VmRSS): {started:.0f} MiB")
-            asyncio.run(closed_loop(relay.base, args.clients, args.seconds))
-            asyncio.run(open_loop(relay.base, args.rate, args.seconds))
+            asyncio.run(closed_loop(relay.base, relay.proc.pid, args.clients, args.seconds))
+            asyncio.run(open_loop(relay.base, relay.proc.pid, args.rate, args.seconds))
             peak = status_kib(relay.proc.pid, "VmHWM:") / 1024
             print(f"relay peak RSS (VmHWM, from /proc): {peak:.0f} MiB")
         finally:

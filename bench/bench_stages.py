@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 from starlette.middleware.gzip import GZipResponder
 
+from bench.procfs import tree_cpu
 from bench.rawhttp import TipClient, is_receipt, split_url
 from mailbridge.config import load_config
 from mailbridge.core import message as message_module
@@ -216,20 +217,6 @@ def serve_instrumented(config: Path, out: Path) -> None:
     asyncio.run(run_relay(settings, handle_signals=True))
 
 
-def _tree_cpu(pid: int) -> float:
-    """utime + stime of a process and its children, all threads, in seconds (/proc)."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # gone meanwhile
-            continue
-        fields = text.rpartition(")")[2].split()
-        if stat.parent.name == str(pid) or fields[1] == str(pid):
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(frozen=True)
 class Served:
     cpu: float  # the server's CPU seconds over the measured tips, delivery included
@@ -265,10 +252,10 @@ def run_serve(folder: Path, tips: int, warmup: int, multipart: bool, *,
         delivered(warmup)
         if timed:
             relay.proc.send_signal(signal.SIGUSR1)
-        before = _tree_cpu(relay.proc.pid)
+        before = tree_cpu(relay.proc.pid)
         acked = asyncio.run(_send(relay.base, tips, multipart, warmup))
         delivered(warmup + tips)
-        cpu = _tree_cpu(relay.proc.pid) - before
+        cpu = tree_cpu(relay.proc.pid) - before
         stages: dict[str, Stage] = {}
         if timed:
             relay.proc.send_signal(signal.SIGUSR2)
