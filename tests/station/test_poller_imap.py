@@ -105,6 +105,29 @@ def test_move_copy_expunge_and_delete_keep_every_tip(
     assert events == [("deleted", "INBOX")] * 3 + [("moved", "Archive"), ("moved", "Done")]
 
 
+def test_a_reply_to_a_deleted_tip_still_joins_it(
+        mailstack: MailStack, address: str, ledger: Ledger) -> None:
+    """The ledger keeps a tip whose mail was deleted, so a reply indexed later joins it,
+    which an index of the mailbox as it then is could not know (the property test)."""
+    ref = new_ref()
+    tip_id = f"<{ref}@relay.example.test>"
+    imap = imap_settings(mailstack, address)
+    append(mailstack, address, [tip(ref, message_id=tip_id)])
+    ledger.poll(imap)
+    with mailstack.imap_client(address, PASSWORD) as officer:
+        officer.select_folder("INBOX")
+        officer.delete_messages(officer.search("ALL"))
+        officer.expunge()
+    append(mailstack, address, [plain("Re: tip", sender=address,
+                                      headers={"In-Reply-To": tip_id})])
+    counts = ledger.poll(imap)
+    assert (counts.gone, counts.new, counts.replies) == (1, 1, 1)
+    with ledger.sessions() as s:
+        reply = s.scalars(select(Message).where(Message.subject == "Re: tip")).one()
+        the_tip = s.scalars(select(Tip).where(Tip.ref == ref)).one()
+    assert (reply.kind, reply.tip_id) == (MessageKind.REPLY.value, the_tip.id)
+
+
 def test_same_message_id_twice_and_missing_message_id(
         mailstack: MailStack, address: str, ledger: Ledger, tmp_path: object) -> None:
     """Scenario 5: one tip for a Message-ID in two folders; a stable synthetic id.
