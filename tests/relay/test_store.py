@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import secrets
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,7 +16,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from mailbridge.config import Station
 from mailbridge.core.conversation import Sealer, seal
@@ -38,11 +41,13 @@ from mailbridge.relay.store import (
     form_tokens,
     messages,
     outbox,
+    station_counts,
     tips,
 )
 from tests.relay.outbox_driver import FakeClock, builder, maildir_station, submit
 
 LEASE = timedelta(minutes=10)
+ROOT = Path(__file__).resolve().parents[2]
 NCS = maildir_station("ncs", Path("/nonexistent"))
 ABC = maildir_station("abc", Path("/nonexistent"))
 
@@ -213,6 +218,37 @@ def test_a_ref_taken_since_a_failed_build_leaves_a_gap_not_a_shared_ref(
     assert later == ["NCS-0002"]
     assert submit(store, NCS, "x").ref == "NCS-0003"
     assert [r.ref for r in store.list_outbox()] == ["NCS-0002", "NCS-0003"]
+
+
+# A relay killed while it builds a tip's message, between an accept's two transactions.
+KILLED_MID_ACCEPT = """
+import os, signal, sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from mailbridge.relay.store import RelayStore
+from tests.relay.outbox_driver import maildir_station
+
+def build(ref, date):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+RelayStore(sys.argv[1]).accept(
+    maildir_station("ncs", Path("/nonexistent")), build, receipt_hash="h" * 64,
+    reply_token="t" * 32, per_hour=5,
+    form_token=("e" * 64, datetime.now(UTC) + timedelta(hours=1)))
+"""
+
+
+def test_a_relay_killed_mid_accept_leaves_no_half_tip(url: str, store: RelayStore) -> None:
+    """No outbox row, no tip; what stays taken is its form token (the tipster, who got
+    no receipt, sends the form again from a fresh page), one count and a ref gap."""
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_ACCEPT, url], cwd=ROOT,
+                            capture_output=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert store.list_outbox() == [] and store.tip_by_receipt("h" * 64) is None
+    assert store.use_form_token("e" * 64, datetime.now(UTC)) is False
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.sum(station_counts.c.count))).scalar() == 1
+    assert submit(store, NCS, "the next tip", receipt_hash="h" * 64).ref == "NCS-0002"
 
 
 def test_duplicate_receipt_hash_is_a_store_error(store: RelayStore) -> None:
