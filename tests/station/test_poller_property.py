@@ -128,7 +128,11 @@ def shared_address(mailstack: MailStack) -> str:
     return address
 
 
-@settings(max_examples=12, deadline=None, database=None,
+# An example takes about a second, so a failure's shrinking outlasts the default 300 s
+# timeout, which then buried the smallest case under a "flaky" one; print_blob prints the
+# line that replays it.
+@pytest.mark.timeout(1200)
+@settings(max_examples=12, deadline=None, database=None, print_blob=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=operations)
 @example(ops=[("deliver", "tip"), ("poll",), ("flag", 0, "\\Flagged"), ("restart",)])
