@@ -80,13 +80,17 @@ def report(label: str, latencies: list[float], elapsed: float) -> None:
           f"p99 {q[98] * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
 
 
-def drain(worker: DeliveryWorker) -> int:
+def drain(worker: DeliveryWorker, label: str) -> str:
+    """Deliver every due row; "LABEL: N in S s = R/s"."""
     async def run() -> int:
         total = 0
         while n := await worker.deliver_due():
             total += n
         return total
-    return asyncio.run(run())
+    start = time.perf_counter()
+    delivered = asyncio.run(run())
+    elapsed = time.perf_counter() - start
+    return f"{label}: {delivered} in {elapsed:.2f} s = {delivered / elapsed:.0f}/s"
 
 
 def main() -> None:
@@ -112,19 +116,12 @@ def main() -> None:
         report(f"accept, {threads} thread(s), {label}", latencies, time.perf_counter() - start)
 
     worker = DeliveryWorker(make_settings(url, mail), store, batch=50)
-    start = time.perf_counter()
-    delivered = drain(worker)
-    elapsed = time.perf_counter() - start
-    print(f"maildir delivery: {delivered} in {elapsed:.2f} s = {delivered / elapsed:.0f}/s")
+    print(drain(worker, "maildir delivery"))
     cur = folder / "Maildir" / "cur"
     for n in range(args.read):  # as a mail client leaves them: name:2,FLAGS
         (cur / f"1700000000.M{n}P1.host:2,S").touch()
     accept_many(store, mail, args.tips, args.threads)
-    start = time.perf_counter()
-    delivered = drain(worker)
-    elapsed = time.perf_counter() - start
-    print(f"maildir delivery, {args.read} read messages in cur/: {delivered} in "
-          f"{elapsed:.2f} s = {delivered / elapsed:.0f}/s")
+    print(drain(worker, f"maildir delivery, {args.read} read messages in cur/"))
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -138,11 +135,8 @@ def main() -> None:
             accept_many(store, smtp, args.tips // 2, args.threads)
             worker = DeliveryWorker(make_settings(url, smtp), store, batch=50,
                                     concurrency=concurrency)
-            start = time.perf_counter()
-            delivered = drain(worker)
-            elapsed = time.perf_counter() - start
-            print(f"smtp delivery, concurrency {concurrency}: {delivered} in "
-                  f"{elapsed:.2f} s = {delivered / elapsed:.0f}/s (sink got {sink.count})")
+            print(drain(worker, f"smtp delivery, concurrency {concurrency}")
+                  + f" (sink got {sink.count})")
     finally:
         controller.stop()
         store.close()

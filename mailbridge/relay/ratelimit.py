@@ -131,4 +131,3 @@ def seconds_to_next_hour(now: float | None = None) -> int:
     """Seconds until the next UTC hour, when every station's count starts afresh
     (a full station's ``Retry-After``)."""
     return 3600 - int(time.time() if now is None else now) % 3600
-
