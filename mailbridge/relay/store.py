@@ -52,7 +52,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -91,8 +91,10 @@ from ..core.receipts import format_ref
 from ..errors import ConfigError, FormTokenUsed, StationFull, StoreError
 from ..fsmodes import FILE_MODE, private_file
 from ..scrub import compact
+from .groupcommit import GroupCommit
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUEUED, SENDING, DELIVERED, DEAD, DROPPED = "queued", "sending", "delivered", "dead", "dropped"
 STATION, TIPSTER = "station", "tipster"  # who wrote a message of a conversation
@@ -409,6 +411,8 @@ class RelayStore:
         self._writer_lock: AbstractContextManager[Any] = (
             WriterLock(self.url.database) if self.is_sqlite else nullcontext())
         self._upserts = _upserts(self.engine.dialect.name)
+        self._group = (GroupCommit(lambda: self._write("storing a tip"))
+                       if self.is_sqlite else None)
         self._swept: datetime | None = None  # the hour accept() last deleted earlier ones in
 
     @property
@@ -450,6 +454,16 @@ class RelayStore:
         # busy handler.
         with self._writer_lock, self._errors(action), self._writer.begin() as conn:
             yield conn
+
+    def _write_tip(self, fn: Callable[[Connection], T]) -> T:
+        """One of an accept's transactions. On SQLite, those that queue meanwhile share
+        one commit (``GroupCommit``): under a surge the log's sync was most of the time
+        the writer lock was held."""
+        if self._group is None:
+            with self._write("storing a tip") as conn:
+                return fn(conn)
+        with self._errors("storing a tip"):
+            return self._group.run(fn)
 
     @contextmanager
     def _read(self, action: str) -> Iterator[Connection]:
@@ -505,7 +519,8 @@ class RelayStore:
         # The first form tip of an hour here forgets the hours before (their counts and
         # expired tokens); the hourly purge_expired does it too.
         sweep = per_hour is not None and hour != self._swept
-        with self._write("storing a tip") as conn:
+
+        def take(conn: Connection) -> int:
             if sweep:
                 _forget_hours(conn, hour)
             if form_token is not None and not _use_form_token(conn, upserts, *form_token):
@@ -513,15 +528,18 @@ class RelayStore:
             if per_hour is not None and conn.execute(upserts.count_station_tip, dict(
                     hour=hour, station_id=station.id, count=1, per_hour=per_hour)).first() is None:
                 raise StationFull(station.id, per_hour)
-            number = int(conn.execute(upserts.next_number, dict(
+            return int(conn.execute(upserts.next_number, dict(
                 station_id=station.id, last_number=1)).scalar_one())
+
+        number = self._write_tip(take)
         if sweep:
             self._swept = hour
         ref = format_ref(station.ref_prefix, number)
         try:
             due, date = _schedule(now, delay_minutes)
             composed = build(ref, date)
-            with self._write("storing a tip") as conn:
+
+            def store(conn: Connection) -> int:
                 outbox_id = _enqueue(conn, station.id, ref, hour, due, composed)
                 tip_id = conn.execute(_INSERT_TIP, dict(
                     station_id=station.id, ref=ref, reply_token=reply_token,
@@ -533,6 +551,9 @@ class RelayStore:
                         tip_id=tip_id, category_id=category_id, public_key=keys.public_key,
                         sealed_private_key=keys.sealed_private_key, salt=keys.salt,
                         followups=0))
+                return outbox_id
+
+            outbox_id = self._write_tip(store)
         except BaseException:
             self._give_back(station.id, number, hour if per_hour is not None else None,
                             form_token)

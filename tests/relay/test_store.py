@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import secrets
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -202,6 +204,50 @@ def test_no_lock_is_held_while_a_tip_is_built(url: str, store: RelayStore) -> No
         first = store.accept(NCS, build, receipt_hash="h" * 64, reply_token="t" * 32)
     assert (first.ref, refs) == ("NCS-0001", ["NCS-0002"])
     assert sorted(r.ref for r in store.list_outbox()) == ["NCS-0001", "NCS-0002"]
+
+
+def test_tips_queued_behind_another_writer_share_a_commit_each_refused_alone(
+        tmp_path: Path, clock: FakeClock) -> None:
+    """While another process writes (its lock on the writer file), a worker's tips queue
+    and then go in one transaction: a token used twice in it and a tip past the hour's
+    limit are refused alone, and leave no used token and no count behind."""
+    database = tmp_path / "relay.db"
+    store = RelayStore(f"sqlite:///{database}", clock=clock)
+    store.upgrade()
+    outcomes: dict[str, object] = {}
+
+    def send(name: str, token: str) -> None:
+        reply = new_reply_token()
+        try:
+            outcomes[name] = store.accept(
+                NCS, builder(NCS, name, reply), receipt_hash=name * 64, reply_token=reply,
+                per_hour=2, form_token=(token * 64, clock.now)).ref
+        except Exception as exc:
+            outcomes[name] = type(exc).__name__
+
+    group = store._group
+    assert group is not None
+    threads = []
+    with open(f"{database}-writer", "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        for queued, (name, token) in enumerate([("a", "1"), ("b", "2"), ("c", "2"),
+                                                 ("d", "3")]):
+            threads.append(threading.Thread(target=send, args=(name, token)))
+            threads[-1].start()
+            deadline = time.monotonic() + 20  # one at a time, so they queue in this order
+            while len(group._queued) < queued and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(group._queued) == queued
+    for thread in threads:
+        thread.join(timeout=20)
+    assert outcomes == {"a": "NCS-0001", "b": "NCS-0002", "c": "FormTokenUsed",
+                        "d": "StationFull"}
+    with store.engine.connect() as conn:
+        assert sorted(conn.execute(select(form_tokens.c.digest)).scalars()) == ["1" * 64,
+                                                                                "2" * 64]
+        assert conn.execute(select(station_counts.c.count)).scalar_one() == 2
+    assert [r.ref for r in store.list_outbox()] == ["NCS-0001", "NCS-0002"]
+    store.close()
 
 
 def test_a_ref_taken_since_a_failed_build_leaves_a_gap_not_a_shared_ref(
