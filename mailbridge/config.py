@@ -312,7 +312,7 @@ class RelaySettings:
     # tipster reads at once that the relay is busy and the tip was NOT sent. One core
     # handles about 80 tips a second (12 ms of CPU each): 12 queued is 150 ms of work.
     tips_in_flight: int = 12
-    # Web worker processes sharing the listening socket and the outbox (relay/server.py);
+    # Web worker processes on the port (a socket each) sharing the outbox (relay/server.py);
     # the loader's default is one per usable CPU, at most 4 (``default_workers``).
     workers: int = 1
     # DKIM (relay/dkim.py): the key file (default dkim-SELECTOR.key beside the config)

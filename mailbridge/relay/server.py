@@ -1,8 +1,9 @@
 """``mailbridge serve``: the web form and the delivery worker.
 
 With ``relay.workers`` 1, one process and one asyncio loop serve the form and deliver.
-With N > 1 (``run_workers``) the process binds the socket, then forks N web workers
-that share it and the relay database; the delivery worker and the SMTP intake stay in
+With N > 1 (``run_workers``) the process binds one socket per worker on the port
+(``SO_REUSEPORT``: the kernel spreads new connections across them), then forks N web
+workers that share the relay database; the delivery worker and the SMTP intake stay in
 the parent, which each worker's accepted tip wakes through a pipe. Workers die with
 the parent; a worker that dies on its own stops the whole relay (exit 3), so systemd
 restarts it whole instead of leaving it half alive.
@@ -141,16 +142,21 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, listen: bool = True,
+          shared: bool = False) -> socket.socket:
     """Listen with ``proto=IPPROTO_TCP`` explicitly: accepted sockets inherit it, and
     asyncio sets TCP_NODELAY only on sockets that say so. Without it every keep-alive
-    response waits ~40 ms for a delayed ACK (Nagle)."""
+    response waits ~40 ms for a delayed ACK (Nagle). *shared*: one of several sockets
+    on the port (``SO_REUSEPORT``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(BACKLOG)
+        if listen:
+            sock.listen(BACKLOG)
         return sock
     except OSError as exc:
         sock.close()
@@ -280,11 +286,18 @@ def per_worker(settings: Settings) -> Settings:
 
 
 def run_workers(settings: Settings, *, ready: Callable[[int], None] | None = None) -> None:
-    """``relay.workers`` web workers on one socket, delivery and SMTP in this process.
+    """``relay.workers`` web workers on one port, delivery and SMTP in this process.
 
-    The schema is upgraded and the socket bound before the first fork, and no thread or
+    Each worker listens on a socket of its own, all bound to the port with
+    ``SO_REUSEPORT``, so the kernel spreads connections across the workers. On one
+    shared socket, the worker that woke first took a whole burst of connections, and a
+    proxy's or a client's keep-alive connections (each carries many tips) could all end
+    up in one worker while the other idled. The port is first bound alone, without the
+    option, so that one held by any other process (another relay too) is still an error.
+
+    The schema is upgraded and the sockets bound before the first fork, and no thread or
     event loop exists yet, so a worker inherits nothing but imported code, the logging
-    setup (its no-address formatter and filters) and the socket. *ready* is called with
+    setup (its no-address formatter and filters) and its socket. *ready* is called with
     the port once every worker answers requests.
     """
     store = _store(settings)
@@ -292,19 +305,24 @@ def run_workers(settings: Settings, *, ready: Callable[[int], None] | None = Non
         store.upgrade()
     finally:
         store.close()
-    sock = _bind(settings.relay.listen_host, settings.relay.listen_port)
-    port = int(sock.getsockname()[1])
+    host = settings.relay.listen_host
+    with _bind(host, settings.relay.listen_port, listen=False) as alone:
+        port = int(alone.getsockname()[1])
+    socks: list[socket.socket] = []
     workers: list[_Worker] = []
     in_flight = multiprocessing.Value(ctypes.c_int, 0)  # every worker's tips in flight
     try:
         gc.freeze()  # what is imported stays shared: the collector never touches its pages
+        socks.extend(_bind(host, port, shared=True) for _ in range(settings.relay.workers))
         share = per_worker(settings)
-        for number in range(1, settings.relay.workers + 1):
-            workers.append(_fork(share, sock, number, workers, in_flight))
-        sock.close()  # the workers hold it: once they have all gone, connections are refused
+        for number, sock in enumerate(socks, start=1):
+            workers.append(_fork(share, sock, number, workers, in_flight, socks))
+        for sock in socks:  # the workers hold them: once all are gone, connections are refused
+            sock.close()
         asyncio.run(_supervise(settings, workers, port, ready))
     finally:
-        sock.close()
+        for sock in socks:
+            sock.close()
         for worker in workers:  # after a failure in this process: none may outlive it
             if worker.status is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -315,7 +333,7 @@ def run_workers(settings: Settings, *, ready: Callable[[int], None] | None = Non
 
 
 def _fork(settings: Settings, sock: socket.socket, number: int, earlier: list[_Worker],
-          in_flight: Synchronized[int]) -> _Worker:
+          in_flight: Synchronized[int], listening: list[socket.socket]) -> _Worker:
     read_end, write_end = os.pipe()
     parent = os.getpid()
     pid = os.fork()
@@ -325,6 +343,9 @@ def _fork(settings: Settings, sock: socket.socket, number: int, earlier: list[_W
             os.close(read_end)
             for other in earlier:
                 other.close()
+            for other_socket in listening:  # a worker accepts on its own socket only
+                if other_socket is not sock:
+                    other_socket.close()
             _die_with(parent)
             os.set_blocking(write_end, False)
             code = _worker_main(settings, sock, number, write_end, in_flight)

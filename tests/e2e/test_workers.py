@@ -1,19 +1,24 @@
-"""`mailbridge serve` with relay.workers = 2: two web worker processes on one socket and
+"""`mailbridge serve` with relay.workers = 2: two web worker processes on one port and
 one outbox, delivery in the parent. Tips from concurrent clients arrive once each, the
 station's hourly limit holds across the workers, and no worker outlives the relay
 (a stop, a worker killed, the parent killed)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e.support import (
     MAILDIR_STATION,
@@ -81,6 +86,61 @@ def test_tips_from_concurrent_clients_arrive_once_each(tmp_path: Path) -> None:
         assert sorted(refs_in_maildir(mail)) == refs
     finally:
         assert relay.stop() == 0
+
+
+def listening_sockets(pid: int, port: int) -> set[int]:
+    """The inodes of the sockets *pid* listens on at *port*, from /proc."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                listening.add(int(fields[9]))
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                held.add(int(link[8:-1]))
+    return listening & held
+
+
+def test_each_worker_listens_on_a_socket_of_its_own(tmp_path: Path) -> None:
+    """The kernel spreads new connections over the workers' sockets (SO_REUSEPORT): on
+    one shared socket a burst of keep-alive connections could all go to one worker."""
+    relay = start(tmp_path)
+    port = int(relay.base.rsplit(":", 1)[1])
+    try:
+        assert relay.proc is not None
+        assert listening_sockets(relay.proc.pid, port) == set()
+        sockets = [listening_sockets(pid, port) for pid in workers_of(relay)]
+        assert [len(own) for own in sockets] == [1] * WORKERS
+        assert len(set().union(*sockets)) == WORKERS
+        with ThreadPoolExecutor(CLIENTS) as pool:  # every socket accepts and answers
+            refs = pool.map(lambda n: send_tip(relay.base, "/s/ncs/cho", f"Tin {n}.").ref,
+                            range(2 * CLIENTS))
+            assert sorted(refs) == [f"NCS-{n:04d}" for n in range(1, 2 * CLIENTS + 1)]
+    finally:
+        assert relay.stop() == 0
+
+
+@pytest.mark.parametrize("sharing", [False, True])
+def test_a_port_another_process_holds_is_refused(tmp_path: Path, sharing: bool) -> None:
+    """Even a holder that lets others share the port (SO_REUSEPORT, as the workers'
+    sockets do) is not joined: the port is first bound alone."""
+    with socket.socket() as holder:
+        if sharing:
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = write_config(tmp_path, port, MAILDIR_STATION, workers=WORKERS)
+        done = subprocess.run([sys.executable, "-m", "mailbridge", "--config", str(config),
+                               "serve"], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60, check=False)
+    assert done.returncode == 3, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "the port is in use" in done.stderr
 
 
 def test_the_station_limit_is_exact_across_workers(tmp_path: Path) -> None:
