@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy.exc import IntegrityError
 
 from mailbridge.relay.groupcommit import GroupCommit
 from mailbridge.relay.store import RelayStore
@@ -115,9 +116,10 @@ def test_a_write_that_raises_is_rolled_back_alone(engine: Engine) -> None:
     gate = threading.Event()
     group = GroupCommit(gated(engine, gate))
     outcomes = queued_behind_a_held_batch(
-        group, gate, [insert(0), insert(1), half_then_fail, insert(3)])
+        group, gate, [insert(0), insert(1), half_then_fail, insert(1), insert(3)])
     assert isinstance(outcomes[2][0], ValueError)
-    assert [outcomes[i][0] for i in (0, 1, 3)] == [0, 10, 30]
+    assert isinstance(outcomes[3][0], IntegrityError)  # the database refused it
+    assert [outcomes[i][0] for i in (0, 1, 4)] == [0, 10, 30]
     assert stored(engine) == [0, 1, 3]
 
 
