@@ -53,6 +53,12 @@ class GroupCommit:
         self._queued: list[_Write[Any]] = []
         self._committing = False
 
+    @property
+    def queued(self) -> int:
+        """How many writes wait for the batch being committed to end."""
+        with self._turn:
+            return len(self._queued)
+
     def run(self, fn: Callable[[Connection], T]) -> T:
         """``fn(conn)`` inside a committed transaction: its value, or what it raised."""
         write = _Write(fn)

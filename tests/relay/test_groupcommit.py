@@ -4,7 +4,6 @@ rolled back alone, a failed commit fails them all, and nobody returns before it.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mailbridge.relay.groupcommit import GroupCommit
 from mailbridge.relay.store import RelayStore
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -71,10 +71,8 @@ def queued_behind_a_held_batch(group: GroupCommit, gate: threading.Event,
     rest = [threading.Thread(target=call, args=(i,)) for i in range(1, len(writes))]
     for thread in rest:
         thread.start()
-    deadline = time.monotonic() + 20
-    while len(group._queued) < len(rest) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(group._queued) == len(rest), "the writes did not queue"
+    wait_for(lambda: group.queued == len(rest), "the writes to queue", interval=0.01)
+    assert group.queued == len(rest)
     gate.set()
     for thread in [first, *rest]:
         thread.join(timeout=20)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import secrets
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -47,6 +47,7 @@ from mailbridge.relay.store import (
     tips,
 )
 from tests.relay.outbox_driver import FakeClock, builder, maildir_station, submit
+from tests.waiting import wait_for
 
 LEASE = timedelta(minutes=10)
 ROOT = Path(__file__).resolve().parents[2]
@@ -227,6 +228,10 @@ def test_tips_queued_behind_another_writer_share_a_commit_each_refused_alone(
 
     group = store._group
     assert group is not None
+
+    def has_queued(n: int) -> bool:
+        return group.queued == n
+
     threads = []
     with open(f"{database}-writer", "rb") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -234,10 +239,10 @@ def test_tips_queued_behind_another_writer_share_a_commit_each_refused_alone(
                                                  ("d", "3")]):
             threads.append(threading.Thread(target=send, args=(name, token)))
             threads[-1].start()
-            deadline = time.monotonic() + 20  # one at a time, so they queue in this order
-            while len(group._queued) < queued and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert len(group._queued) == queued
+            # One at a time, so they queue in this order.
+            wait_for(functools.partial(has_queued, queued), f"{queued} tips to queue",
+                     interval=0.01)
+            assert group.queued == queued
     for thread in threads:
         thread.join(timeout=20)
     assert outcomes == {"a": "NCS-0001", "b": "NCS-0002", "c": "FormTokenUsed",
