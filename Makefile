@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 LOCK   := requirements/dev.txt
 COMPILE = $(BIN)/uv pip compile -q --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: setup system demo test lint bench catalogs lock upgrade clean
+.PHONY: setup system demo test lint bench catalogs lock upgrade clean argon2-avx2
 
 $(BIN)/.installed: $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(BIN)/.installed: $(LOCK) pyproject.toml
 	touch $@
 
 setup: $(BIN)/.installed  ## the venv, exactly as locked
+
+argon2-avx2: setup  ## optional: the receipt hash built for this CPU's AVX2 (docs/ADMIN.md)
+	@bash scripts/argon2-avx2
 
 system:  ## the Debian packages the test suite needs (installs them as root)
 	@bash scripts/system-packages

@@ -19,6 +19,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from importlib.metadata import distribution
 from pathlib import Path
 
 import httpx
@@ -45,7 +46,14 @@ def bench_hash(n: int = 200) -> None:
     for code in codes:
         hasher.hash(code)
     per = (time.perf_counter() - start) / n
-    print(f"receipt hash (Argon2id t=1 m=8MiB p=1): {per * 1000:.2f} ms")
+    print(f"receipt hash (Argon2id t=1 m=8MiB p=1): {per * 1000:.2f} ms, {argon2_build()}")
+
+
+def argon2_build() -> str:
+    """Which build of the Argon2 binding runs: the locked wheel (manylinux, SSE2) or one
+    built on this box by scripts/argon2-avx2."""
+    wheel = distribution("argon2-cffi-bindings").read_text("WHEEL") or ""
+    return "the locked wheel" if "manylinux" in wheel else "built here (make argon2-avx2)"
 
 
 async def _one_tip(client: TipClient, n: int) -> tuple[int, float]:
