@@ -40,8 +40,13 @@ def sketch(hashes: frozenset[int], k: int = SKETCH_SIZE) -> frozenset[int]:
 
 def similarity(a: frozenset[int], b: frozenset[int]) -> float:
     """Jaccard similarity of two sketches: exact while both texts have at most
-    ``SKETCH_SIZE`` shingles, an estimate beyond (set operations in C: microseconds)."""
-    return len(a & b) / len(a | b) if a and b else 0.0
+    ``SKETCH_SIZE`` shingles, an estimate beyond. The union's size comes from the
+    intersection's, not from building the union: a tip is compared with up to
+    ``window`` others, and that halves the cost of each."""
+    if not a or not b:
+        return 0.0
+    common = len(a & b)
+    return common / (len(a) + len(b) - common)
 
 
 @dataclass(frozen=True)
@@ -77,9 +82,13 @@ class NearDuplicates:
         current = sketch(shingles(text, self._key))
         if not current:
             return Sighting(station_id, current, False)
-        recent = self._recent.get(station_id, ())
-        similar = sum(similarity(current, earlier) >= self._threshold for earlier in recent)
-        return Sighting(station_id, current, similar >= self._copies)
+        similar = 0
+        for earlier in self._recent.get(station_id, ()):
+            if similarity(current, earlier) >= self._threshold:
+                similar += 1
+                if similar >= self._copies:  # a flood of copies stops here, not at window
+                    return Sighting(station_id, current, True)
+        return Sighting(station_id, current, False)
 
     def remember(self, sighting: Sighting) -> None:
         if sighting.sketch:

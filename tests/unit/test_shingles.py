@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from mailbridge.core.shingles import NearDuplicates, shingles, similarity, sketch
 
 KEY = b"k" * 16
@@ -61,3 +65,24 @@ def test_look_does_not_remember_until_told() -> None:
     seen.remember(seen.look("ncs", TEXT))
     assert seen.look("ncs", TEXT).copied is True
     assert seen.look("ncs", "").copied is False
+
+
+def test_similarity_is_the_jaccard_index_of_the_two_sketches() -> None:
+    rng = random.Random(7)
+    for _ in range(500):
+        pool = [rng.getrandbits(64) for _ in range(rng.randint(1, 90))]
+        a = frozenset(rng.sample(pool, rng.randint(1, len(pool))))
+        b = frozenset(rng.sample(pool, rng.randint(1, len(pool))))
+        assert similarity(a, b) == pytest.approx(len(a & b) / len(a | b), abs=1e-12)
+    assert similarity(frozenset(), frozenset({1})) == similarity(frozenset(), frozenset()) == 0.0
+
+
+def test_a_copy_among_many_others_is_found_wherever_it_is_in_the_window() -> None:
+    texts = [f"người lạ số {n} đi qua bản lúc {n} giờ sáng hôm qua" for n in range(150)]
+    copy = "có hai xe máy chở hàng qua đường mòn gần cột mốc vào ban đêm"
+    for first, second in ((0, 1), (3, 140), (148, 149)):
+        seen = NearDuplicates(KEY, window=150)
+        for n, text in enumerate(texts):
+            seen.seen("ncs", copy if n in (first, second) else text)
+        assert seen.look("ncs", copy).copied
+        assert not seen.look("ncs", "một tin khác hẳn, không giống tin nào trước đó").copied
