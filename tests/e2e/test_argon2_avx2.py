@@ -79,3 +79,17 @@ def test_no_venv_there_is_one_line_naming_it(tmp_path: Path) -> None:
     assert proc.stderr.splitlines() in (
         [f"argon2-avx2: no venv at {tmp_path / 'none'}"],
         ["argon2-avx2: this CPU has no AVX2: keep the locked wheel"])
+
+
+def test_a_venv_without_the_locked_binding_is_refused_untouched(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "bare")], check=True,
+                   timeout=120)
+    before = sorted(p.name for p in (tmp_path / "bare").rglob("*"))
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "bare")], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith((
+        f"argon2-avx2: {tmp_path / 'bare'} has argon2-cffi-bindings none, the lock 26.",
+        "argon2-avx2: this CPU has no AVX2"))
+    assert sorted(p.name for p in (tmp_path / "bare").rglob("*")) == before
