@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 from starlette.middleware.gzip import GZipResponder
 
+from bench.bench_relay import argon2_build
 from bench.procfs import tree_cpu
 from bench.rawhttp import TipClient, is_receipt, split_url
 from mailbridge.config import load_config
@@ -351,6 +352,7 @@ def main() -> None:
     print(gzip_levels(last.page))
     print(f"DKIM signing at delivery (not configured here; RSA-2048): {dkim_ms():.2f} ms CPU")
     print("OpenPGP: not configured here (python -m bench.bench_openpgp measures it)")
+    print(f"Argon2 binding: {argon2_build()}")
     print(f"load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
 
