@@ -60,8 +60,16 @@ def check_smtp(smtp: SmtpSettings, *, local_hostname: str) -> str | None:
     from .relay.outbox import smtp_client
 
     async def login() -> None:
-        async with smtp_client(smtp, local_hostname=local_hostname):
-            pass
+        client = smtp_client(smtp, local_hostname=local_hostname)
+        async with client:
+            sock = client.get_transport_info("socket")
+        # Leaving says QUIT and closes the TLS layer, whose socket closes only once the
+        # server has answered the TLS close: wait for that, briefly, or asyncio.run()
+        # ends first and leaves the socket open (a ResourceWarning where it is collected).
+        for _ in range(100):
+            if sock is None or sock.fileno() == -1:
+                break
+            await asyncio.sleep(0.01)
 
     try:
         asyncio.run(login())

@@ -3,7 +3,9 @@ the poller will, and names what fails."""
 
 from __future__ import annotations
 
+import gc
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +111,17 @@ def test_connect_names_dns_tls_and_missing_folders(tmp_path: Path, mailstack: Ma
     assert imap.startswith(f"  imap 127.0.0.1:{mailstack.imaps_port}: folders: 'Sent Items' "
                            "not found; the server has "), lines
     assert "'INBOX'" in imap, lines
+
+
+@pytest.mark.servers
+def test_an_in_process_check_leaves_no_connection_open(tmp_path: Path,
+                                                       mailstack: MailStack) -> None:
+    """After STARTTLS the socket closes only once the server answered the TLS close; a
+    check that returned before that left it open for the collector to find."""
+    settings = load_config(_config(tmp_path, mailstack, "secret"), env={})
+    run_check(settings, connect=True, out=io.StringIO())  # what a first call opens for good
+    before = sorted(os.listdir("/proc/self/fd"))
+    for _ in range(10):
+        assert run_check(settings, connect=True, out=io.StringIO()) == 0
+    assert sorted(os.listdir("/proc/self/fd")) == before
+    gc.collect()  # a socket left open warns here, and the warning fails the test
