@@ -6,10 +6,13 @@ connections, requests built as bytes, the receipt code checked in each 200) rath
 httpx, and it prints its own CPU per tip.
 
     python -m bench.bench_relay [--clients 8] [--seconds 10] [--rate 100] [--mailbox 20]
-                                [--in-flight N]
+                                [--in-flight N] [--workers N] [--repeat N]
 
 ``--in-flight`` sets relay.tips_in_flight (0: no bound, as before load shedding). Busy
 answers (503) are counted apart; the relay's peak RSS (VmHWM) is read from /proc.
+``--repeat N`` runs both loops N times, each on a freshly started relay, and ends with
+their median and range: a box shared with other work changes speed within minutes, and
+one run says little about it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.metadata import distribution
 from pathlib import Path
 
@@ -80,8 +85,17 @@ def _ms(latencies: list[float]) -> str:
     return f"p50 {q[49] * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms"
 
 
+@dataclass(frozen=True)
+class Run:
+    """One loop's figures, for ``--repeat``'s summary."""
+
+    tips_per_second: float
+    ack_p99_ms: float
+    busy: int
+
+
 def _report(label: str, answers: list[tuple[int, float]], wall: float, cpu: float,
-            relay_cpu: float) -> None:
+            relay_cpu: float) -> Run:
     """*cpu*: the load generator's own CPU seconds (this process) over the run;
     *relay_cpu*: the relay's (its processes and threads, from /proc)."""
     acked = [t for status, t in answers if status == 200]
@@ -92,9 +106,11 @@ def _report(label: str, answers: list[tuple[int, float]], wall: float, cpu: floa
           f"{cpu / max(1, len(answers)) * 1000:.2f} ms per tip ({cpu / wall:.0%} of a core); "
           f"relay CPU {relay_cpu / max(1, len(acked)) * 1000:.1f} ms per acknowledged tip "
           f"({relay_cpu / wall:.2f} cores)")
+    p99 = statistics.quantiles(acked, n=100)[98] * 1000 if len(acked) > 1 else float("nan")
+    return Run(len(acked) / wall, p99, len(busy))
 
 
-async def closed_loop(base: str, relay_pid: int, clients: int, seconds: float) -> None:
+async def closed_loop(base: str, relay_pid: int, clients: int, seconds: float) -> Run:
     latencies: list[tuple[int, float]] = []
     deadline = time.perf_counter() + seconds
     host, port = split_url(base)
@@ -111,11 +127,11 @@ async def closed_loop(base: str, relay_pid: int, clients: int, seconds: float) -
 
     start, cpu, relay_cpu = time.perf_counter(), time.process_time(), tree_cpu(relay_pid)
     await asyncio.gather(*(worker(i) for i in range(clients)))
-    _report(f"{clients} concurrent clients", latencies, time.perf_counter() - start,
-            time.process_time() - cpu, tree_cpu(relay_pid) - relay_cpu)
+    return _report(f"{clients} concurrent clients", latencies, time.perf_counter() - start,
+                   time.process_time() - cpu, tree_cpu(relay_pid) - relay_cpu)
 
 
-async def open_loop(base: str, relay_pid: int, rate: float, seconds: float) -> None:
+async def open_loop(base: str, relay_pid: int, rate: float, seconds: float) -> Run:
     host, port = split_url(base)
     idle: list[TipClient] = []  # keep-alive connections between tips, as httpx's pool
 
@@ -137,14 +153,15 @@ async def open_loop(base: str, relay_pid: int, rate: float, seconds: float) -> N
     results = await asyncio.gather(*tasks, return_exceptions=True)
     latencies = [r for r in results if isinstance(r, tuple)]
     failed = [r for r in results if not isinstance(r, tuple)]
-    _report(f"offered {rate:.0f} tips/s", latencies, time.perf_counter() - start,
-            time.process_time() - cpu, tree_cpu(relay_pid) - relay_cpu)
+    run = _report(f"offered {rate:.0f} tips/s", latencies, time.perf_counter() - start,
+                  time.process_time() - cpu, tree_cpu(relay_pid) - relay_cpu)
     for client in idle:
         await client.close()
     if failed:
         kinds = sorted({type(f).__name__ for f in failed})
         print(f"  {len(failed)} of {len(results)} tips failed on the client side: "
               f"{', '.join(kinds)}")
+    return run
 
 
 def bench_mailbox(count: int) -> None:
@@ -185,6 +202,33 @@ def bench_mailbox(count: int) -> None:
         stack.stop()
 
 
+def _surge(args: argparse.Namespace) -> tuple[Run, Run]:
+    """One run of both loops on a new relay: (closed loop, offered rate)."""
+    with tempfile.TemporaryDirectory(prefix="mb-bench-") as tmp:
+        port = free_port()
+        # One station takes every tip here: its hourly limit is not what is measured.
+        extra = f"station_tips_per_hour = 100000000\ntips_in_flight = {args.in_flight or 10000}\n"
+        relay = RelayProcess(write_config(Path(tmp), port, MAILDIR_STATION, extra=extra,
+                                          workers=args.workers or None), port).start()
+        try:
+            assert relay.proc is not None
+            started = status_kib(relay.proc.pid) / 1024
+            print(f"relay RSS once started (VmRSS): {started:.0f} MiB")
+            closed = asyncio.run(closed_loop(relay.base, relay.proc.pid, args.clients,
+                                             args.seconds))
+            offered = asyncio.run(open_loop(relay.base, relay.proc.pid, args.rate, args.seconds))
+            peak = status_kib(relay.proc.pid, "VmHWM:") / 1024
+            print(f"relay peak RSS (VmHWM, from /proc): {peak:.0f} MiB")
+        finally:
+            relay.stop()
+    return closed, offered
+
+
+def _spread(values: Sequence[float], unit: str) -> str:
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{mid:.0f} ({low:.0f}–{high:.0f}){' ' + unit if unit else ''}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=8)
@@ -196,24 +240,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="relay.workers, web worker processes (0: the config's default, "
                              "one per usable CPU, at most 4)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of both loops, each on a new relay; then their median")
     args = parser.parse_args()
     bench_hash()
-    with tempfile.TemporaryDirectory(prefix="mb-bench-") as tmp:
-        port = free_port()
-        # One station takes every tip here: its hourly limit is not what is measured.
-        extra = f"station_tips_per_hour = 100000000\ntips_in_flight = {args.in_flight or 10000}\n"
-        relay = RelayProcess(write_config(Path(tmp), port, MAILDIR_STATION, extra=extra,
-                                          workers=args.workers or None), port).start()
-        try:
-            assert relay.proc is not None
-            started = status_kib(relay.proc.pid) / 1024
-            print(f"relay RSS once started (VmRSS): {started:.0f} MiB")
-            asyncio.run(closed_loop(relay.base, relay.proc.pid, args.clients, args.seconds))
-            asyncio.run(open_loop(relay.base, relay.proc.pid, args.rate, args.seconds))
-            peak = status_kib(relay.proc.pid, "VmHWM:") / 1024
-            print(f"relay peak RSS (VmHWM, from /proc): {peak:.0f} MiB")
-        finally:
-            relay.stop()
+    runs = [_surge(args) for _ in range(max(1, args.repeat))]
+    if len(runs) > 1:
+        print(f"over {len(runs)} runs, median (range): {args.clients} clients "
+              f"{_spread([c.tips_per_second for c, _ in runs], 'tips/s')}; offered "
+              f"{args.rate:.0f} tips/s: ack p99 {_spread([o.ack_p99_ms for _, o in runs], 'ms')}, "
+              f"busy answers {_spread([o.busy for _, o in runs], '')}")
     if args.mailbox:
         bench_mailbox(args.mailbox)
 
